@@ -1,0 +1,124 @@
+/* Unit tests for offset tracking: the committable offset never passes the
+ * first offset still in flight, and revoked partitions advance nothing. */
+#include "clickloop/offsets.h"
+
+#include "cl_test.h"
+
+static void test_single_segment_commits_last_plus_one(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p = cl_offsets_part(o, "clicks", 0);
+    cl_offsets_segment_t *s = cl_offsets_segment_open(p, 10);
+    cl_offsets_segment_extend(s, 11);
+    cl_offsets_segment_extend(s, 14); /* gaps happen: compaction, control records */
+    cl_offsets_part_t *got = NULL;
+    int64_t off = -1;
+    CL_ASSERT(cl_offsets_segment_done(s, &got, &off));
+    CL_ASSERT(got == p);
+    CL_ASSERT_INT_EQ(15, off);
+    CL_ASSERT_INT_EQ(0, cl_offsets_part_pending(p));
+    cl_offsets_free(o);
+}
+
+static void test_offsets_not_committed_past_first_in_flight(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p = cl_offsets_part(o, "clicks", 3);
+    cl_offsets_segment_t *a = cl_offsets_segment_open(p, 0);
+    cl_offsets_segment_extend(a, 99);
+    cl_offsets_segment_t *b = cl_offsets_segment_open(p, 100);
+    cl_offsets_segment_extend(b, 199);
+    cl_offsets_segment_t *c = cl_offsets_segment_open(p, 200);
+    int64_t off = -1;
+    /* later batches finish first: nothing may be committed yet */
+    CL_ASSERT(!cl_offsets_segment_done(c, NULL, &off));
+    CL_ASSERT(!cl_offsets_segment_done(b, NULL, &off));
+    CL_ASSERT_INT_EQ(-1, off);
+    CL_ASSERT_INT_EQ(3, cl_offsets_part_pending(p));
+    /* the first one finishing releases all three */
+    CL_ASSERT(cl_offsets_segment_done(a, NULL, &off));
+    CL_ASSERT_INT_EQ(201, off);
+    CL_ASSERT_INT_EQ(0, cl_offsets_part_pending(p));
+    cl_offsets_free(o);
+}
+
+static void test_partial_prefix_advances_to_gap(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p = cl_offsets_part(o, "clicks", 0);
+    cl_offsets_segment_t *a = cl_offsets_segment_open(p, 5);
+    cl_offsets_segment_t *b = cl_offsets_segment_open(p, 6);
+    cl_offsets_segment_t *c = cl_offsets_segment_open(p, 7);
+    int64_t off = -1;
+    CL_ASSERT(cl_offsets_segment_done(a, NULL, &off));
+    CL_ASSERT_INT_EQ(6, off);
+    CL_ASSERT(!cl_offsets_segment_done(c, NULL, &off));
+    CL_ASSERT_INT_EQ(6, off);
+    CL_ASSERT(cl_offsets_segment_done(b, NULL, &off));
+    CL_ASSERT_INT_EQ(8, off);
+    cl_offsets_free(o);
+}
+
+static void test_partitions_are_independent(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p0 = cl_offsets_part(o, "clicks", 0);
+    cl_offsets_part_t *p1 = cl_offsets_part(o, "clicks", 1);
+    cl_offsets_part_t *q0 = cl_offsets_part(o, "views", 0);
+    CL_ASSERT(p0 != p1 && p0 != q0 && p1 != q0);
+    CL_ASSERT(cl_offsets_part(o, "clicks", 1) == p1);
+    CL_ASSERT(cl_offsets_find(o, "views", 0) == q0);
+    CL_ASSERT(cl_offsets_find(o, "views", 1) == NULL);
+    cl_offsets_segment_t *a = cl_offsets_segment_open(p0, 1);
+    cl_offsets_segment_t *b = cl_offsets_segment_open(p1, 1000);
+    cl_offsets_part_t *got = NULL;
+    int64_t off = -1;
+    CL_ASSERT(cl_offsets_segment_done(b, &got, &off));
+    CL_ASSERT(got == p1);
+    CL_ASSERT_INT_EQ(1001, off);
+    CL_ASSERT(cl_offsets_segment_done(a, &got, &off));
+    CL_ASSERT(got == p0);
+    CL_ASSERT_INT_EQ(2, off);
+    cl_offsets_free(o);
+}
+
+static void test_revoked_partition_in_flight_work_is_abandoned(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p = cl_offsets_part(o, "clicks", 0);
+    cl_offsets_segment_t *a = cl_offsets_segment_open(p, 0);
+    cl_offsets_segment_t *b = cl_offsets_segment_open(p, 1);
+    int64_t off = -1;
+    CL_ASSERT(!cl_offsets_segment_done(b, NULL, &off)); /* done, waiting behind a */
+    cl_offsets_revoke(o, "clicks", 0);
+    CL_ASSERT(cl_offsets_find(o, "clicks", 0) == NULL);
+    CL_ASSERT(cl_offsets_segment_part(a) == NULL);
+    CL_ASSERT(!cl_offsets_segment_done(a, NULL, &off));
+    CL_ASSERT_INT_EQ(-1, off);
+    /* re-assignment starts a fresh partition state */
+    cl_offsets_part_t *p2 = cl_offsets_part(o, "clicks", 0);
+    CL_ASSERT_INT_EQ(0, cl_offsets_part_pending(p2));
+    cl_offsets_free(o);
+}
+
+static void test_free_with_segments_in_flight_leaves_them_to_batches(void)
+{
+    cl_offsets_t *o = cl_offsets_new();
+    cl_offsets_part_t *p = cl_offsets_part(o, "clicks", 0);
+    cl_offsets_segment_t *a = cl_offsets_segment_open(p, 0);
+    CL_ASSERT(cl_offsets_segment_is_tail(a));
+    cl_offsets_free(o);
+    int64_t off = -1;
+    CL_ASSERT(!cl_offsets_segment_done(a, NULL, &off)); /* frees it; ASan checks */
+}
+
+static const cl_test_case_t cases[] = {
+    CL_TEST(test_single_segment_commits_last_plus_one),
+    CL_TEST(test_offsets_not_committed_past_first_in_flight),
+    CL_TEST(test_partial_prefix_advances_to_gap),
+    CL_TEST(test_partitions_are_independent),
+    CL_TEST(test_revoked_partition_in_flight_work_is_abandoned),
+    CL_TEST(test_free_with_segments_in_flight_leaves_them_to_batches),
+};
+
+CL_TEST_MAIN(cases)
