@@ -1,0 +1,79 @@
+/* The Kafka source: a librdkafka high-level consumer driven by the libuv loop.
+ *
+ * librdkafka runs its own threads; this module only ever calls it from the loop
+ * thread. The consumer queue signals "became non-empty" on an eventfd watched
+ * by a uv_poll; every callback librdkafka makes (messages, rebalances, logs,
+ * errors, commit results) is served from rd_kafka_consumer_poll() on the loop.
+ *
+ * Offsets: automatic offset *storing* is off. The owner stores the next offset
+ * to read with cl_kafka_source_store_offset() once everything before it is
+ * durably handled; librdkafka's auto-commit then commits what was stored (and
+ * does so on revoke and on close). */
+#ifndef CLICKLOOP_KAFKA_SOURCE_H
+#define CLICKLOOP_KAFKA_SOURCE_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "clickloop/common.h"
+
+typedef struct cl_kafka_source_s cl_kafka_source_t;
+
+typedef struct {
+    /* One message; it stays owned by the source and is destroyed when the
+     * callback returns, so copy what must outlive it. */
+    void (*on_message)(void *arg, const rd_kafka_message_t *msg);
+    /* Partitions were assigned to this instance. */
+    void (*on_assign)(void *arg, const rd_kafka_topic_partition_list_t *parts);
+    /* Partitions were revoked (or lost): abandon in-flight work for them, the
+     * new owner re-reads everything not committed. */
+    void (*on_revoke)(void *arg, const rd_kafka_topic_partition_list_t *parts, bool lost);
+    /* A consumer error worth an operator's attention; fatal when the consumer
+     * cannot go on (e.g. fenced, or a fatal librdkafka error). */
+    void (*on_error)(void *arg, bool fatal, const char *message);
+} cl_kafka_source_handlers_t;
+
+typedef struct {
+    const char *brokers;
+    const char *group_id;
+    const char *const *topics;
+    size_t topic_count;
+    /* librdkafka properties passed through (name/value pairs), applied after
+     * clickloop's own defaults so they can override them. */
+    const char *const *property_names;
+    const char *const *property_values;
+    size_t property_count;
+    uint64_t poll_interval_ms; /* keep-alive poll, also while paused */
+    unsigned max_messages_per_tick; /* fairness: yield to the loop after this many */
+} cl_kafka_source_params_t;
+
+/* Create the consumer (not yet subscribed). The handlers' arg is `arg`. */
+int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
+                        const cl_kafka_source_handlers_t *handlers, void *arg,
+                        cl_kafka_source_t **out, char err[CL_ERR_LEN]);
+/* Subscribe to the topics and start consuming. */
+int cl_kafka_source_start(cl_kafka_source_t *src, char err[CL_ERR_LEN]);
+
+/* Store `next_offset` (the next offset to read) for commit. Ignored for
+ * partitions no longer assigned. */
+void cl_kafka_source_store_offset(cl_kafka_source_t *src, const char *topic, int32_t partition,
+                                  int64_t next_offset);
+
+/* Backpressure: pause or resume fetching on every assigned partition (and on
+ * partitions assigned while paused). librdkafka drops what it prefetched for
+ * paused partitions and refetches it on resume. */
+void cl_kafka_source_set_paused(cl_kafka_source_t *src, bool paused);
+bool cl_kafka_source_paused(const cl_kafka_source_t *src);
+
+/* Number of partitions currently assigned. */
+int cl_kafka_source_assigned_count(const cl_kafka_source_t *src);
+
+/* Close: leave the group (committing stored offsets), then close the uv handles
+ * and free everything; `cb` runs when all is done. Messages that still arrive
+ * while closing are not delivered. */
+void cl_kafka_source_close(cl_kafka_source_t *src, void (*cb)(void *arg), void *arg);
+
+#endif
