@@ -30,13 +30,15 @@ void cl_buf_reset(cl_buf_t *b)
 void cl_buf_reserve(cl_buf_t *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* + NUL */
-    if (need <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    b->data = cl_xrealloc(b->data, cap);
-    b->cap = cap;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < need)
+            cap *= 2;
+        b->data = cl_xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    /* A fresh allocation must read as "" too. */
+    b->data[b->len] = '\0';
 }
 
 void cl_buf_append(cl_buf_t *b, const void *data, size_t len)

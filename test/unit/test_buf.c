@@ -40,7 +40,19 @@ static void test_steal_hands_over_and_resets(void)
     free(p);
 }
 
+static void test_steal_of_empty_buffer_is_empty_string(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    size_t len = 99;
+    char *p = cl_buf_steal(&b, &len);
+    CL_ASSERT_STR_EQ("", p);
+    CL_ASSERT_INT_EQ(0, len);
+    free(p);
+}
+
 static const cl_test_case_t cases[] = {
+    CL_TEST(test_steal_of_empty_buffer_is_empty_string),
     CL_TEST(test_append_keeps_nul_terminated),
     CL_TEST(test_grows_past_initial_capacity),
     CL_TEST(test_steal_hands_over_and_resets),
