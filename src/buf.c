@@ -62,12 +62,19 @@ void cl_buf_append_char(cl_buf_t *b, char c)
 
 void cl_buf_vappendf(cl_buf_t *b, const char *fmt, va_list ap)
 {
+    /* Most pieces are short: format into the stack first, and only when that
+     * is too small measure and format again in place. */
+    char small[256];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
+    int n = vsnprintf(small, sizeof small, fmt, ap2);
     va_end(ap2);
     if (n < 0)
         return;
+    if ((size_t)n < sizeof small) {
+        cl_buf_append(b, small, (size_t)n);
+        return;
+    }
     cl_buf_reserve(b, (size_t)n);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;

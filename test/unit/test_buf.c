@@ -51,7 +51,23 @@ static void test_steal_of_empty_buffer_is_empty_string(void)
     free(p);
 }
 
+static void test_appendf_longer_than_stack_buffer(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char piece[1001];
+    memset(piece, 'x', 1000);
+    piece[1000] = '\0';
+    cl_buf_append_str(&b, "<");
+    cl_buf_appendf(&b, "%s|%d", piece, 7);
+    CL_ASSERT_INT_EQ(1 + 1000 + 2, b.len);
+    CL_ASSERT_STR_EQ("|7", b.data + 1001);
+    CL_ASSERT_INT_EQ('x', b.data[1000]);
+    cl_buf_free(&b);
+}
+
 static const cl_test_case_t cases[] = {
+    CL_TEST(test_appendf_longer_than_stack_buffer),
     CL_TEST(test_steal_of_empty_buffer_is_empty_string),
     CL_TEST(test_append_keeps_nul_terminated),
     CL_TEST(test_grows_past_initial_capacity),
