@@ -1,17 +1,437 @@
-/* clickloop: command line and wiring. Only this file decides what to print. */
+/* clickloop: command line, wiring and signals. Only this file decides what to
+ * print; the modules return errors and main logs them.
+ *
+ * Start-up: load the config, open the MariaDB pool, migrate the schema, then
+ * create the ingest pipeline and the Kafka source and subscribe.
+ * Shutdown (SIGTERM/SIGINT): pause consumption, let the pipeline write what it
+ * holds, close the consumer (which commits the stored offsets and leaves the
+ * group), close the store and the pool, and exit 0 — or 1 when the drain
+ * timeout runs out first. A second signal exits at once. */
 #include <getopt.h>
+#include <mysql.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
 
 #include "cl_version.h"
+#include "clickloop/config.h"
+#include "clickloop/db.h"
+#include "clickloop/event.h"
+#include "clickloop/kafka_source.h"
 #include "clickloop/log.h"
+#include "clickloop/pipeline.h"
+#include "clickloop/store.h"
+
+/* A batch's SQL text is at most about twice its payload bytes (escaping), so
+ * 4 MiB of payload keeps it well under MariaDB's default 16 MiB packet. */
+#define CL_BATCH_MAX_BYTES (4u * 1024u * 1024u)
+
+typedef enum {
+    APP_STARTING = 0, /* migrating the schema */
+    APP_RUNNING,
+    APP_DRAINING,     /* signal received: writing what is in flight */
+    APP_CLOSING,      /* closing modules and handles */
+} app_state_t;
+
+typedef struct {
+    uv_loop_t *loop;
+    const char *config_path;
+    cl_config_t *config;
+    cl_db_pool_t *pool;
+    cl_store_t *store;
+    cl_event_parser_t *parser;
+    cl_pipeline_t *pipeline;
+    cl_kafka_source_t *source;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t drain_timer;
+    app_state_t state;
+    int exit_code;
+} app_t;
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: clickloop --config FILE\n"
             "       clickloop --check-config FILE\n"
-            "       clickloop --version | --help\n");
+            "       clickloop --version | --help\n"
+            "\n"
+            "  -c, --config FILE        run the service with this JSON configuration\n"
+            "  -C, --check-config FILE  validate FILE: every problem is printed on stderr as\n"
+            "                           'file: json.path: problem'; exit 0 if valid, 1 if not\n"
+            "  -V, --version            print the version and exit\n"
+            "  -h, --help               print this help and exit\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT drain and exit (a second one exits at once);\n"
+            "SIGHUP re-reads the configuration.\n"
+            "Configuration reference: docs/configuration.md\n");
+}
+
+static cl_config_t *load_config(const char *path)
+{
+    cl_config_t *config = NULL;
+    cl_config_errors_t errs;
+    if (cl_config_load_file(path, NULL, &config, &errs) != CL_OK) {
+        for (size_t i = 0; i < errs.count; i++)
+            fprintf(stderr, "%s\n", errs.messages[i]);
+        config = NULL;
+    }
+    cl_config_errors_free(&errs);
+    return config;
+}
+
+static void db_params_from_config(const cl_config_t *c, cl_db_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->host = c->mariadb.host;
+    p->port = c->mariadb.port;
+    p->unix_socket = c->mariadb.socket;
+    p->user = c->mariadb.user;
+    p->password = c->mariadb.password;
+    p->database = c->mariadb.database;
+    p->connect_timeout_ms = (unsigned)c->mariadb.connect_timeout_ms;
+    p->read_timeout_ms = (unsigned)c->mariadb.read_timeout_ms;
+    p->write_timeout_ms = (unsigned)c->mariadb.write_timeout_ms;
+    p->backoff_min_ms = (unsigned)c->mariadb.reconnect_min_backoff_ms;
+    p->backoff_max_ms = (unsigned)c->mariadb.reconnect_max_backoff_ms;
+}
+
+static void pipeline_params_from_config(const cl_config_t *c, cl_pipeline_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->batch_max_events = c->ingest.batch_max_events;
+    p->batch_max_delay_ms = c->ingest.batch_max_delay_ms;
+    p->max_in_flight_events = c->ingest.max_in_flight_events;
+    p->batch_max_bytes = CL_BATCH_MAX_BYTES;
+    p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
+}
+
+static void apply_log_config(const cl_config_t *c)
+{
+    cl_log_set_level(c->log.level);
+    cl_log_set_format(c->log.format);
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    CL_UNUSED(h);
+}
+
+static void close_app_handles(app_t *app)
+{
+    uv_close((uv_handle_t *)&app->sig_term, on_handle_closed);
+    uv_close((uv_handle_t *)&app->sig_int, on_handle_closed);
+    uv_close((uv_handle_t *)&app->sig_hup, on_handle_closed);
+    uv_close((uv_handle_t *)&app->drain_timer, on_handle_closed);
+}
+
+/* Closing order: consumer (commits stored offsets), then store and pool (the
+ * store completes what it still holds, so batches reach the pipeline before it
+ * goes), then the pipeline, then main's own handles. */
+static void maybe_close_app_handles(app_t *app)
+{
+    if (app->pool == NULL && app->store == NULL && app->pipeline == NULL)
+        close_app_handles(app);
+}
+
+static void on_pool_closed(void *arg)
+{
+    app_t *app = arg;
+    app->pool = NULL;
+    maybe_close_app_handles(app);
+}
+
+static void on_pipeline_closed(void *arg)
+{
+    app_t *app = arg;
+    app->pipeline = NULL;
+    maybe_close_app_handles(app);
+}
+
+static void on_store_closed(void *arg)
+{
+    app_t *app = arg;
+    app->store = NULL;
+    if (app->pipeline != NULL)
+        cl_pipeline_close(app->pipeline, on_pipeline_closed, app);
+    else
+        maybe_close_app_handles(app);
+}
+
+static void close_store_and_pool(app_t *app)
+{
+    if (app->store == NULL || cl_store_close(app->store, on_store_closed, app) != CL_OK)
+        on_store_closed(app);
+    /* The pool closes right away (store.h: that is what ends queries stuck on
+     * a dead server). */
+    if (app->pool != NULL && cl_db_pool_close(app->pool, on_pool_closed, app) != CL_OK)
+        on_pool_closed(app);
+}
+
+static void on_source_closed(void *arg)
+{
+    app_t *app = arg;
+    if (app->source != NULL)
+        cl_log_info("main", "Kafka consumer closed, stored offsets committed");
+    app->source = NULL;
+    if (app->pipeline != NULL)
+        cl_pipeline_set_source(app->pipeline, NULL);
+    close_store_and_pool(app);
+}
+
+static void finish_shutdown(app_t *app)
+{
+    if (app->state == APP_CLOSING)
+        return;
+    app->state = APP_CLOSING;
+    uv_timer_stop(&app->drain_timer);
+    if (app->source != NULL)
+        cl_kafka_source_close(app->source, on_source_closed, app);
+    else
+        on_source_closed(app);
+}
+
+static void on_drained(void *arg)
+{
+    app_t *app = arg;
+    cl_pipeline_stats_t st;
+    cl_pipeline_get_stats(app->pipeline, &st);
+    cl_log_info("main", "drained: %llu events stored, %llu rejected in %llu batches",
+                (unsigned long long)st.stored, (unsigned long long)st.rejected,
+                (unsigned long long)st.batches);
+    finish_shutdown(app);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    app_t *app = t->data;
+    cl_log_error("main", "drain timeout of %llu ms ran out with events still in flight; they "
+                 "stay uncommitted and Kafka will deliver them again",
+                 (unsigned long long)app->config->shutdown.drain_timeout_ms);
+    app->exit_code = 1;
+    finish_shutdown(app);
+}
+
+static void begin_shutdown(app_t *app, const char *why)
+{
+    if (app->state == APP_DRAINING || app->state == APP_CLOSING) {
+        cl_log_warn("main", "%s again: exiting at once", why);
+        _exit(1);
+    }
+    cl_log_info("main", "%s: draining (timeout %llu ms)", why,
+                (unsigned long long)app->config->shutdown.drain_timeout_ms);
+    bool starting = app->state == APP_STARTING;
+    app->state = APP_DRAINING;
+    uv_timer_start(&app->drain_timer, on_drain_timeout, app->config->shutdown.drain_timeout_ms,
+                   0);
+    if (starting || app->pipeline == NULL) {
+        finish_shutdown(app);
+        return;
+    }
+    if (app->source != NULL)
+        cl_kafka_source_set_paused(app->source, true);
+    cl_pipeline_drain(app->pipeline, on_drained, app);
+}
+
+/* ---- reload -------------------------------------------------------------- */
+
+static void log_changed(const char *name, void *data)
+{
+    CL_UNUSED(data);
+    /* Settings that take effect in place; the others need a restart (for now). */
+    static const char *const in_place[] = {
+        "log.", "ingest.batch_max_events", "ingest.batch_max_delay", "ingest.max_in_flight_events",
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(in_place); i++) {
+        if (strncmp(name, in_place[i], strlen(in_place[i])) == 0) {
+            cl_log_info("config", "%s changed: applied", name);
+            return;
+        }
+    }
+    cl_log_warn("config", "%s changed: takes effect after a restart", name);
+}
+
+static void reload(app_t *app)
+{
+    cl_config_t *next = NULL;
+    cl_config_errors_t errs;
+    if (cl_config_load_file(app->config_path, NULL, &next, &errs) != CL_OK) {
+        for (size_t i = 0; i < errs.count; i++)
+            cl_log_error("config", "%s", errs.messages[i]);
+        cl_log_error("config", "reload rejected: %zu problem(s); still running on the previous "
+                     "configuration", errs.count);
+        cl_config_errors_free(&errs);
+        return;
+    }
+    cl_config_errors_free(&errs);
+    int changes = cl_config_diff(app->config, next, log_changed, app);
+    apply_log_config(next);
+    if (app->pipeline != NULL) {
+        cl_pipeline_params_t pp;
+        pipeline_params_from_config(next, &pp);
+        cl_pipeline_set_params(app->pipeline, &pp);
+    }
+    cl_log_info("config", "reloaded %s: %d setting(s) changed", app->config_path, changes);
+    /* Modules keep pointers into the old config (strings for the consumer and
+     * the pool were copied at creation), so swapping is safe. */
+    cl_config_free(app->config);
+    app->config = next;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    app_t *app = h->data;
+    if (signum == SIGHUP)
+        reload(app);
+    else
+        begin_shutdown(app, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+static int start_ingest(app_t *app)
+{
+    char err[CL_ERR_LEN];
+    const cl_config_t *c = app->config;
+    if (cl_event_parser_new((const char *const *)c->ingest.mapping, (size_t)c->ingest.max_event_bytes,
+                            &app->parser, err) != CL_OK) {
+        cl_log_error("main", "ingest.mapping: %s", err);
+        return CL_ERR;
+    }
+    cl_pipeline_params_t pp;
+    pipeline_params_from_config(c, &pp);
+    app->pipeline = cl_pipeline_new(app->loop, &pp, app->parser, app->store);
+
+    const char **names = cl_xcalloc(c->kafka.property_count + 1, sizeof(char *));
+    const char **values = cl_xcalloc(c->kafka.property_count + 1, sizeof(char *));
+    for (size_t i = 0; i < c->kafka.property_count; i++) {
+        names[i] = c->kafka.properties[i].name;
+        values[i] = c->kafka.properties[i].value;
+    }
+    cl_kafka_source_params_t kp = {
+        .brokers = c->kafka.brokers,
+        .group_id = c->kafka.group_id,
+        .topics = (const char *const *)c->kafka.topics,
+        .topic_count = c->kafka.topic_count,
+        .property_names = names,
+        .property_values = values,
+        .property_count = c->kafka.property_count,
+        .poll_interval_ms = c->kafka.poll_interval_ms,
+        .max_messages_per_tick = 2000,
+    };
+    int rc = cl_kafka_source_new(app->loop, &kp, cl_pipeline_kafka_handlers(), app->pipeline,
+                                 &app->source, err);
+    free(names);
+    free(values);
+    if (rc != CL_OK) {
+        cl_log_error("main", "%s", err);
+        return CL_ERR;
+    }
+    cl_pipeline_set_source(app->pipeline, app->source);
+    if (cl_kafka_source_start(app->source, err) != CL_OK) {
+        cl_log_error("main", "%s", err);
+        return CL_ERR;
+    }
+    cl_log_info("main", "consuming %zu topic(s) from %s as group %s", c->kafka.topic_count,
+                c->kafka.brokers, c->kafka.group_id);
+    return CL_OK;
+}
+
+static void on_migrated(void *arg, const cl_store_migrate_result_t *r)
+{
+    app_t *app = arg;
+    if (app->state != APP_STARTING)
+        return;
+    if (r->status != CL_OK) {
+        cl_log_error("main", "schema migration failed: %s", r->message);
+        app->exit_code = 1;
+        finish_shutdown(app);
+        return;
+    }
+    if (r->from_version != r->to_version)
+        cl_log_info("main", "schema migrated from version %d to %d", r->from_version,
+                    r->to_version);
+    app->state = APP_RUNNING;
+    if (start_ingest(app) != CL_OK) {
+        app->exit_code = 1;
+        app->state = APP_DRAINING;
+        finish_shutdown(app);
+    }
+}
+
+static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
+{
+    CL_UNUSED(arg);
+    switch (ev->type) {
+    case CL_DB_POOL_EVENT_CONNECTED:
+        cl_log_info("db", "connection %u up (%u connected)", ev->conn_index, ev->connected);
+        break;
+    case CL_DB_POOL_EVENT_CONNECT_FAILED:
+    case CL_DB_POOL_EVENT_LOST:
+        cl_log(ev->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "db",
+               "connection %u %s: %s (error %u)%s; retrying in %llu ms", ev->conn_index,
+               ev->type == CL_DB_POOL_EVENT_LOST ? "lost" : "failed", ev->message, ev->error_code,
+               ev->status == CL_ERR ? " - check the mariadb settings" : "",
+               (unsigned long long)ev->retry_in_ms);
+        break;
+    }
+}
+
+static int run(const char *config_path)
+{
+    app_t app;
+    memset(&app, 0, sizeof app);
+    app.config_path = config_path;
+    app.config = load_config(config_path);
+    if (app.config == NULL)
+        return 1;
+    apply_log_config(app.config);
+    cl_log_info("main", "clickloop %s starting with %s", CL_VERSION, config_path);
+
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        cl_log_error("main", "cannot initialise the MariaDB client library");
+        cl_config_free(app.config);
+        return 1;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    app.loop = &loop;
+    uv_signal_init(&loop, &app.sig_term);
+    uv_signal_init(&loop, &app.sig_int);
+    uv_signal_init(&loop, &app.sig_hup);
+    app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
+    uv_signal_start(&app.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&app.sig_int, on_signal, SIGINT);
+    uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
+    uv_timer_init(&loop, &app.drain_timer);
+    app.drain_timer.data = &app;
+
+    char err[CL_ERR_LEN];
+    cl_db_params_t dbp;
+    db_params_from_config(app.config, &dbp);
+    cl_store_params_t sp = {0};
+    if (cl_db_pool_open(&loop, &dbp, app.config->mariadb.pool_size, on_pool_event, &app, &app.pool,
+                        err) != CL_OK ||
+        cl_store_new(&loop, app.pool, &sp, &app.store, err) != CL_OK ||
+        cl_store_migrate(app.store, on_migrated, &app, err) != CL_OK) {
+        cl_log_error("main", "%s", err);
+        app.exit_code = 1;
+        finish_shutdown(&app);
+    }
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        cl_log_warn("main", "event loop closed with handles still open");
+    if (app.parser != NULL)
+        cl_event_parser_free(app.parser);
+    cl_config_free(app.config);
+    mysql_library_end();
+    cl_log_info("main", "exiting with status %d", app.exit_code);
+    return app.exit_code;
 }
 
 int main(int argc, char **argv)
@@ -23,9 +443,21 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *config_path = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "c:C:Vh", opts, NULL)) != -1) {
         switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'C': {
+            cl_config_t *config = load_config(optarg);
+            if (config == NULL)
+                return 1;
+            printf("%s: valid\n", optarg);
+            cl_config_free(config);
+            return 0;
+        }
         case 'V':
             printf("clickloop %s\n", CL_VERSION);
             return 0;
@@ -37,6 +469,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    usage(stderr);
-    return 2;
+    if (config_path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    /* A closed peer must surface as an error code, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    return run(config_path);
 }

@@ -1,0 +1,240 @@
+/* db: non-blocking MariaDB connections on a libuv loop, and a pool of them.
+ *
+ * A connection (cl_db_conn_t) drives MariaDB Connector/C's non-blocking API
+ * (`*_start` / `*_cont`) from one uv_poll on the connection's socket and one
+ * uv_timer for the library's timeouts, as an explicit state machine. A query
+ * may hold several statements; every result set is consumed, rows go to an
+ * optional row callback and the outcome to a completion callback.
+ *
+ * The pool (cl_db_pool_t) keeps N connections, queues queries until one is
+ * idle, and reconnects lost connections with capped exponential backoff and
+ * jitter, forever: an outage or a wrong password never ends the process, it
+ * is reported through the pool's event callback.
+ *
+ * Callbacks never run inside the call that started the operation; they run
+ * from the loop. If a call that takes a callback fails, the callback never
+ * runs (the libuv convention).
+ *
+ * The process should call mysql_library_init() before creating connections
+ * and mysql_library_end() after the loop has closed (main's job). */
+#ifndef CLICKLOOP_DB_H
+#define CLICKLOOP_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "clickloop/common.h"
+
+/* Where and how to connect. Strings are copied; the caller may free them
+ * after the call that takes the params returns. */
+typedef struct cl_db_params_s {
+    /* An IP literal or a host name. Names are resolved with uv_getaddrinfo on
+     * every (re)connect, never with Connector/C's blocking getaddrinfo. The
+     * name "localhost" therefore means TCP to 127.0.0.1 / ::1, not the unix
+     * socket that Connector/C would pick for it. Ignored if unix_socket is
+     * set. */
+    const char *host;
+    unsigned int port; /* 0 means 3306 */
+    const char *unix_socket; /* optional path; when set, TCP is not used */
+    const char *user;
+    const char *password; /* may be NULL or "" */
+    const char *database;
+    /* Connector/C counts these in whole seconds: values are rounded up to the
+     * next second. All three must be set, otherwise the library never reports
+     * a timeout and a dead peer hangs a connection forever. The read timeout
+     * bounds the longest statement: a batch that runs longer is reported as
+     * a lost connection. */
+    unsigned int connect_timeout_ms;
+    unsigned int read_timeout_ms;
+    unsigned int write_timeout_ms;
+    /* Pool reconnect backoff: the delay before attempt k is drawn from
+     * [d/2, d] with d = min(backoff_max_ms, backoff_min_ms * 2^k). */
+    unsigned int backoff_min_ms;
+    unsigned int backoff_max_ms;
+} cl_db_params_t;
+
+/* Check params; fills err with a sentence naming the field. */
+int cl_db_params_validate(const cl_db_params_t *params, char err[CL_ERR_LEN]);
+
+/* A MariaDB error: the client or server error number (0 if the failure did not
+ * come from the library), the SQLSTATE and a message. */
+typedef struct cl_db_error_s {
+    unsigned int code;
+    char sqlstate[6];
+    char message[CL_ERR_LEN];
+} cl_db_error_t;
+
+/* What an error means for the caller. */
+typedef enum {
+    CL_DB_ERROR_PERMANENT = 0, /* the statement is wrong: retrying cannot help */
+    CL_DB_ERROR_TRANSIENT,     /* deadlock, lock wait timeout...: retry, connection is fine */
+    CL_DB_ERROR_CONNECTION,    /* the connection is gone or unusable: reconnect, then retry */
+    CL_DB_ERROR_CONFIG,        /* bad credentials, database or host: needs an operator */
+} cl_db_error_class_t;
+
+/* The single place that classifies MariaDB client and server error numbers. */
+cl_db_error_class_t cl_db_error_classify(unsigned int code);
+/* CL_ERR_RETRY for TRANSIENT and CONNECTION, CL_ERR for PERMANENT and CONFIG. */
+int cl_db_error_status(cl_db_error_class_t cls);
+const char *cl_db_error_class_name(cl_db_error_class_t cls);
+
+/* Backoff before retry number `attempt` (0 = first retry): uniformly in
+ * [d/2, d] with d = min(max_ms, min_ms * 2^attempt), using `random` as the
+ * source of jitter. Pure, for the pool and the store. */
+uint64_t cl_db_backoff_ms(unsigned int attempt, unsigned int min_ms, unsigned int max_ms,
+                          uint32_t random);
+
+/* Escape `len` bytes for use inside a single-quoted SQL string literal and
+ * NUL-terminate the result; `to` needs 2 * len + 1 bytes. Returns the length
+ * written (without the NUL).
+ *
+ * This is a pure function rather than mysql_real_escape_string(), so the SQL
+ * builders and their tests need no server. It produces the same bytes as
+ * mysql_real_escape_string() on a connection whose character set is utf8mb4
+ * and whose sql_mode lacks NO_BACKSLASH_ESCAPES, which is what every
+ * connection made here uses (db.c sets both): utf8mb4 is ASCII-transparent
+ * (no byte of a multi-byte character is below 0x80), so byte-wise escaping
+ * of \0 \n \r \\ ' " and ^Z can never split a character. On a handle that
+ * never connected, mysql_real_escape_string() uses the library's compiled-in
+ * default character set instead of the one requested with
+ * MYSQL_SET_CHARSET_NAME, which is why a connection-based variant would need
+ * a live connection. Never use this for multi-byte character sets such as
+ * GBK or SJIS, where 0x5C can be the second byte of a character. */
+size_t cl_db_escape_string(char *to, const char *from, size_t len);
+
+/* ---- One connection ---------------------------------------------------- */
+
+typedef struct cl_db_conn_s cl_db_conn_t;
+
+typedef enum {
+    CL_DB_CONN_EVENT_NONE = 0,
+    CL_DB_CONN_EVENT_CONNECTED,      /* connected and session initialised */
+    CL_DB_CONN_EVENT_CONNECT_FAILED, /* error says why; the connection is disconnected */
+    CL_DB_CONN_EVENT_LOST,           /* a connected connection broke; now disconnected */
+} cl_db_conn_event_t;
+
+typedef void (*cl_db_conn_event_cb)(cl_db_conn_t *conn, cl_db_conn_event_t event,
+                                    const cl_db_error_t *error, void *arg);
+typedef void (*cl_db_conn_close_cb)(void *arg);
+
+/* The outcome of a query, valid only during the completion callback. */
+typedef struct cl_db_result_s {
+    int status;               /* 0, CL_ERR_RETRY or CL_ERR (see cl_db_error_status) */
+    unsigned int error_code;  /* MariaDB error number, 0 on success */
+    const char *sqlstate;     /* "00000" on success */
+    const char *message;      /* "" on success */
+    uint64_t affected_rows_last;  /* of the last statement without a result set */
+    uint64_t affected_rows_total; /* summed over statements without a result set */
+    unsigned int statements;      /* statements that completed */
+} cl_db_result_t;
+
+typedef struct cl_db_query_handlers_s {
+    /* Optional. One row of the result set of statement `statement` (0-based
+     * index in the query text). values[i] is NULL for SQL NULL; lengths[i] is
+     * its length in bytes. The row is valid during the call only. This
+     * callback must not start, close or free anything. */
+    void (*row)(void *arg, unsigned int statement, unsigned int field_count,
+                const char *const *values, const unsigned long *lengths);
+    /* Required. Runs exactly once per accepted query. */
+    void (*done)(void *arg, const cl_db_result_t *result);
+} cl_db_query_handlers_t;
+
+/* Create a disconnected connection. event_cb may be NULL. */
+int cl_db_conn_new(uv_loop_t *loop, const cl_db_params_t *params, cl_db_conn_event_cb event_cb,
+                   void *event_arg, cl_db_conn_t **out, char err[CL_ERR_LEN]);
+
+/* Start connecting a disconnected connection; the outcome arrives as a
+ * CONNECTED or CONNECT_FAILED event. On connect the session runs
+ * `SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',
+ * time_zone='+00:00'` with the utf8mb4 character set. */
+int cl_db_conn_connect(cl_db_conn_t *conn, char err[CL_ERR_LEN]);
+
+/* Run `sql` (one or more statements separated by ';') on an idle connection.
+ * The caller keeps `sql` alive and unchanged until `handlers->done` runs;
+ * handlers is copied. One operation at a time per connection (a protocol
+ * limit): returns CL_ERR if the connection is not idle.
+ *
+ * After a failed statement on a live connection, ROLLBACK is run before done
+ * is called, so no half-done transaction survives into the next query (with
+ * multi-statements the server stops at the failed statement and would leave
+ * the transaction open; the next START TRANSACTION would commit it). If the
+ * connection breaks, done gets CL_ERR_RETRY and the event callback gets LOST
+ * first; the server rolls back what was not committed. */
+int cl_db_conn_query(cl_db_conn_t *conn, const char *sql, size_t len,
+                     const cl_db_query_handlers_t *handlers, void *arg, char err[CL_ERR_LEN]);
+
+bool cl_db_conn_is_idle(const cl_db_conn_t *conn);
+bool cl_db_conn_is_connected(const cl_db_conn_t *conn);
+/* The server's connection id (for KILL, logs), 0 when not connected. */
+unsigned long cl_db_conn_thread_id(const cl_db_conn_t *conn);
+
+/* Close and free. An operation in flight is cancelled: its done callback gets
+ * CL_ERR_RETRY (whether the server committed it is unknown, so callers that
+ * need the outcome wait for done before closing). No event is reported after
+ * this call. cb runs once every handle is closed and the connection has been
+ * freed. */
+int cl_db_conn_close(cl_db_conn_t *conn, cl_db_conn_close_cb cb, void *arg);
+
+/* ---- Pool ---------------------------------------------------------------- */
+
+typedef struct cl_db_pool_s cl_db_pool_t;
+
+typedef enum {
+    CL_DB_POOL_EVENT_CONNECTED = 1,
+    CL_DB_POOL_EVENT_CONNECT_FAILED,
+    CL_DB_POOL_EVENT_LOST,
+} cl_db_pool_event_type_t;
+
+typedef struct cl_db_pool_event_s {
+    cl_db_pool_event_type_t type;
+    unsigned int conn_index;   /* which of the N connections */
+    /* For CONNECT_FAILED and LOST: CL_ERR when an operator must act (access
+     * denied, unknown database or host; still retried at the maximum
+     * backoff), CL_ERR_RETRY for outages that heal by themselves. */
+    int status;
+    unsigned int error_code;
+    const char *message;       /* "" for CONNECTED */
+    uint64_t retry_in_ms;      /* delay before the next connect attempt */
+    unsigned int connected;    /* connections up after this event */
+} cl_db_pool_event_t;
+
+typedef void (*cl_db_pool_event_cb)(const cl_db_pool_event_t *event, void *arg);
+typedef void (*cl_db_pool_close_cb)(void *arg);
+
+typedef struct cl_db_pool_stats_s {
+    unsigned int size;
+    unsigned int connected;          /* up, idle or busy */
+    unsigned int busy;               /* running a query */
+    size_t queued;                   /* queries waiting for a connection */
+    uint64_t connects;               /* successful connects, first ones included */
+    uint64_t reconnect_attempts;     /* connect attempts after a failure or a loss */
+    uint64_t connect_failures;
+    uint64_t connections_lost;
+} cl_db_pool_stats_t;
+
+/* Create a pool of `size` connections and start connecting them on the next
+ * loop iteration. event_cb may be NULL. */
+int cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int size,
+                    cl_db_pool_event_cb event_cb, void *event_arg, cl_db_pool_t **out,
+                    char err[CL_ERR_LEN]);
+
+/* Run `sql` on the first idle connection, or queue it (FIFO) until one is
+ * idle: while the database is down, queries wait rather than fail; the caller
+ * bounds how many it submits. Same contract as cl_db_conn_query: `sql` stays
+ * alive until done runs. */
+int cl_db_pool_query(cl_db_pool_t *pool, const char *sql, size_t len,
+                     const cl_db_query_handlers_t *handlers, void *arg, char err[CL_ERR_LEN]);
+
+/* At least one connection is up. */
+bool cl_db_pool_healthy(const cl_db_pool_t *pool);
+void cl_db_pool_stats(const cl_db_pool_t *pool, cl_db_pool_stats_t *out);
+
+/* Close every connection (queries in flight are cancelled with CL_ERR_RETRY,
+ * queued ones complete with CL_ERR_RETRY before cb), then free the pool.
+ * No pool event is reported after this call. */
+int cl_db_pool_close(cl_db_pool_t *pool, cl_db_pool_close_cb cb, void *arg);
+
+#endif

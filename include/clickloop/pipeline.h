@@ -1,0 +1,73 @@
+/* The ingest pipeline: Kafka messages -> events -> batches -> MariaDB, and
+ * offsets back to Kafka once a batch has committed.
+ *
+ * Every consumed message ends in exactly one batch, as a valid event or as a
+ * rejected record, so every offset is accounted for. A batch closes on size
+ * (`batch_max_events`) or age (`batch_max_delay_ms`) and is written in one
+ * transaction by the store; several batches may be in flight on the store's
+ * connection pool. Offsets advance per partition over the contiguous prefix of
+ * committed batches (see offsets.h).
+ *
+ * Backpressure: when the events buffered or in flight reach
+ * `max_in_flight_events`, the Kafka source is paused; it resumes when half of
+ * them have drained. */
+#ifndef CLICKLOOP_PIPELINE_H
+#define CLICKLOOP_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "clickloop/event.h"
+#include "clickloop/kafka_source.h"
+#include "clickloop/store.h"
+
+typedef struct cl_pipeline_s cl_pipeline_t;
+
+typedef struct {
+    size_t batch_max_events;
+    uint64_t batch_max_delay_ms;
+    size_t max_in_flight_events;
+    /* A batch also closes at this many payload bytes, so its SQL text stays
+     * well under the server's max_allowed_packet. */
+    size_t batch_max_bytes;
+    /* Raw payloads of rejected messages are kept up to this many bytes. */
+    size_t max_rejected_payload_bytes;
+} cl_pipeline_params_t;
+
+/* Counters for metrics and tests; monotonic except the gauges. */
+typedef struct {
+    uint64_t consumed;
+    uint64_t stored;   /* valid events in committed batches */
+    uint64_t rejected; /* rejected records in committed batches */
+    uint64_t batches;  /* committed batches */
+    uint64_t batch_failures;
+    size_t in_flight;  /* gauge: events buffered or being written */
+    bool paused;       /* gauge */
+} cl_pipeline_stats_t;
+
+/* The pipeline borrows parser and store; both must outlive it. */
+cl_pipeline_t *cl_pipeline_new(uv_loop_t *loop, const cl_pipeline_params_t *params,
+                               cl_event_parser_t *parser, cl_store_t *store);
+/* Handlers to give to cl_kafka_source_new() with the pipeline as arg. */
+const cl_kafka_source_handlers_t *cl_pipeline_kafka_handlers(void);
+/* Attach the source after it was created with cl_pipeline_kafka_handlers(). */
+void cl_pipeline_set_source(cl_pipeline_t *p, cl_kafka_source_t *src);
+
+/* Change batch sizes and bounds in place (SIGHUP reload). */
+void cl_pipeline_set_params(cl_pipeline_t *p, const cl_pipeline_params_t *params);
+/* Swap the event parser (new mapping); the old one may be freed after this. */
+void cl_pipeline_set_parser(cl_pipeline_t *p, cl_event_parser_t *parser);
+
+void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out);
+
+/* Close the open batch now and call `cb` once nothing is in flight any more
+ * (every batch committed or given up). Consumption should be stopped first. */
+void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg);
+
+/* Close the timer handle and free; `cb` runs from the close callback. Call
+ * only when nothing is in flight (after cl_pipeline_drain). */
+void cl_pipeline_close(cl_pipeline_t *p, void (*cb)(void *arg), void *arg);
+
+#endif

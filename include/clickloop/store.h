@@ -1,0 +1,204 @@
+/* store: the MariaDB schema, its migrations, and batches of events written as
+ * one idempotent transaction.
+ *
+ * Pure parts (no I/O, unit-tested): the schema migrations as SQL text, the
+ * DATETIME(3) formatter, the row checks, and the batch SQL builder. The async
+ * parts run that SQL on a cl_db_pool_t: cl_store_migrate() at start, then
+ * cl_store_write_batch() for every batch, retried until it is stored.
+ *
+ * Why a batch can be retried blindly: it is one transaction
+ * (START TRANSACTION; INSERT ... ON DUPLICATE KEY UPDATE <key>=<key>; ...;
+ * COMMIT). Every row has a deterministic key (row_key; Kafka coordinates for
+ * rejected events), so a redelivered or retried row neither adds a row nor
+ * fails; if the connection dies mid-transaction the server rolls it back; if
+ * it dies after COMMIT reached the server, the retry finds every row present
+ * and changes nothing. INSERT IGNORE is not used: it would also turn
+ * truncation, bad values and other real errors into warnings. */
+#ifndef CLICKLOOP_STORE_H
+#define CLICKLOOP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "clickloop/buf.h"
+#include "clickloop/common.h"
+#include "clickloop/db.h"
+
+/* The schema version this code writes (the last migration). */
+#define CL_STORE_SCHEMA_VERSION 1
+
+/* Column limits, as declared in the schema. Character counts are Unicode
+ * characters (utf8mb4), byte counts are bytes. */
+#define CL_STORE_ROW_KEY_MAX_BYTES 400
+#define CL_STORE_EVENT_ID_MAX_CHARS 128
+#define CL_STORE_USER_ID_MAX_CHARS 256
+#define CL_STORE_URL_MAX_BYTES 16777215 /* MEDIUMTEXT */
+#define CL_STORE_TOPIC_MAX_CHARS 255
+#define CL_STORE_TEXT_MAX_CHARS 1024 /* city, browser, os, device */
+#define CL_STORE_USER_AGENT_MAX_CHARS 4096
+#define CL_STORE_REASON_MAX_CHARS 1024
+
+/* DATETIME(3) range: 1000-01-01 00:00:00.000 .. 9999-12-31 23:59:59.999 UTC. */
+#define CL_STORE_TS_MIN_MS INT64_C(-30610224000000)
+#define CL_STORE_TS_MAX_MS INT64_C(253402300799999)
+/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
+#define CL_STORE_DATETIME_SIZE 24
+
+/* One valid event, as the store needs it. Mirrors cl_event_t field for field
+ * so the caller maps with plain assignments. Strings are NUL-terminated except
+ * row_key and url, which carry their length. */
+typedef struct cl_store_row_s {
+    const char *row_key;
+    size_t row_key_len;
+    const char *event_id; /* NULL when absent */
+    const char *user_id;
+    int64_t ts_ms; /* milliseconds since the Unix epoch, UTC */
+    const char *url;
+    size_t url_len;
+    char country[3];        /* "" when absent */
+    const char *city;       /* NULL when absent, and so on below */
+    const char *browser;
+    const char *os;
+    const char *device;
+    const char *user_agent;
+    int64_t time_spent_ms; /* -1 when absent */
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} cl_store_row_t;
+
+/* A Kafka message that is not a valid event. payload holds the raw bytes (may
+ * be ill-formed UTF-8, may be NULL for a tombstone); reason is a sentence (it
+ * is cut to CL_STORE_REASON_MAX_CHARS characters and ill-formed bytes in it
+ * become '?'). */
+typedef struct cl_store_rejected_s {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *payload;
+    size_t payload_len;
+    const char *reason;
+} cl_store_rejected_t;
+
+/* Escapes `len` bytes for a single-quoted literal into `to` (2 * len + 1
+ * bytes), NUL-terminates, returns the length: cl_db_escape_string. */
+typedef size_t (*cl_store_escape_fn)(char *to, const char *from, size_t len);
+
+/* ---- Pure SQL ------------------------------------------------------------ */
+
+/* Append the SQL that migrates a database at `from_version` (0 = empty
+ * database) to CL_STORE_SCHEMA_VERSION: each migration's statements followed
+ * by the statement recording its version, separated by ";\n". Appends nothing
+ * when from_version is current; CL_ERR for versions this code does not know.
+ * Migrations must stay idempotent (IF NOT EXISTS forms): DDL commits
+ * implicitly, so a crash mid-way re-runs a migration, and two instances
+ * starting together may both run it. */
+int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]);
+
+/* Write `ms` as "YYYY-MM-DD HH:MM:SS.mmm" in UTC. CL_ERR outside the
+ * DATETIME range (CL_STORE_TS_MIN_MS..CL_STORE_TS_MAX_MS). */
+int cl_store_format_datetime(int64_t ms, char out[CL_STORE_DATETIME_SIZE]);
+
+/* Can this row be stored without a server error (strict mode)? Checks
+ * presence, well-formed UTF-8 and the column limits above. Rows that fail
+ * belong in rejected_events with this message as the reason; the builder
+ * refuses a batch containing one. */
+int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN]);
+int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR_LEN]);
+
+/* Append one multi-statement transaction storing `rows` and `rejected`:
+ *   START TRANSACTION;
+ *   INSERT INTO click_data (...) VALUES (...),... ON DUPLICATE KEY UPDATE row_key=row_key;
+ *   INSERT INTO geo_data ...;        (rows with a country or a city)
+ *   INSERT INTO user_agent_data ...; (rows with any user-agent field)
+ *   INSERT INTO rejected_events ... ON DUPLICATE KEY UPDATE id=id;
+ *   COMMIT
+ * Empty statements are left out; with nothing to store nothing is appended.
+ * Rows are written in row_key order and rejected events in (topic,
+ * partition, offset) order, so concurrent batches lock keys in the same order
+ * and deadlock less. Every value goes through `escape`; absent optional
+ * fields are NULL; binary columns use the _binary introducer. The statement
+ * grows with the batch: the caller bounds the batch so the text stays under
+ * the server's max_allowed_packet (16 MiB by default; cl_store_write_batch
+ * checks it). Returns CL_ERR, naming the row, if a row fails its check. */
+int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n_rows,
+                             const cl_store_rejected_t *rejected, size_t n_rejected,
+                             cl_store_escape_fn escape, char err[CL_ERR_LEN]);
+
+/* ---- Async operations on a pool ------------------------------------------ */
+
+typedef struct cl_store_s cl_store_t;
+
+typedef struct cl_store_params_s {
+    /* Backoff between attempts of a batch after a transient failure; 0 picks
+     * 200 ms and 30 s. */
+    unsigned int retry_min_ms;
+    unsigned int retry_max_ms;
+} cl_store_params_t;
+
+typedef struct cl_store_migrate_result_s {
+    /* 0 or CL_ERR; transient failures are retried, not reported, except that
+     * closing the store first ends the wait with CL_ERR_RETRY. */
+    int status;
+    unsigned int error_code;
+    const char *message;  /* "" on success */
+    int from_version;     /* as found, -1 if never read */
+    int to_version;
+} cl_store_migrate_result_t;
+
+typedef struct cl_store_batch_result_s {
+    /* 0: stored (or already there). CL_ERR: a permanent SQL error, which means
+     * a bug or a schema that drifted; the batch was not stored and retrying
+     * cannot help. CL_ERR_RETRY: only when the store closed first; whether a
+     * cancelled attempt committed is unknown (redelivery is harmless). */
+    int status;
+    unsigned int error_code;
+    const char *message;    /* "" on success */
+    uint64_t rows_affected; /* rows newly inserted over all tables; 0 when all were there */
+    unsigned int attempts;
+} cl_store_batch_result_t;
+
+typedef void (*cl_store_migrate_cb)(void *arg, const cl_store_migrate_result_t *result);
+typedef void (*cl_store_batch_cb)(void *arg, const cl_store_batch_result_t *result);
+typedef void (*cl_store_close_cb)(void *arg);
+
+typedef struct cl_store_stats_s {
+    uint64_t batches_stored;
+    uint64_t batches_failed; /* permanent errors */
+    uint64_t batch_retries;  /* attempts after the first */
+    uint64_t rows_affected;
+    size_t in_flight;        /* batches accepted and not yet completed */
+} cl_store_stats_t;
+
+int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *params,
+                 cl_store_t **out, char err[CL_ERR_LEN]);
+
+/* Create the version table if needed, read the version (and the server's
+ * max_allowed_packet) and apply the missing migrations. Transient failures
+ * (database down) are retried with backoff until it works; cb gets 0 or a
+ * permanent error (for instance a database newer than this code). */
+int cl_store_migrate(cl_store_t *store, cl_store_migrate_cb cb, void *arg, char err[CL_ERR_LEN]);
+
+/* Store a batch. The SQL is built before this returns, so `rows`, `rejected`
+ * and the strings they point to may be freed as soon as it returns. Needs a
+ * successful cl_store_migrate first. Returns CL_ERR (cb never runs) if a row
+ * fails its check or the SQL exceeds max_allowed_packet. Transient failures
+ * are retried with backoff until they succeed; cb runs once. An empty batch
+ * completes with status 0. */
+int cl_store_write_batch(cl_store_t *store, const cl_store_row_t *rows, size_t n_rows,
+                         const cl_store_rejected_t *rejected, size_t n_rejected,
+                         cl_store_batch_cb cb, void *arg, char err[CL_ERR_LEN]);
+
+void cl_store_stats(const cl_store_t *store, cl_store_stats_t *out);
+
+/* Stop retrying: batches waiting for a retry complete at once with
+ * CL_ERR_RETRY; batches running on a connection complete when that query
+ * does (with its real outcome). cb runs when none is left, then the store is
+ * freed. Close the store before the pool, and close the pool without waiting
+ * for cb: closing the pool is what ends queries stuck on a dead server. */
+int cl_store_close(cl_store_t *store, cl_store_close_cb cb, void *arg);
+
+#endif

@@ -1,0 +1,326 @@
+/* Unit tests for the pure parts of the store module: batch SQL, row checks,
+ * DATETIME(3) formatting and migrations. No server: the batch builder gets
+ * its escaping function passed in. */
+#include "clickloop/store.h"
+
+#include <ctype.h>
+
+#include "cl_test.h"
+
+static cl_store_row_t row_with_everything(void)
+{
+    cl_store_row_t r = {
+        .row_key = "e:ev1",
+        .row_key_len = 5,
+        .event_id = "ev1",
+        .user_id = "u1",
+        .ts_ms = INT64_C(1700000000123),
+        .url = "https://a.example/x?q=1",
+        .url_len = 23,
+        .country = "FR",
+        .city = "Paris",
+        .browser = "Firefox",
+        .time_spent_ms = 1500,
+        .topic = "clicks",
+        .partition = 0,
+        .offset = 10,
+    };
+    return r;
+}
+
+static cl_store_row_t row_with_nulls(void)
+{
+    cl_store_row_t r = {
+        .row_key = "k:clicks:1:7",
+        .row_key_len = 12,
+        .user_id = "u'2",
+        .ts_ms = 0,
+        .url = "http://b/",
+        .url_len = 9,
+        .time_spent_ms = -1,
+        .topic = "clicks",
+        .partition = 1,
+        .offset = 7,
+    };
+    return r;
+}
+
+/* Build, expecting success; the caller frees the buffer. */
+static cl_buf_t build(const cl_store_row_t *rows, size_t n, const cl_store_rejected_t *rej,
+                      size_t m, cl_store_escape_fn escape)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN] = "";
+    int rc = cl_store_build_batch_sql(&b, rows, n, rej, m, escape, err);
+    if (rc != CL_OK)
+        fprintf(stderr, "    build failed: %s\n", err);
+    CL_ASSERT_INT_EQ(CL_OK, rc);
+    return b;
+}
+
+static void test_two_event_batch_with_nulls(void)
+{
+    cl_store_row_t rows[2] = {row_with_nulls(), row_with_everything()};
+    cl_buf_t b = build(rows, 2, NULL, 0, cl_db_escape_string);
+    CL_ASSERT_STR_EQ(
+        "START TRANSACTION;\n"
+        "INSERT INTO click_data (row_key,event_id,user_id,event_time,url,time_spent_ms,"
+        "kafka_topic,kafka_partition,kafka_offset) VALUES "
+        "(_binary'e:ev1','ev1','u1','2023-11-14 22:13:20.123','https://a.example/x?q=1',1500,"
+        "'clicks',0,10),"
+        "(_binary'k:clicks:1:7',NULL,'u\\'2','1970-01-01 00:00:00.000','http://b/',NULL,"
+        "'clicks',1,7) ON DUPLICATE KEY UPDATE row_key=row_key;\n"
+        "INSERT INTO geo_data (row_key,country,city) VALUES (_binary'e:ev1','FR','Paris') "
+        "ON DUPLICATE KEY UPDATE row_key=row_key;\n"
+        "INSERT INTO user_agent_data (row_key,browser,os,device,user_agent) VALUES "
+        "(_binary'e:ev1','Firefox',NULL,NULL,NULL) ON DUPLICATE KEY UPDATE row_key=row_key;\n"
+        "COMMIT",
+        b.data);
+    cl_buf_free(&b);
+}
+
+static void test_values_escape_quotes_backslashes_and_nul_bytes(void)
+{
+    cl_store_row_t r = row_with_nulls();
+    r.user_id = "a'b\\c\"d";
+    r.url = "x\0y\nz"; /* the NUL is part of the value: url carries a length */
+    r.url_len = 5;
+    r.city = "O'Hare";
+    cl_buf_t b = build(&r, 1, NULL, 0, cl_db_escape_string);
+    CL_ASSERT_STR_CONTAINS(b.data, ",'a\\'b\\\\c\\\"d',");
+    CL_ASSERT_STR_CONTAINS(b.data, ",'x\\0y\\nz',");
+    CL_ASSERT_STR_CONTAINS(b.data, "(_binary'k:clicks:1:7',NULL,'O\\'Hare')");
+    CL_ASSERT_INT_EQ(strlen(b.data), b.len); /* no raw NUL in the statement */
+    cl_buf_free(&b);
+}
+
+/* Marks every byte it was handed: proves each value went through escaping. */
+static size_t shouting_escape(char *to, const char *from, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        to[i] = (char)toupper((unsigned char)from[i]);
+    to[len] = '\0';
+    return len;
+}
+
+static void test_every_value_goes_through_the_escape_function(void)
+{
+    cl_store_row_t r = row_with_everything();
+    memcpy(r.country, "fr", 3);
+    cl_store_rejected_t rej = {"clicks", 3, 4, "payload", 7, "reason"};
+    cl_buf_t b = build(&r, 1, &rej, 1, shouting_escape);
+    const char *raw[] = {"'e:ev1'", "'ev1'", "'u1'", "'https://", "'clicks'",
+                         "'Paris'", "'Firefox'", "'payload'", "'reason'", "'fr'"};
+    for (size_t i = 0; i < CL_ARRAY_LEN(raw); i++) {
+        if (strstr(b.data, raw[i]) != NULL)
+            CL_FAIL_("unescaped value %s in %s", raw[i], b.data);
+    }
+    CL_ASSERT_STR_CONTAINS(b.data, "_binary'E:EV1'");
+    CL_ASSERT_STR_CONTAINS(b.data, "('CLICKS',3,4,_binary'PAYLOAD','REASON')");
+    cl_buf_free(&b);
+}
+
+static void test_empty_batch_appends_nothing(void)
+{
+    cl_buf_t b = build(NULL, 0, NULL, 0, cl_db_escape_string);
+    CL_ASSERT_INT_EQ(0, b.len);
+    cl_buf_free(&b);
+}
+
+static void test_rejected_only_batch_keeps_raw_bytes(void)
+{
+    cl_store_rejected_t rej = {"clicks", 2, 99, "\xff\xfe'{", 4, "not JSON"};
+    cl_buf_t b = build(NULL, 0, &rej, 1, cl_db_escape_string);
+    CL_ASSERT_STR_EQ("START TRANSACTION;\n"
+                     "INSERT INTO rejected_events (kafka_topic,kafka_partition,kafka_offset,"
+                     "payload,reason) VALUES ('clicks',2,99,_binary'\xff\xfe\\'{','not JSON') "
+                     "ON DUPLICATE KEY UPDATE id=id;\n"
+                     "COMMIT",
+                     b.data);
+    cl_buf_free(&b);
+}
+
+static void test_rejected_tombstone_stores_null_payload(void)
+{
+    cl_store_rejected_t rej = {"clicks", 0, 1, NULL, 0, "empty payload"};
+    cl_buf_t b = build(NULL, 0, &rej, 1, cl_db_escape_string);
+    CL_ASSERT_STR_CONTAINS(b.data, "('clicks',0,1,NULL,'empty payload')");
+    cl_buf_free(&b);
+}
+
+static void test_rejected_reason_is_made_storable(void)
+{
+    char reason[3000];
+    memset(reason, 'x', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    reason[0] = '\xff'; /* ill-formed byte: becomes '?' */
+    cl_store_rejected_t rej = {"clicks", 0, 1, NULL, 0, reason};
+    cl_buf_t b = build(NULL, 0, &rej, 1, cl_db_escape_string);
+    char want[1100];
+    snprintf(want, sizeof want, ",'?%.*s')", CL_STORE_REASON_MAX_CHARS - 1, reason + 1);
+    CL_ASSERT_STR_CONTAINS(b.data, want);
+    cl_buf_free(&b);
+}
+
+static void test_rows_and_rejected_are_written_in_key_order(void)
+{
+    cl_store_row_t rows[3] = {row_with_nulls(), row_with_everything(), row_with_everything()};
+    rows[2].row_key = "e:ev0";
+    cl_store_rejected_t rej[3] = {{"b", 0, 5, NULL, 0, "r"},
+                                  {"a", 1, 1, NULL, 0, "r"},
+                                  {"a", 0, 9, NULL, 0, "r"}};
+    cl_buf_t b = build(rows, 3, rej, 3, cl_db_escape_string);
+    const char *k0 = strstr(b.data, "(_binary'e:ev0'");
+    const char *k1 = strstr(b.data, "(_binary'e:ev1'");
+    const char *k2 = strstr(b.data, "(_binary'k:clicks:1:7'");
+    CL_ASSERT(k0 != NULL && k1 != NULL && k2 != NULL && k0 < k1 && k1 < k2);
+    CL_ASSERT_STR_CONTAINS(b.data, "VALUES ('a',0,9,NULL,'r'),('a',1,1,NULL,'r'),('b',0,5,");
+    cl_buf_free(&b);
+}
+
+static void test_batch_with_an_unstorable_row_is_refused_naming_it(void)
+{
+    cl_store_row_t rows[2] = {row_with_everything(), row_with_nulls()};
+    rows[1].user_id = "bad\xc3";
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_build_batch_sql(&b, rows, 2, NULL, 0, cl_db_escape_string,
+                                                      err));
+    CL_ASSERT_STR_CONTAINS(err, "batch row 1 (clicks [1] offset 7): user_id is not well-formed "
+                                "UTF-8 at byte 3");
+    cl_buf_free(&b);
+}
+
+static void test_row_check_counts_characters_not_bytes(void)
+{
+    char err[CL_ERR_LEN];
+    char user[2 * 257 + 1] = "";
+    for (int i = 0; i < 256; i++)
+        strcat(user, "\xc3\xa9"); /* é: 2 bytes, 1 character */
+    cl_store_row_t r = row_with_everything();
+    r.user_id = user;
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_row_check(&r, err));
+    strcat(user, "e");
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+    CL_ASSERT_STR_CONTAINS(err, "user_id is 257 characters long, the column holds 256");
+}
+
+static void test_row_check_refuses_what_strict_mode_would(void)
+{
+    char err[CL_ERR_LEN];
+    char key[402];
+    memset(key, 'k', sizeof key);
+    cl_store_row_t r = row_with_everything();
+    r.row_key = key;
+    r.row_key_len = 401;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+    CL_ASSERT_STR_CONTAINS(err, "row_key is 401 bytes");
+
+    r = row_with_everything();
+    r.ts_ms = CL_STORE_TS_MAX_MS + 1;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+    CL_ASSERT_STR_CONTAINS(err, "outside the DATETIME range");
+
+    r = row_with_everything();
+    r.user_id = NULL;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+    CL_ASSERT_STR_CONTAINS(err, "user_id is missing");
+
+    r = row_with_everything();
+    r.time_spent_ms = -2;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+
+    r = row_with_everything();
+    memcpy(r.country, "FRA", 3); /* no NUL */
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
+    CL_ASSERT_STR_CONTAINS(err, "country is not NUL-terminated");
+}
+
+static void test_datetime_formats_utc_with_milliseconds(void)
+{
+    char out[CL_STORE_DATETIME_SIZE];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(0, out));
+    CL_ASSERT_STR_EQ("1970-01-01 00:00:00.000", out);
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(-1, out));
+    CL_ASSERT_STR_EQ("1969-12-31 23:59:59.999", out);
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(INT64_C(1709208000500), out));
+    CL_ASSERT_STR_EQ("2024-02-29 12:00:00.500", out);
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MAX_MS, out));
+    CL_ASSERT_STR_EQ("9999-12-31 23:59:59.999", out);
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MIN_MS, out));
+    CL_ASSERT_STR_EQ("1000-01-01 00:00:00.000", out);
+}
+
+static void test_datetime_refuses_values_outside_the_column_range(void)
+{
+    char out[CL_STORE_DATETIME_SIZE];
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MAX_MS + 1, out));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MIN_MS - 1, out));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(INT64_MIN, out));
+}
+
+static void test_migration_from_zero_creates_every_table_and_records_the_version(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(0, &b, err));
+    const char *tables[] = {"click_data", "geo_data", "user_agent_data", "rejected_events"};
+    for (size_t i = 0; i < CL_ARRAY_LEN(tables); i++) {
+        char want[64];
+        snprintf(want, sizeof want, "CREATE TABLE IF NOT EXISTS %s (", tables[i]);
+        CL_ASSERT_STR_CONTAINS(b.data, want);
+    }
+    CL_ASSERT_STR_CONTAINS(b.data, "user_id VARCHAR(256) NOT NULL");
+    CL_ASSERT_STR_CONTAINS(b.data, "KEY idx_click_user_time (user_id, event_time)");
+    CL_ASSERT_STR_CONTAINS(b.data, "UNIQUE KEY uq_rejected_coordinates (kafka_topic, "
+                                   "kafka_partition, kafka_offset)");
+    CL_ASSERT_STR_CONTAINS(b.data, "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin");
+    CL_ASSERT_STR_CONTAINS(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 1) ");
+    CL_ASSERT(b.data[b.len - 1] != ';'); /* no empty trailing statement */
+    cl_buf_free(&b);
+}
+
+static void test_migration_from_the_latest_version_is_empty(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION, &b, err));
+    CL_ASSERT_INT_EQ(0, b.len);
+    cl_buf_free(&b);
+}
+
+static void test_migration_from_a_newer_version_is_refused(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION + 1, &b, err));
+    CL_ASSERT_STR_CONTAINS(err, "database schema version 2 is unknown to this clickloop");
+    CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(-1, &b, err));
+    cl_buf_free(&b);
+}
+
+static const cl_test_case_t cases[] = {
+    CL_TEST(test_two_event_batch_with_nulls),
+    CL_TEST(test_values_escape_quotes_backslashes_and_nul_bytes),
+    CL_TEST(test_every_value_goes_through_the_escape_function),
+    CL_TEST(test_empty_batch_appends_nothing),
+    CL_TEST(test_rejected_only_batch_keeps_raw_bytes),
+    CL_TEST(test_rejected_tombstone_stores_null_payload),
+    CL_TEST(test_rejected_reason_is_made_storable),
+    CL_TEST(test_rows_and_rejected_are_written_in_key_order),
+    CL_TEST(test_batch_with_an_unstorable_row_is_refused_naming_it),
+    CL_TEST(test_row_check_counts_characters_not_bytes),
+    CL_TEST(test_row_check_refuses_what_strict_mode_would),
+    CL_TEST(test_datetime_formats_utc_with_milliseconds),
+    CL_TEST(test_datetime_refuses_values_outside_the_column_range),
+    CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
+    CL_TEST(test_migration_from_the_latest_version_is_empty),
+    CL_TEST(test_migration_from_a_newer_version_is_refused),
+};
+
+CL_TEST_MAIN(cases)
