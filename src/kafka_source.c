@@ -380,6 +380,33 @@ int cl_kafka_source_assigned_count(const cl_kafka_source_t *src)
     return n;
 }
 
+void cl_kafka_source_foreach_lag(cl_kafka_source_t *src,
+                                 void (*fn)(void *arg, const char *topic, int32_t partition,
+                                            int64_t lag),
+                                 void *arg)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (src->rk == NULL || src->state != SRC_RUNNING ||
+        rd_kafka_assignment(src->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || parts == NULL)
+        return;
+    rd_kafka_position(src->rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t low = -1, high = -1;
+        if (rd_kafka_get_watermark_offsets(src->rk, tp->topic, tp->partition, &low, &high) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            high < 0)
+            continue;
+        /* No position yet: nothing consumed since the assignment, the whole
+         * range from the low watermark is behind (an upper bound). */
+        int64_t next = tp->offset >= 0 ? tp->offset : low;
+        if (next < 0)
+            continue;
+        fn(arg, tp->topic, tp->partition, high > next ? high - next : 0);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     cl_kafka_source_t *src = h->data;

@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "cl_version.h"
+#include "clickloop/admin.h"
 #include "clickloop/config.h"
 #include "clickloop/db.h"
 #include "clickloop/event.h"
@@ -24,6 +26,7 @@
 #include "clickloop/log.h"
 #include "clickloop/pipeline.h"
 #include "clickloop/store.h"
+#include "clickloop/telemetry.h"
 
 /* A batch's SQL text is at most about twice its payload bytes (escaping), so
  * 4 MiB of payload keeps it well under MariaDB's default 16 MiB packet. */
@@ -45,6 +48,9 @@ typedef struct {
     cl_event_parser_t *parser;
     cl_pipeline_t *pipeline;
     cl_kafka_source_t *source;
+    cl_metrics_t *metrics;
+    cl_telemetry_t *telemetry;
+    cl_admin_t *admin;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     app_state_t state;
@@ -98,9 +104,12 @@ static void db_params_from_config(const cl_config_t *c, cl_db_params_t *p)
     p->backoff_max_ms = (unsigned)c->mariadb.reconnect_max_backoff_ms;
 }
 
-static void pipeline_params_from_config(const cl_config_t *c, cl_pipeline_params_t *p)
+static void pipeline_params_from_config(const cl_config_t *c, cl_telemetry_t *t,
+                                        cl_pipeline_params_t *p)
 {
     memset(p, 0, sizeof *p);
+    p->on_batch_committed = cl_telemetry_batch_committed;
+    p->on_batch_committed_arg = t;
     p->batch_max_events = c->ingest.batch_max_events;
     p->batch_max_delay_ms = c->ingest.batch_max_delay_ms;
     p->max_in_flight_events = c->ingest.max_in_flight_events;
@@ -116,13 +125,29 @@ static void apply_log_config(const cl_config_t *c)
 
 /* ---- shutdown ------------------------------------------------------------ */
 
+/* Tell telemetry which modules exist right now (they come and go). */
+static void update_telemetry(app_t *app)
+{
+    cl_telemetry_sources_t s = {
+        .pipeline = app->pipeline, .source = app->source, .pool = app->pool, .store = app->store};
+    cl_telemetry_set_sources(app->telemetry, &s);
+}
+
 static void on_handle_closed(uv_handle_t *h)
 {
     CL_UNUSED(h);
 }
 
+static void on_admin_closed(void *arg)
+{
+    app_t *app = arg;
+    app->admin = NULL;
+}
+
 static void close_app_handles(app_t *app)
 {
+    if (app->admin != NULL)
+        cl_admin_close(app->admin, on_admin_closed, app);
     uv_close((uv_handle_t *)&app->sig_term, on_handle_closed);
     uv_close((uv_handle_t *)&app->sig_int, on_handle_closed);
     uv_close((uv_handle_t *)&app->sig_hup, on_handle_closed);
@@ -142,6 +167,7 @@ static void on_pool_closed(void *arg)
 {
     app_t *app = arg;
     app->pool = NULL;
+    update_telemetry(app);
     maybe_close_app_handles(app);
 }
 
@@ -149,6 +175,7 @@ static void on_pipeline_closed(void *arg)
 {
     app_t *app = arg;
     app->pipeline = NULL;
+    update_telemetry(app);
     maybe_close_app_handles(app);
 }
 
@@ -156,6 +183,7 @@ static void on_store_closed(void *arg)
 {
     app_t *app = arg;
     app->store = NULL;
+    update_telemetry(app);
     if (app->pipeline != NULL)
         cl_pipeline_close(app->pipeline, on_pipeline_closed, app);
     else
@@ -178,6 +206,7 @@ static void on_source_closed(void *arg)
     if (app->source != NULL)
         cl_log_info("main", "Kafka consumer closed, stored offsets committed");
     app->source = NULL;
+    update_telemetry(app);
     if (app->pipeline != NULL)
         cl_pipeline_set_source(app->pipeline, NULL);
     close_store_and_pool(app);
@@ -264,6 +293,7 @@ static void reload(app_t *app)
             cl_log_error("config", "%s", errs.messages[i]);
         cl_log_error("config", "reload rejected: %zu problem(s); still running on the previous "
                      "configuration", errs.count);
+        cl_telemetry_config_reload(app->telemetry, false);
         cl_config_errors_free(&errs);
         return;
     }
@@ -272,10 +302,11 @@ static void reload(app_t *app)
     apply_log_config(next);
     if (app->pipeline != NULL) {
         cl_pipeline_params_t pp;
-        pipeline_params_from_config(next, &pp);
+        pipeline_params_from_config(next, app->telemetry, &pp);
         cl_pipeline_set_params(app->pipeline, &pp);
     }
     cl_log_info("config", "reloaded %s: %d setting(s) changed", app->config_path, changes);
+    cl_telemetry_config_reload(app->telemetry, true);
     /* Modules keep pointers into the old config (strings for the consumer and
      * the pool were copied at creation), so swapping is safe. */
     cl_config_free(app->config);
@@ -303,7 +334,7 @@ static int start_ingest(app_t *app)
         return CL_ERR;
     }
     cl_pipeline_params_t pp;
-    pipeline_params_from_config(c, &pp);
+    pipeline_params_from_config(c, app->telemetry, &pp);
     app->pipeline = cl_pipeline_new(app->loop, &pp, app->parser, app->store);
 
     const char **names = cl_xcalloc(c->kafka.property_count + 1, sizeof(char *));
@@ -336,6 +367,7 @@ static int start_ingest(app_t *app)
         cl_log_error("main", "%s", err);
         return CL_ERR;
     }
+    update_telemetry(app);
     cl_log_info("main", "consuming %zu topic(s) from %s as group %s", c->kafka.topic_count,
                 c->kafka.brokers, c->kafka.group_id);
     return CL_OK;
@@ -381,6 +413,51 @@ static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
     }
 }
 
+/* /readyz: ready while running with partitions assigned and MariaDB up. */
+static bool readiness(void *arg, cl_buf_t *missing)
+{
+    app_t *app = arg;
+    bool ok = true;
+    if (app->state != APP_RUNNING) {
+        cl_buf_append_str(missing, app->state == APP_STARTING ? "starting (schema migration)\n"
+                                                               : "shutting down\n");
+        ok = false;
+    }
+    if (app->pool == NULL || !cl_db_pool_healthy(app->pool)) {
+        cl_buf_append_str(missing, "no MariaDB connection\n");
+        ok = false;
+    }
+    if (app->source == NULL || cl_kafka_source_assigned_count(app->source) == 0) {
+        cl_buf_append_str(missing, "no Kafka partitions assigned\n");
+        ok = false;
+    }
+    return ok;
+}
+
+/* The admin listener may hold many connections (and librdkafka and the pool
+ * need descriptors too): use the hard limit. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int start_admin(app_t *app, char err[CL_ERR_LEN])
+{
+    if (!app->config->admin.enabled)
+        return CL_OK;
+    cl_admin_params_t ap = {.host = app->config->admin.host, .port = app->config->admin.port};
+    app->admin = cl_admin_new(app->loop, &ap, app->metrics, readiness, app);
+    if (cl_admin_start(app->admin, err) != CL_OK)
+        return CL_ERR;
+    cl_log_info("main", "admin listener on %s (/healthz, /readyz, /metrics)",
+                app->config->admin.listen);
+    return CL_OK;
+}
+
 static int run(const char *config_path)
 {
     app_t app;
@@ -409,6 +486,9 @@ static int run(const char *config_path)
     uv_signal_start(&app.sig_hup, on_signal, SIGHUP);
     uv_timer_init(&loop, &app.drain_timer);
     app.drain_timer.data = &app;
+    raise_fd_limit();
+    app.metrics = cl_metrics_new();
+    app.telemetry = cl_telemetry_new(app.metrics);
 
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
@@ -417,17 +497,21 @@ static int run(const char *config_path)
     if (cl_db_pool_open(&loop, &dbp, app.config->mariadb.pool_size, on_pool_event, &app, &app.pool,
                         err) != CL_OK ||
         cl_store_new(&loop, app.pool, &sp, &app.store, err) != CL_OK ||
-        cl_store_migrate(app.store, on_migrated, &app, err) != CL_OK) {
+        cl_store_migrate(app.store, on_migrated, &app, err) != CL_OK ||
+        start_admin(&app, err) != CL_OK) {
         cl_log_error("main", "%s", err);
         app.exit_code = 1;
         finish_shutdown(&app);
     }
 
+    update_telemetry(&app);
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         cl_log_warn("main", "event loop closed with handles still open");
     if (app.parser != NULL)
         cl_event_parser_free(app.parser);
+    cl_telemetry_free(app.telemetry);
+    cl_metrics_free(app.metrics);
     cl_config_free(app.config);
     mysql_library_end();
     cl_log_info("main", "exiting with status %d", app.exit_code);

@@ -365,6 +365,9 @@ static void batch_done(void *arg, const cl_store_batch_result_t *result)
                                          cl_offsets_part_partition(part), next);
     }
     b->segment_count = 0;
+    if (p->params.on_batch_committed != NULL)
+        p->params.on_batch_committed(p->params.on_batch_committed_arg, batch_size(b),
+                                     cl_now_ms() - b->opened_ms);
     p->stats.stored += b->row_count;
     p->stats.rejected += b->rejected_count;
     p->stats.batches++;

@@ -71,6 +71,15 @@ bool cl_kafka_source_paused(const cl_kafka_source_t *src);
 /* Number of partitions currently assigned. */
 int cl_kafka_source_assigned_count(const cl_kafka_source_t *src);
 
+/* Call fn for every assigned partition with its consumer lag: the high
+ * watermark librdkafka last saw minus the next offset to consume. Both come
+ * from librdkafka's cache (no broker round trip); partitions without either
+ * yet are skipped. */
+void cl_kafka_source_foreach_lag(cl_kafka_source_t *src,
+                                 void (*fn)(void *arg, const char *topic, int32_t partition,
+                                            int64_t lag),
+                                 void *arg);
+
 /* Close: leave the group (committing stored offsets), then close the uv handles
  * and free everything; `cb` runs when all is done. Messages that still arrive
  * while closing are not delivered. */

@@ -34,6 +34,11 @@ typedef struct {
     size_t batch_max_bytes;
     /* Raw payloads of rejected messages are kept up to this many bytes. */
     size_t max_rejected_payload_bytes;
+    /* Optional: told about every committed batch, for the latency histogram:
+     * events (valid + rejected) and milliseconds from the batch's first
+     * message to its commit. */
+    void (*on_batch_committed)(void *arg, size_t events, uint64_t latency_ms);
+    void *on_batch_committed_arg;
 } cl_pipeline_params_t;
 
 /* Counters for metrics and tests; monotonic except the gauges. */

@@ -1,0 +1,40 @@
+/* Telemetry: clickloop's metric families, and the collector that copies the
+ * modules' own statistics into them right before each /metrics render.
+ *
+ * The modules keep plain stats structs and know nothing about metrics; this
+ * module is the one place that maps them to Prometheus names. Sources are
+ * borrowed and may be NULL (not created yet, or already closed): main updates
+ * them with cl_telemetry_set_sources() as modules come and go. */
+#ifndef CLICKLOOP_TELEMETRY_H
+#define CLICKLOOP_TELEMETRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clickloop/db.h"
+#include "clickloop/kafka_source.h"
+#include "clickloop/metrics.h"
+#include "clickloop/pipeline.h"
+#include "clickloop/store.h"
+
+typedef struct cl_telemetry_s cl_telemetry_t;
+
+typedef struct cl_telemetry_sources_s {
+    cl_pipeline_t *pipeline;
+    cl_kafka_source_t *source;
+    cl_db_pool_t *pool;
+    cl_store_t *store;
+} cl_telemetry_sources_t;
+
+/* Register every family in `m` and a collector; `m` must outlive it. */
+cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m);
+void cl_telemetry_set_sources(cl_telemetry_t *t, const cl_telemetry_sources_t *sources);
+/* Pipeline hook (cl_pipeline_params_t.on_batch_committed) with t as arg. */
+void cl_telemetry_batch_committed(void *t, size_t events, uint64_t latency_ms);
+/* A SIGHUP reload finished, applied or rejected. */
+void cl_telemetry_config_reload(cl_telemetry_t *t, bool ok);
+/* Remove the collector and free. */
+void cl_telemetry_free(cl_telemetry_t *t);
+
+#endif
