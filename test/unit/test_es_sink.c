@@ -1,0 +1,276 @@
+/* Unit tests for the loop side of es_sink that need no cluster: parameter
+ * and document validation, credentials kept out of messages, transport
+ * failure classification, and the life cycle on a real libuv loop (close
+ * cancels what is queued; a refused connection is reported, retried and
+ * marks the node down). The file includes es_sink.c to reach its static
+ * helpers. Requests against real clusters: test/integration/es_smoke.c. */
+#include "../../src/es_sink.c"
+
+#include "cl_test.h"
+
+#define DEAD_URL "http://127.0.0.1:1"
+
+static cl_es_sink_params_t valid_params(const char *const *urls, size_t count)
+{
+    cl_es_sink_params_t p = {
+        .urls = urls,
+        .url_count = count,
+        .verify_tls = true,
+        .bulk_max_docs = 100,
+        .bulk_max_bytes = 1 << 20,
+        .max_in_flight = 2,
+        .request_timeout_ms = 5000,
+        .retry_min_backoff_ms = 20,
+        .retry_max_backoff_ms = 100,
+        .node_down_for_ms = 1000,
+    };
+    return p;
+}
+
+/* ---- Pure helpers ---- */
+
+static void test_display_url_hides_user_info(void)
+{
+    char *u = display_url("https://elastic:s3cret@es.example:9200");
+    CL_ASSERT_STR_EQ("https://***@es.example:9200", u);
+    free(u);
+    u = display_url("http://127.0.0.1:9200");
+    CL_ASSERT_STR_EQ("http://127.0.0.1:9200", u);
+    free(u);
+    u = display_url("http://proxy.example/es@v8");
+    CL_ASSERT_STR_EQ("http://proxy.example/es@v8", u);
+    free(u);
+}
+
+static void test_path_segments_are_percent_encoded(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    append_path_segment(&b, "stats-yyyy.mm a/b?\xc3\xbc+");
+    CL_ASSERT_STR_EQ("stats-yyyy.mm%20a%2Fb%3F%C3%BC%2B", b.data);
+    cl_buf_free(&b);
+}
+
+static void test_transport_failures_retry_and_mark_the_node_down(void)
+{
+    es_request_t req;
+    memset(&req, 0, sizeof req);
+    cl_es_request_result_t r;
+    classify_transport_failure(&req, CURLE_COULDNT_CONNECT, &r);
+    CL_ASSERT_INT_EQ(CL_ES_REQUEST_RETRY, r.outcome);
+    CL_ASSERT(r.node_failed);
+    CL_ASSERT(!r.needs_operator);
+    CL_ASSERT_STR_EQ(curl_easy_strerror(CURLE_COULDNT_CONNECT), r.reason);
+    snprintf(req.curl_error, sizeof req.curl_error, "Operation timed out after 30001 ms");
+    classify_transport_failure(&req, CURLE_OPERATION_TIMEDOUT, &r);
+    CL_ASSERT(r.node_failed);
+    CL_ASSERT_STR_EQ("Operation timed out after 30001 ms", r.reason);
+}
+
+static void test_certificate_failures_need_an_operator(void)
+{
+    es_request_t req;
+    memset(&req, 0, sizeof req);
+    cl_es_request_result_t r;
+    classify_transport_failure(&req, CURLE_PEER_FAILED_VERIFICATION, &r);
+    CL_ASSERT_INT_EQ(CL_ES_REQUEST_RETRY, r.outcome);
+    CL_ASSERT(r.needs_operator);
+    classify_transport_failure(&req, CURLE_SSL_CACERT_BADFILE, &r);
+    CL_ASSERT(r.needs_operator);
+}
+
+static void test_params_validation_names_the_problem(void)
+{
+    static const char *const urls[] = {"http://127.0.0.1:9200"};
+    static const char *const bad_urls[] = {"127.0.0.1:9200"};
+    char err[CL_ERR_LEN];
+    cl_es_sink_params_t p = valid_params(urls, 1);
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_params_validate(&p, err));
+    p.url_count = 0;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_params_validate(&p, err));
+    p = valid_params(bad_urls, 1);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_params_validate(&p, err));
+    CL_ASSERT_STR_CONTAINS(err, "http:// or https://");
+    p = valid_params(urls, 1);
+    p.username = "elastic";
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_params_validate(&p, err));
+    p.password = "secret";
+    p.api_key = "key";
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_params_validate(&p, err));
+    CL_ASSERT(strstr(err, "secret") == NULL && strstr(err, "key\"") == NULL);
+    p = valid_params(urls, 1);
+    p.retry_min_backoff_ms = 500;
+    p.retry_max_backoff_ms = 100;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_params_validate(&p, err));
+    CL_ASSERT_STR_CONTAINS(err, "retry_min_backoff");
+}
+
+/* ---- On the loop ---- */
+
+typedef struct {
+    size_t indexed, failed, cancelled, other;
+    size_t events, node_down_events;
+    long last_http_status;
+    int ensure_status;
+    size_t ensure_calls;
+    bool closed;
+    uv_loop_t *loop;
+} recorder_t;
+
+static void record_doc(void *arg, uint64_t tag, cl_es_doc_outcome_t outcome, const char *reason)
+{
+    recorder_t *r = arg;
+    CL_UNUSED(tag);
+    switch (outcome) {
+    case CL_ES_DOC_INDEXED: r->indexed++; break;
+    case CL_ES_DOC_FAILED: r->failed++; break;
+    case CL_ES_DOC_CANCELLED:
+        r->cancelled++;
+        CL_ASSERT_STR_CONTAINS(reason, "closed");
+        break;
+    case CL_ES_DOC_SUPERSEDED: r->other++; break;
+    }
+}
+
+static void record_event(void *arg, const cl_es_sink_event_t *ev)
+{
+    recorder_t *r = arg;
+    r->events++;
+    r->node_down_events += ev->node_marked_down;
+    r->last_http_status = ev->http_status;
+    CL_ASSERT_STR_EQ(DEAD_URL, ev->node);
+    CL_ASSERT_INT_EQ(CL_ERR_RETRY, ev->status);
+    CL_ASSERT(ev->retry_in_ms >= 10 && ev->retry_in_ms <= 100);
+    if (r->events == 2)
+        uv_stop(r->loop);
+}
+
+static void record_ensure(void *arg, int status, const char *message)
+{
+    recorder_t *r = arg;
+    CL_UNUSED(message);
+    r->ensure_status = status;
+    r->ensure_calls++;
+}
+
+static void record_close(void *arg)
+{
+    recorder_t *r = arg;
+    r->closed = true;
+}
+
+static cl_es_doc_t a_doc(const char *id, const char *source, uint64_t tag)
+{
+    cl_es_doc_t d = {.index = "stats", .id = id, .source = source,
+                     .source_len = strlen(source), .tag = tag};
+    return d;
+}
+
+static void test_submit_is_all_or_nothing(void)
+{
+    static const char *const urls[] = {DEAD_URL};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    recorder_t rec = {.loop = &loop};
+    cl_es_sink_params_t p = valid_params(urls, 1);
+    cl_es_sink_t *sink = NULL;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_new(&loop, &p, record_doc, &rec, &sink, err));
+
+    char long_id[CL_ES_ID_MAX_LEN + 2];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    cl_es_doc_t docs[3] = {a_doc("a", "{}", 0), a_doc("b", "{\"x\":1} {}", 1),
+                           a_doc("c", "{}", 2)};
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_submit(sink, docs, 3, err));
+    CL_ASSERT_STR_CONTAINS(err, "document 1 (tag 1)");
+    docs[1] = a_doc(long_id, "{}", 1);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_submit(sink, docs, 3, err));
+    CL_ASSERT_STR_CONTAINS(err, "the id must be 1 to 512 bytes");
+    docs[1] = a_doc("b", "{}", 1);
+    docs[1].version = UINT64_MAX;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_submit(sink, docs, 3, err));
+    CL_ASSERT_INT_EQ(0, cl_es_sink_pending(sink));
+
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_close(sink, record_close, &rec));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_close(sink, record_close, &rec));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_submit(sink, docs, 1, err));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CL_ASSERT(rec.closed);
+    CL_ASSERT_INT_EQ(0, rec.cancelled + rec.indexed + rec.failed);
+    CL_ASSERT_INT_EQ(0, uv_loop_close(&loop));
+}
+
+static void test_close_cancels_queued_documents_and_index_setups(void)
+{
+    static const char *const urls[] = {DEAD_URL};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    recorder_t rec = {.loop = &loop, .ensure_status = 99};
+    cl_es_sink_params_t p = valid_params(urls, 1);
+    cl_es_sink_t *sink = NULL;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_new(&loop, &p, record_doc, &rec, &sink, err));
+    cl_es_doc_t docs[3] = {a_doc("a", "{}", 0), a_doc("b", "{}", 1), a_doc("c", "{}", 2)};
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_submit(sink, docs, 3, err));
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_ensure_index(sink, "stats", cl_es_stats_mappings(),
+                                                    record_ensure, &rec, err));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_ensure_index(sink, "stats", "{\"a\":", record_ensure,
+                                                     &rec, err));
+    CL_ASSERT_STR_CONTAINS(err, "mappings for stats are invalid");
+    CL_ASSERT_INT_EQ(3, cl_es_sink_pending(sink));
+    /* Nothing runs inside the calls: no callback yet. */
+    CL_ASSERT_INT_EQ(0, rec.cancelled);
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_close(sink, record_close, &rec));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CL_ASSERT_INT_EQ(3, rec.cancelled);
+    CL_ASSERT_INT_EQ(1, rec.ensure_calls);
+    CL_ASSERT_INT_EQ(CL_ERR_RETRY, rec.ensure_status);
+    CL_ASSERT(rec.closed);
+    CL_ASSERT_INT_EQ(0, uv_loop_close(&loop));
+}
+
+static void test_refused_connection_is_retried_and_marks_the_node_down(void)
+{
+    static const char *const urls[] = {DEAD_URL};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    recorder_t rec = {.loop = &loop};
+    cl_es_sink_params_t p = valid_params(urls, 1);
+    p.event_cb = record_event;
+    p.event_arg = &rec;
+    cl_es_sink_t *sink = NULL;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_new(&loop, &p, record_doc, &rec, &sink, err));
+    cl_es_doc_t doc = a_doc("a", "{\"clicks\":1}", 7);
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_submit(sink, &doc, 1, err));
+    uv_run(&loop, UV_RUN_DEFAULT); /* until the second failure stops it */
+    CL_ASSERT_INT_EQ(2, rec.events);
+    CL_ASSERT_INT_EQ(2, rec.node_down_events);
+    CL_ASSERT_INT_EQ(0, rec.last_http_status);
+    cl_es_sink_stats_t st;
+    cl_es_sink_stats(sink, &st);
+    CL_ASSERT_INT_EQ(2, st.requests);
+    CL_ASSERT_INT_EQ(2, st.request_failures);
+    CL_ASSERT(st.docs_retried >= 2);
+    CL_ASSERT_INT_EQ(0, st.nodes_up);
+    CL_ASSERT_INT_EQ(1, cl_es_sink_pending(sink));
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_close(sink, record_close, &rec));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CL_ASSERT_INT_EQ(1, rec.cancelled);
+    CL_ASSERT(rec.closed);
+    CL_ASSERT_INT_EQ(0, uv_loop_close(&loop));
+}
+
+static const cl_test_case_t cases[] = {
+    CL_TEST(test_display_url_hides_user_info),
+    CL_TEST(test_path_segments_are_percent_encoded),
+    CL_TEST(test_transport_failures_retry_and_mark_the_node_down),
+    CL_TEST(test_certificate_failures_need_an_operator),
+    CL_TEST(test_params_validation_names_the_problem),
+    CL_TEST(test_submit_is_all_or_nothing),
+    CL_TEST(test_close_cancels_queued_documents_and_index_setups),
+    CL_TEST(test_refused_connection_is_retried_and_marks_the_node_down),
+};
+
+CL_TEST_MAIN(cases)
