@@ -19,9 +19,12 @@
 
 #include "cl_version.h"
 #include "clickloop/admin.h"
+#include "clickloop/aggregate.h"
 #include "clickloop/config.h"
 #include "clickloop/db.h"
+#include "clickloop/es_sink.h"
 #include "clickloop/event.h"
+#include "clickloop/indexer.h"
 #include "clickloop/kafka_source.h"
 #include "clickloop/log.h"
 #include "clickloop/pipeline.h"
@@ -48,6 +51,10 @@ typedef struct {
     cl_event_parser_t *parser;
     cl_pipeline_t *pipeline;
     cl_kafka_source_t *source;
+    cl_aggregator_t *aggregator;
+    bool aggregator_closing;
+    cl_es_sink_t *sink;
+    cl_indexer_t *indexer;
     cl_metrics_t *metrics;
     cl_telemetry_t *telemetry;
     cl_admin_t *admin;
@@ -129,7 +136,14 @@ static void apply_log_config(const cl_config_t *c)
 static void update_telemetry(app_t *app)
 {
     cl_telemetry_sources_t s = {
-        .pipeline = app->pipeline, .source = app->source, .pool = app->pool, .store = app->store};
+        .pipeline = app->pipeline,
+        .source = app->source,
+        .pool = app->pool,
+        .store = app->store,
+        .aggregator = app->aggregator,
+        .sink = app->sink,
+        .indexer = app->indexer,
+    };
     cl_telemetry_set_sources(app->telemetry, &s);
 }
 
@@ -159,8 +173,61 @@ static void close_app_handles(app_t *app)
  * goes), then the pipeline, then main's own handles. */
 static void maybe_close_app_handles(app_t *app)
 {
-    if (app->pool == NULL && app->store == NULL && app->pipeline == NULL)
+    if (app->pool == NULL && app->store == NULL && app->pipeline == NULL &&
+        app->aggregator == NULL && app->sink == NULL && app->indexer == NULL)
         close_app_handles(app);
+}
+
+static void on_aggregator_closed(void *arg)
+{
+    app_t *app = arg;
+    app->aggregator = NULL;
+    update_telemetry(app);
+    maybe_close_app_handles(app);
+}
+
+/* Aggregation is stopped as soon as shutdown begins: a run in progress rolls
+ * back and its events stay queued for the next start. */
+static void close_aggregator(app_t *app)
+{
+    cl_aggregator_t *agg = app->aggregator;
+    if (agg == NULL || app->aggregator_closing)
+        return;
+    app->aggregator_closing = true;
+    /* Keep app->aggregator set until closed, so the app waits for it. */
+    if (cl_aggregator_close(agg, on_aggregator_closed, app) != CL_OK)
+        on_aggregator_closed(app);
+}
+
+static void on_indexer_closed(void *arg)
+{
+    app_t *app = arg;
+    app->indexer = NULL;
+    update_telemetry(app);
+    maybe_close_app_handles(app);
+}
+
+/* The sink closes first: documents still in flight are cancelled and their
+ * rows stay marked for indexing in MariaDB, to be sent after a restart. Then
+ * the indexer writes the acknowledgements it collected. */
+static void on_sink_closed(void *arg)
+{
+    app_t *app = arg;
+    app->sink = NULL;
+    update_telemetry(app);
+    if (app->indexer == NULL || cl_indexer_close(app->indexer, on_indexer_closed, app) != CL_OK)
+        on_indexer_closed(app);
+}
+
+static void close_indexing(app_t *app)
+{
+    if (app->sink != NULL) {
+        cl_indexer_set_sink(app->indexer, NULL);
+        if (cl_es_sink_close(app->sink, on_sink_closed, app) != CL_OK)
+            on_sink_closed(app);
+    } else if (app->indexer != NULL) {
+        on_sink_closed(app);
+    }
 }
 
 static void on_pool_closed(void *arg)
@@ -218,6 +285,8 @@ static void finish_shutdown(app_t *app)
         return;
     app->state = APP_CLOSING;
     uv_timer_stop(&app->drain_timer);
+    close_aggregator(app);
+    close_indexing(app);
     if (app->source != NULL)
         cl_kafka_source_close(app->source, on_source_closed, app);
     else
@@ -255,6 +324,7 @@ static void begin_shutdown(app_t *app, const char *why)
                 (unsigned long long)app->config->shutdown.drain_timeout_ms);
     bool starting = app->state == APP_STARTING;
     app->state = APP_DRAINING;
+    close_aggregator(app);
     uv_timer_start(&app->drain_timer, on_drain_timeout, app->config->shutdown.drain_timeout_ms,
                    0);
     if (starting || app->pipeline == NULL) {
@@ -373,28 +443,6 @@ static int start_ingest(app_t *app)
     return CL_OK;
 }
 
-static void on_migrated(void *arg, const cl_store_migrate_result_t *r)
-{
-    app_t *app = arg;
-    if (app->state != APP_STARTING)
-        return;
-    if (r->status != CL_OK) {
-        cl_log_error("main", "schema migration failed: %s", r->message);
-        app->exit_code = 1;
-        finish_shutdown(app);
-        return;
-    }
-    if (r->from_version != r->to_version)
-        cl_log_info("main", "schema migrated from version %d to %d", r->from_version,
-                    r->to_version);
-    app->state = APP_RUNNING;
-    if (start_ingest(app) != CL_OK) {
-        app->exit_code = 1;
-        app->state = APP_DRAINING;
-        finish_shutdown(app);
-    }
-}
-
 static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
 {
     CL_UNUSED(arg);
@@ -412,6 +460,125 @@ static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
         break;
     }
 }
+
+static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
+{
+    app_t *app = arg;
+    cl_telemetry_aggregation_run(app->telemetry, r);
+    if (r->status != CL_OK) {
+        cl_log(r->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "aggregate",
+               "aggregation run failed: %s; the next run picks its work up", r->message);
+        return;
+    }
+    if (r->skipped_locked) {
+        cl_log_debug("aggregate", "another instance holds the aggregation lock; run skipped");
+        return;
+    }
+    cl_log(r->events_claimed > 0 || r->windows_recomputed > 0 ? CL_LOG_INFO : CL_LOG_DEBUG,
+           "aggregate",
+           "aggregation run: %llu new events, %llu windows recomputed (%llu events scanned), "
+           "%llu rows changed in %llu ms",
+           (unsigned long long)r->events_claimed, (unsigned long long)r->windows_recomputed,
+           (unsigned long long)r->events_scanned, (unsigned long long)r->rows_changed,
+           (unsigned long long)r->duration_ms);
+    if (r->rows_changed > 0 && app->indexer != NULL)
+        cl_indexer_kick(app->indexer);
+}
+
+static void on_sink_event(void *arg, const cl_es_sink_event_t *ev)
+{
+    CL_UNUSED(arg);
+    cl_log(ev->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "elasticsearch",
+           "%s on %s failed: %s (HTTP %ld)%s; retrying in %llu ms", ev->request, ev->node,
+           ev->message, ev->http_status, ev->node_marked_down ? ", node marked down" : "",
+           (unsigned long long)ev->retry_in_ms);
+}
+
+static int start_aggregation(app_t *app)
+{
+    char err[CL_ERR_LEN];
+    const cl_config_t *c = app->config;
+    if (c->elasticsearch.present) {
+        cl_indexer_params_t ip;
+        memset(&ip, 0, sizeof ip);
+        db_params_from_config(c, &ip.db);
+        ip.index = c->elasticsearch.index;
+        ip.page_rows = c->elasticsearch.bulk_max_docs;
+        /* Enough to keep every bulk slot busy, and no more in memory. */
+        ip.max_pending_docs = (size_t)c->elasticsearch.bulk_max_docs *
+                              c->elasticsearch.max_in_flight * 2;
+        ip.poll_interval_ms = 1000;
+        ip.on_db_event = on_pool_event;
+        if (cl_indexer_new(app->loop, &ip, &app->indexer, err) != CL_OK) {
+            cl_log_error("main", "%s", err);
+            return CL_ERR;
+        }
+        cl_es_sink_params_t sp;
+        cl_es_sink_params_from_config(&c->elasticsearch, &sp);
+        sp.event_cb = on_sink_event;
+        sp.event_arg = app;
+        if (cl_es_sink_new(app->loop, &sp, cl_indexer_doc_cb, app->indexer, &app->sink, err) !=
+            CL_OK) {
+            cl_log_error("main", "elasticsearch: %s", err);
+            return CL_ERR;
+        }
+        cl_indexer_set_sink(app->indexer, app->sink);
+        if (cl_indexer_start(app->indexer, err) != CL_OK) {
+            cl_log_error("main", "elasticsearch: %s", err);
+            return CL_ERR;
+        }
+    }
+    cl_aggregator_params_t ap;
+    memset(&ap, 0, sizeof ap);
+    db_params_from_config(c, &ap.db);
+    ap.spec.windows_ms = c->aggregation.windows_ms;
+    ap.spec.window_count = c->aggregation.window_count;
+    ap.spec.session_timeout_ms = c->aggregation.session_timeout_ms;
+    /* A full recompute (marked windows) proceeds over several runs of bounded
+     * length rather than one long transaction. */
+    ap.spec.max_marked_windows = 200;
+    /* A run's statements scan whole windows: give them far more room than an
+     * ingest batch needs before the connection counts as lost. */
+    if (ap.db.read_timeout_ms < 600000)
+        ap.db.read_timeout_ms = 600000;
+    ap.interval_ms = c->aggregation.interval_ms;
+    ap.on_run = on_aggregation_run;
+    ap.on_run_arg = app;
+    ap.on_db_event = on_pool_event;
+    if (cl_aggregator_new(app->loop, &ap, &app->aggregator, err) != CL_OK ||
+        cl_aggregator_start(app->aggregator, err) != CL_OK) {
+        cl_log_error("main", "aggregation: %s", err);
+        return CL_ERR;
+    }
+    update_telemetry(app);
+    cl_log_info("main", "aggregating every %llu ms%s", (unsigned long long)c->aggregation.interval_ms,
+                c->elasticsearch.present ? ", indexing into Elasticsearch" : "");
+    return CL_OK;
+}
+
+static void on_migrated(void *arg, const cl_store_migrate_result_t *r)
+{
+    app_t *app = arg;
+    if (app->state != APP_STARTING)
+        return;
+    if (r->status != CL_OK) {
+        cl_log_error("main", "schema migration failed: %s", r->message);
+        app->exit_code = 1;
+        finish_shutdown(app);
+        return;
+    }
+    if (r->from_version != r->to_version)
+        cl_log_info("main", "schema migrated from version %d to %d", r->from_version,
+                    r->to_version);
+    app->state = APP_RUNNING;
+    if (start_ingest(app) != CL_OK ||
+        (app->config->aggregation.enabled && start_aggregation(app) != CL_OK)) {
+        app->exit_code = 1;
+        app->state = APP_DRAINING;
+        finish_shutdown(app);
+    }
+}
+
 
 /* /readyz: ready while running with partitions assigned and MariaDB up. */
 static bool readiness(void *arg, cl_buf_t *missing)

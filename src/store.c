@@ -84,6 +84,45 @@ static const char *const migrations[] = {
     "PRIMARY KEY (id), "
     "UNIQUE KEY uq_rejected_coordinates (kafka_topic, kafka_partition, kafka_offset))"
     TABLE_OPTIONS,
+    /* 1 -> 2: aggregation (see aggregate.h). agg_pending holds one row per
+     * stored event until a run has aggregated it: it is written in the batch
+     * transaction, so it is complete in commit order, which auto-increment
+     * or time order is not. agg_dirty holds windows an operator marked for
+     * recomputation. agg_stats holds the aggregates; needs_index is kept
+     * equal to (version <> indexed_version) so the indexer finds its work
+     * through an index. Events stored before this migration are queued
+     * once, so that the first runs aggregate them too (on a large table
+     * this makes the migration and those runs long, once). */
+    "CREATE TABLE IF NOT EXISTS agg_pending ("
+    "row_key VARBINARY(400) NOT NULL, "
+    "user_id VARCHAR(256) NOT NULL, "
+    "event_time DATETIME(3) NOT NULL, "
+    "PRIMARY KEY (row_key))" TABLE_OPTIONS ";\n"
+    "CREATE TABLE IF NOT EXISTS agg_dirty ("
+    "window_ms BIGINT NOT NULL, "
+    "window_start DATETIME(3) NOT NULL, "
+    "marked_at DATETIME(6) NOT NULL, "
+    "PRIMARY KEY (window_ms, window_start))" TABLE_OPTIONS ";\n"
+    "CREATE TABLE IF NOT EXISTS agg_stats ("
+    "window_ms BIGINT NOT NULL, "
+    "window_start DATETIME(3) NOT NULL, "
+    "url_hash BINARY(32) NOT NULL, "
+    "country VARCHAR(16) NOT NULL, "
+    "url MEDIUMTEXT NOT NULL, "
+    "clicks BIGINT NOT NULL, "
+    "unique_users BIGINT NOT NULL, "
+    "time_spent_sum DECIMAL(38,0) NOT NULL, "
+    "time_spent_samples BIGINT NOT NULL, "
+    "version BIGINT NOT NULL, "
+    "indexed_version BIGINT NOT NULL DEFAULT 0, "
+    "needs_index TINYINT NOT NULL DEFAULT 1, "
+    "index_error VARCHAR(1024) NULL, "
+    "updated_at DATETIME(3) NOT NULL, "
+    "PRIMARY KEY (window_ms, window_start, url_hash, country), "
+    "KEY idx_agg_stats_needs_index (needs_index))" TABLE_OPTIONS ";\n"
+    "INSERT INTO agg_pending (row_key, user_id, event_time) "
+    "SELECT * FROM (SELECT row_key, user_id, event_time FROM click_data) c "
+    "ON DUPLICATE KEY UPDATE agg_pending.row_key = agg_pending.row_key",
 };
 
 _Static_assert(CL_ARRAY_LEN(migrations) == CL_STORE_SCHEMA_VERSION,
@@ -97,8 +136,6 @@ int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]
                          "knows versions 0 to %d",
                          from_version, CL_STORE_SCHEMA_VERSION);
     for (int v = from_version; v < CL_STORE_SCHEMA_VERSION; v++) {
-        /* Always false while there is one migration; needed from the second. */
-        /* cppcheck-suppress knownConditionTrueFalse */
         if (v > from_version)
             cl_buf_append_str(out, ";\n");
         cl_buf_append_str(out, migrations[v]);
@@ -336,6 +373,17 @@ static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_e
     cl_buf_appendf(b, ",%" PRId32 ",%" PRId64 ")", r->partition, r->offset);
 }
 
+static void append_pending_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
+{
+    char when[CL_STORE_DATETIME_SIZE];
+    cl_store_format_datetime(r->ts_ms, when); /* range checked by check_row */
+    cl_buf_append_char(b, '(');
+    append_literal(b, r->row_key, r->row_key_len, true, escape);
+    cl_buf_append_char(b, ',');
+    append_text(b, r->user_id, escape);
+    cl_buf_appendf(b, ",'%s')", when);
+}
+
 static void append_geo_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
     cl_buf_append_char(b, '(');
@@ -426,6 +474,10 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
                       "INSERT INTO click_data (row_key,event_id,user_id,event_time,url,"
                       "time_spent_ms,kafka_topic,kafka_partition,kafka_offset) VALUES ",
                       sorted, n_rows, NULL, append_click_values, escape);
+    /* In the same transaction, so the aggregator sees the event exactly when
+     * it is committed (store.h). */
+    append_row_insert(out, "INSERT INTO agg_pending (row_key,user_id,event_time) VALUES ", sorted,
+                      n_rows, NULL, append_pending_values, escape);
     append_row_insert(out, "INSERT INTO geo_data (row_key,country,city) VALUES ", sorted, n_rows,
                       has_geo, append_geo_values, escape);
     append_row_insert(out,

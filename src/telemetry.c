@@ -13,10 +13,14 @@ struct cl_telemetry_s {
     cl_counter_t *reconnects, *reloads;
     cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
+    cl_counter_t *agg_runs, *agg_windows, *agg_rows, *agg_events, *es_docs, *es_requests;
+    cl_gauge_t *es_pending;
+    cl_histogram_t *agg_duration;
 };
 
 static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                         0.5,   1,    2.5,   5,    10,  30};
+static const double duration_bounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 static const double size_bounds[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
 
 static void collect(void *arg, cl_metrics_t *m);
@@ -66,6 +70,30 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
     t->batch_size = cl_metrics_histogram(m, "clickloop_batch_events",
                                          "Messages per committed batch.", size_bounds,
                                          CL_ARRAY_LEN(size_bounds), NULL);
+    t->agg_runs = cl_metrics_counter(m, "clickloop_aggregation_runs_total",
+                                     "Aggregation runs by result (ok, failed, skipped_locked: "
+                                     "another instance aggregates, skipped_busy: a run was still "
+                                     "going).",
+                                     "result", NULL);
+    t->agg_windows = cl_metrics_counter(m, "clickloop_aggregation_windows_recomputed_total",
+                                        "Windows recomputed by aggregation runs.", NULL);
+    t->agg_rows = cl_metrics_counter(m, "clickloop_aggregation_rows_changed_total",
+                                     "agg_stats rows inserted or changed by aggregation runs.",
+                                     NULL);
+    t->agg_events = cl_metrics_counter(m, "clickloop_aggregation_events_claimed_total",
+                                       "New events taken up by aggregation runs.", NULL);
+    t->agg_duration = cl_metrics_histogram(m, "clickloop_aggregation_run_duration_seconds",
+                                           "Duration of aggregation runs.", duration_bounds,
+                                           CL_ARRAY_LEN(duration_bounds), NULL);
+    t->es_docs = cl_metrics_counter(m, "clickloop_index_documents_total",
+                                    "Aggregate documents by outcome: indexed, superseded (the "
+                                    "index held a newer version), retried (per attempt), failed "
+                                    "(refused for good, recorded in agg_stats.index_error).",
+                                    "outcome", NULL);
+    t->es_requests = cl_metrics_counter(m, "clickloop_index_bulk_requests_total",
+                                        "Bulk requests by result.", "result", NULL);
+    t->es_pending = cl_metrics_gauge(m, "clickloop_index_documents_pending",
+                                     "Documents waiting in the sink or in flight.", NULL);
     cl_counter_add(t->reloads, CL_LABELS("ok"), 0);
     cl_counter_add(t->reloads, CL_LABELS("failed"), 0);
     cl_metrics_add_collector(m, collect, t);
@@ -82,6 +110,12 @@ void cl_telemetry_batch_committed(void *arg, size_t events, uint64_t latency_ms)
     cl_telemetry_t *t = arg;
     cl_histogram_observe(t->batch_latency, NULL, (double)latency_ms / 1000.0);
     cl_histogram_observe(t->batch_size, NULL, (double)events);
+}
+
+void cl_telemetry_aggregation_run(cl_telemetry_t *t, const cl_aggregator_run_result_t *r)
+{
+    if (r->status == CL_OK && !r->skipped_locked)
+        cl_histogram_observe(t->agg_duration, NULL, (double)r->duration_ms / 1000.0);
 }
 
 void cl_telemetry_config_reload(cl_telemetry_t *t, bool ok)
@@ -125,6 +159,31 @@ static void collect(void *arg, cl_metrics_t *m)
         cl_db_pool_stats(t->src.pool, &ps);
         cl_counter_set(t->reconnects, CL_LABELS("mariadb"), (double)ps.reconnect_attempts);
         cl_gauge_set(t->dependency_up, CL_LABELS("mariadb"), ps.connected);
+    }
+    if (t->src.aggregator != NULL) {
+        cl_aggregator_stats_t as;
+        cl_aggregator_stats(t->src.aggregator, &as);
+        cl_counter_set(t->agg_runs, CL_LABELS("ok"), (double)as.runs);
+        cl_counter_set(t->agg_runs, CL_LABELS("failed"), (double)as.runs_failed);
+        cl_counter_set(t->agg_runs, CL_LABELS("skipped_locked"), (double)as.skipped_locked);
+        cl_counter_set(t->agg_runs, CL_LABELS("skipped_busy"), (double)as.skipped_busy);
+        cl_counter_set(t->agg_windows, NULL, (double)as.windows_recomputed);
+        cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
+        cl_counter_set(t->agg_events, NULL, (double)as.events_claimed);
+    }
+    if (t->src.sink != NULL) {
+        cl_es_sink_stats_t es;
+        cl_es_sink_stats(t->src.sink, &es);
+        cl_counter_set(t->es_docs, CL_LABELS("indexed"), (double)es.docs_indexed);
+        cl_counter_set(t->es_docs, CL_LABELS("superseded"), (double)es.docs_superseded);
+        cl_counter_set(t->es_docs, CL_LABELS("retried"), (double)es.docs_retried);
+        cl_counter_set(t->es_docs, CL_LABELS("failed"), (double)es.docs_failed);
+        cl_counter_set(t->es_requests, CL_LABELS("ok"),
+                       (double)(es.requests - es.request_failures));
+        cl_counter_set(t->es_requests, CL_LABELS("failed"), (double)es.request_failures);
+        cl_counter_set(t->reconnects, CL_LABELS("elasticsearch"), (double)es.node_failures);
+        cl_gauge_set(t->dependency_up, CL_LABELS("elasticsearch"), (double)es.nodes_up);
+        cl_gauge_set(t->es_pending, NULL, (double)es.docs_pending);
     }
     if (t->src.store != NULL) {
         cl_store_stats_t ss;

@@ -13,7 +13,12 @@
  * fails; if the connection dies mid-transaction the server rolls it back; if
  * it dies after COMMIT reached the server, the retry finds every row present
  * and changes nothing. INSERT IGNORE is not used: it would also turn
- * truncation, bad values and other real errors into warnings. */
+ * truncation, bad values and other real errors into warnings.
+ *
+ * Each batch also records its events in agg_pending, the aggregator's work
+ * queue (aggregate.h). A redelivered event whose pending row the aggregator
+ * already consumed is queued again; its windows are then recomputed once
+ * more, which changes no aggregate. */
 #ifndef CLICKLOOP_STORE_H
 #define CLICKLOOP_STORE_H
 
@@ -28,7 +33,7 @@
 #include "clickloop/db.h"
 
 /* The schema version this code writes (the last migration). */
-#define CL_STORE_SCHEMA_VERSION 1
+#define CL_STORE_SCHEMA_VERSION 2
 
 /* Column limits, as declared in the schema. Character counts are Unicode
  * characters (utf8mb4), byte counts are bytes. */
@@ -112,6 +117,7 @@ int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR
 /* Append one multi-statement transaction storing `rows` and `rejected`:
  *   START TRANSACTION;
  *   INSERT INTO click_data (...) VALUES (...),... ON DUPLICATE KEY UPDATE row_key=row_key;
+ *   INSERT INTO agg_pending ...;     (every row: work for the aggregator, aggregate.h)
  *   INSERT INTO geo_data ...;        (rows with a country or a city)
  *   INSERT INTO user_agent_data ...; (rows with any user-agent field)
  *   INSERT INTO rejected_events ... ON DUPLICATE KEY UPDATE id=id;

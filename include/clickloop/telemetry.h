@@ -12,7 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clickloop/aggregate.h"
 #include "clickloop/db.h"
+#include "clickloop/es_sink.h"
+#include "clickloop/indexer.h"
 #include "clickloop/kafka_source.h"
 #include "clickloop/metrics.h"
 #include "clickloop/pipeline.h"
@@ -25,6 +28,9 @@ typedef struct cl_telemetry_sources_s {
     cl_kafka_source_t *source;
     cl_db_pool_t *pool;
     cl_store_t *store;
+    cl_aggregator_t *aggregator;
+    cl_es_sink_t *sink;
+    cl_indexer_t *indexer;
 } cl_telemetry_sources_t;
 
 /* Register every family in `m` and a collector; `m` must outlive it. */
@@ -32,6 +38,8 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m);
 void cl_telemetry_set_sources(cl_telemetry_t *t, const cl_telemetry_sources_t *sources);
 /* Pipeline hook (cl_pipeline_params_t.on_batch_committed) with t as arg. */
 void cl_telemetry_batch_committed(void *t, size_t events, uint64_t latency_ms);
+/* An aggregation run finished (for the duration histogram). */
+void cl_telemetry_aggregation_run(cl_telemetry_t *t, const cl_aggregator_run_result_t *r);
 /* A SIGHUP reload finished, applied or rejected. */
 void cl_telemetry_config_reload(cl_telemetry_t *t, bool ok);
 /* Remove the collector and free. */

@@ -71,6 +71,10 @@ static void test_two_event_batch_with_nulls(void)
         "'clicks',0,10),"
         "(_binary'k:clicks:1:7',NULL,'u\\'2','1970-01-01 00:00:00.000','http://b/',NULL,"
         "'clicks',1,7) ON DUPLICATE KEY UPDATE row_key=row_key;\n"
+        "INSERT INTO agg_pending (row_key,user_id,event_time) VALUES "
+        "(_binary'e:ev1','u1','2023-11-14 22:13:20.123'),"
+        "(_binary'k:clicks:1:7','u\\'2','1970-01-01 00:00:00.000') "
+        "ON DUPLICATE KEY UPDATE row_key=row_key;\n"
         "INSERT INTO geo_data (row_key,country,city) VALUES (_binary'e:ev1','FR','Paris') "
         "ON DUPLICATE KEY UPDATE row_key=row_key;\n"
         "INSERT INTO user_agent_data (row_key,browser,os,device,user_agent) VALUES "
@@ -283,6 +287,61 @@ static void test_migration_from_zero_creates_every_table_and_records_the_version
     cl_buf_free(&b);
 }
 
+static void test_migration_from_one_adds_the_aggregation_tables_only(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(1, &b, err));
+    CL_ASSERT(strstr(b.data, "CREATE TABLE IF NOT EXISTS click_data") == NULL);
+    CL_ASSERT_STR_CONTAINS(b.data, "CREATE TABLE IF NOT EXISTS agg_pending (");
+    CL_ASSERT_STR_CONTAINS(b.data, "CREATE TABLE IF NOT EXISTS agg_dirty (");
+    CL_ASSERT_STR_CONTAINS(b.data, "CREATE TABLE IF NOT EXISTS agg_stats (");
+    CL_ASSERT_STR_CONTAINS(b.data, "PRIMARY KEY (window_ms, window_start, url_hash, country)");
+    CL_ASSERT_STR_CONTAINS(b.data, "KEY idx_agg_stats_needs_index (needs_index)");
+    /* Events stored before aggregation existed are queued for it. */
+    CL_ASSERT_STR_CONTAINS(b.data, "INSERT INTO agg_pending (row_key, user_id, event_time) "
+                                   "SELECT * FROM (SELECT row_key, user_id, event_time FROM "
+                                   "click_data) c ON DUPLICATE KEY UPDATE");
+    CL_ASSERT_STR_CONTAINS(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 2) ");
+    cl_buf_free(&b);
+}
+
+static void test_migration_from_zero_runs_every_migration_in_order(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(0, &b, err));
+    const char *v1 = strstr(b.data, "VALUES (1, 1) ");
+    const char *pending = strstr(b.data, "agg_pending");
+    const char *v2 = strstr(b.data, "VALUES (1, 2) ");
+    CL_ASSERT(v1 != NULL && pending != NULL && v2 != NULL && v1 < pending && pending < v2);
+    cl_buf_free(&b);
+}
+
+static void test_every_event_is_queued_for_aggregation_in_the_same_transaction(void)
+{
+    cl_store_row_t r = row_with_everything();
+    cl_buf_t b = build(&r, 1, NULL, 0, cl_db_escape_string);
+    const char *click = strstr(b.data, "INSERT INTO click_data");
+    const char *pending = strstr(b.data, "INSERT INTO agg_pending (row_key,user_id,event_time) "
+                                         "VALUES (_binary'e:ev1','u1','2023-11-14 22:13:20.123') "
+                                         "ON DUPLICATE KEY UPDATE row_key=row_key;\n");
+    const char *commit = strstr(b.data, "COMMIT");
+    CL_ASSERT(click != NULL && pending != NULL && commit != NULL && click < pending &&
+              pending < commit);
+    cl_buf_free(&b);
+}
+
+static void test_rejected_only_batch_queues_nothing_for_aggregation(void)
+{
+    cl_store_rejected_t rej = {"clicks", 2, 99, "x", 1, "not JSON"};
+    cl_buf_t b = build(NULL, 0, &rej, 1, cl_db_escape_string);
+    CL_ASSERT(strstr(b.data, "agg_pending") == NULL);
+    cl_buf_free(&b);
+}
+
 static void test_migration_from_the_latest_version_is_empty(void)
 {
     cl_buf_t b;
@@ -299,7 +358,7 @@ static void test_migration_from_a_newer_version_is_refused(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION + 1, &b, err));
-    CL_ASSERT_STR_CONTAINS(err, "database schema version 2 is unknown to this clickloop");
+    CL_ASSERT_STR_CONTAINS(err, "database schema version 3 is unknown to this clickloop");
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(-1, &b, err));
     cl_buf_free(&b);
 }
@@ -319,6 +378,10 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_datetime_formats_utc_with_milliseconds),
     CL_TEST(test_datetime_refuses_values_outside_the_column_range),
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
+    CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
+    CL_TEST(test_migration_from_zero_runs_every_migration_in_order),
+    CL_TEST(test_every_event_is_queued_for_aggregation_in_the_same_transaction),
+    CL_TEST(test_rejected_only_batch_queues_nothing_for_aggregation),
     CL_TEST(test_migration_from_the_latest_version_is_empty),
     CL_TEST(test_migration_from_a_newer_version_is_refused),
 };

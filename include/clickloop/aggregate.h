@@ -1,0 +1,283 @@
+/* aggregate: periodic aggregation of the stored events into agg_stats, by
+ * tumbling event-time window, URL and country, computed inside MariaDB.
+ *
+ * What a row of agg_stats holds, for one (window size, window start, URL,
+ * country):
+ *   clicks              events in the window
+ *   unique_users        distinct user_id among them (exact)
+ *   time_spent_sum      sum of the events' time spent, in ms
+ *   time_spent_samples  events that have a time spent
+ * An event's time spent is its own time_spent_ms when present; otherwise its
+ * dwell time, the gap to the same user's next event (any URL) when that gap
+ * is at most the session timeout; otherwise it has none and stays out of the
+ * average (the last click of a session, typically).
+ *
+ * Rules the SQL and every independent check of it (test/integration/
+ * agg_smoke.c) share:
+ * - Windows are [start, start + size) in UTC, with start a multiple of the
+ *   size counted from 1970-01-01 00:00:00 UTC (floored for earlier times).
+ *   Sizes that divide a day therefore align to UTC midnight; whole-day sizes
+ *   (7d) align to the epoch, a Thursday.
+ * - A user's events are ordered by (event_time, row_key), row_key compared
+ *   as bytes. Two events of one user in the same millisecond are thus
+ *   ordered by row key: the first gets a dwell time of 0 ms.
+ * - The gap bound is inclusive: a gap equal to the session timeout counts.
+ * - URLs are compared as bytes (grouped by url_hash = SHA-256 of the URL).
+ * - An event without a country (no geo_data row, or a NULL country) counts
+ *   under the country "unknown".
+ *
+ * Incremental runs: the store's batch transaction queues every new event in
+ * agg_pending (store.h), so the queue is complete in commit order. A run, in
+ * one READ COMMITTED transaction, claims the pending events, finds the
+ * windows they touch (each event's own windows, and the windows of the same
+ * user's previous event when its dwell time may change, that is when it lies
+ * within the session timeout), adds the windows an
+ * operator marked in agg_dirty, recomputes those windows completely, writes
+ * the rows that changed into agg_stats (bumping `version`, setting
+ * `needs_index`), and deletes what it claimed. The cost of a run follows the
+ * events inside the windows it recomputes, not the size of the table: the
+ * scans are index ranges over the touched windows, plus one session timeout
+ * past each so that dwell times see the next click. READ COMMITTED keeps the
+ * reads of click_data free of gap locks, so ingestion never waits for a run;
+ * every statement sees at least the events the run claimed (committed
+ * together with their pending rows), and events that arrive during the run
+ * stay queued for the next one.
+ *
+ * The runner (cl_aggregator_t) issues that SQL from the loop on a pool of one
+ * connection of its own, never two runs at once, and with several clickloop
+ * instances on one database only one aggregates at a time: each run first
+ * takes the MariaDB named lock "clickloop.aggregate.<database>" with
+ * GET_LOCK(..., 0) and is skipped when another session holds it.
+ *
+ * The read side, for the indexer: agg_stats rows with needs_index = 1 are
+ * the ones whose latest version is neither indexed nor failed permanently.
+ * Send `version` with each document (as an external version, so that an
+ * older version arriving late cannot overwrite a newer one), then record the
+ * outcome per (key, version) with the builders below. A version is the
+ * time of the run that wrote it, in microseconds since the epoch, and grows
+ * by at least one with every change of the row. */
+#ifndef CLICKLOOP_AGGREGATE_H
+#define CLICKLOOP_AGGREGATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "clickloop/buf.h"
+#include "clickloop/common.h"
+#include "clickloop/db.h"
+
+/* A window label ("1h", "18446744073709551615ms") and its NUL. */
+#define CL_AGG_LABEL_SIZE 23
+/* Hex digits of url_hash and the NUL. */
+#define CL_AGG_URL_HASH_HEX_SIZE 65
+/* Longest country value ("unknown" or ISO 3166-1 alpha-2); the column holds 16. */
+#define CL_AGG_COUNTRY_MAX_LEN 16
+/* What agg_stats.index_error holds, in characters. */
+#define CL_AGG_INDEX_ERROR_MAX_CHARS 1024
+/* Largest window and session timeout accepted: keeps the SQL arithmetic far
+ * from any overflow. The configuration allows at most 31 days. */
+#define CL_AGG_MAX_WINDOW_MS (UINT64_C(366) * 86400000)
+#define CL_AGG_MAX_SESSION_TIMEOUT_MS (UINT64_C(7) * 86400000)
+
+/* ---- Pure: window arithmetic ------------------------------------------- */
+
+/* Start of the window of size window_ms (> 0) holding the instant ms, both
+ * in milliseconds since the Unix epoch: the largest multiple of window_ms
+ * not after ms (floored for negative ms). */
+int64_t cl_aggregate_window_start(int64_t ms, uint64_t window_ms);
+
+/* The label of a window size: the largest unit that divides it, "7d", "1d",
+ * "6h", "90m", "15m", "30s", "250ms". Returns 0, or CL_ERR for 0. */
+int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE]);
+
+/* ---- Pure: the run and recompute SQL ------------------------------------ */
+
+/* What to aggregate over. */
+typedef struct cl_aggregate_spec_s {
+    const uint64_t *windows_ms;  /* window sizes, distinct, each 1 .. CL_AGG_MAX_WINDOW_MS */
+    size_t window_count;         /* at least 1 */
+    uint64_t session_timeout_ms; /* 1 .. CL_AGG_MAX_SESSION_TIMEOUT_MS */
+    /* Windows taken from agg_dirty per run, oldest first; 0 takes all. With
+     * a bound, a full recompute of a large table proceeds over several runs
+     * of bounded length instead of one long transaction. */
+    size_t max_marked_windows;
+} cl_aggregate_spec_t;
+
+/* Check a spec; err names the problem. */
+int cl_aggregate_spec_check(const cl_aggregate_spec_t *spec, char err[CL_ERR_LEN]);
+
+/* The query that takes the aggregation lock without waiting: one row, one
+ * column, "1" when taken, "0" when another session holds it. The lock name
+ * includes the database name, so clickloops on different databases of one
+ * server do not exclude each other. Static text. */
+const char *cl_aggregate_lock_sql(void);
+/* Releases it (DO RELEASE_LOCK: no result set). Static text. */
+const char *cl_aggregate_unlock_sql(void);
+
+/* Statement index (0-based) in the run SQL of the SELECT that reports the
+ * run, as one row of CL_AGG_SUMMARY_FIELDS columns: events claimed, windows
+ * recomputed, events scanned, agg_stats rows changed. */
+#define CL_AGG_SUMMARY_FIELDS 4
+
+/* Append the SQL of one run (session settings, temporary work tables, then
+ * the transaction described at the top of this file, ending in COMMIT) for
+ * the multi-statement API, and set *summary_statement to the index of the
+ * summary SELECT. The text depends only on the spec: build it once. */
+int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+                         unsigned int *summary_statement, char err[CL_ERR_LEN]);
+
+/* Append one statement that marks every window of every configured size
+ * that holds at least one event as dirty, so that the following runs
+ * recompute everything. For an operator after changing the window sizes or
+ * the session timeout, or to repair agg_stats; safe to run at any time, also
+ * from the mariadb client. It scans click_data once. */
+int cl_aggregate_full_recompute_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+                                    char err[CL_ERR_LEN]);
+
+/* ---- Pure: the read side for the indexer -------------------------------- */
+
+/* The key of an agg_stats row as the indexer carries it. */
+typedef struct cl_aggregate_key_s {
+    uint64_t window_ms;
+    int64_t window_start_ms;
+    char url_hash_hex[CL_AGG_URL_HASH_HEX_SIZE]; /* 64 hex digits, either case */
+    char country[CL_AGG_COUNTRY_MAX_LEN + 1];
+} cl_aggregate_key_t;
+
+/* One row of the index SELECT, parsed. Strings point into the row the db
+ * module handed over and are valid only as long as it is. */
+typedef struct cl_aggregate_stat_s {
+    cl_aggregate_key_t key; /* url_hash_hex in upper case */
+    const char *url;
+    size_t url_len;
+    uint64_t clicks;
+    uint64_t unique_users;
+    uint64_t time_spent_sum;
+    uint64_t time_spent_samples;
+    uint64_t version;
+    int64_t updated_at_ms;
+} cl_aggregate_stat_t;
+
+/* Columns of the index SELECT, in this order: window_ms, window_start (epoch
+ * ms), url_hash (hex), country, url, clicks, unique_users, time_spent_sum,
+ * time_spent_samples, version, updated_at (epoch ms). */
+#define CL_AGG_INDEX_FIELDS 11
+
+/* Append a SELECT of at most `limit` (> 0) rows needing indexing, in key
+ * order, starting after `after` (NULL: from the first). Passing the last key
+ * of one page as `after` of the next lets the indexer fetch more while the
+ * previous page is still in flight. Uses KEY idx_agg_stats_needs_index. */
+int cl_aggregate_index_select_sql(cl_buf_t *out, size_t limit, const cl_aggregate_key_t *after,
+                                  char err[CL_ERR_LEN]);
+
+/* Parse one row of that SELECT. */
+int cl_aggregate_parse_stat(unsigned int field_count, const char *const *values,
+                            const unsigned long *lengths, cl_aggregate_stat_t *out,
+                            char err[CL_ERR_LEN]);
+
+/* A version of a row that the index now holds. */
+typedef struct cl_aggregate_indexed_s {
+    cl_aggregate_key_t key;
+    uint64_t version;
+} cl_aggregate_indexed_t;
+
+/* Append one UPDATE recording that the index holds these versions:
+ * indexed_version becomes the larger of its value and the version sent (so
+ * an old acknowledgement arriving late changes nothing), needs_index stays 1
+ * only if the row changed again meanwhile, index_error is cleared. n > 0. */
+int cl_aggregate_mark_indexed_sql(cl_buf_t *out, const cl_aggregate_indexed_t *items, size_t n,
+                                  char err[CL_ERR_LEN]);
+
+/* Append one UPDATE recording that the index refused this version for good
+ * (a 4xx other than 409/429): index_error gets `reason` (ill-formed UTF-8
+ * becomes '?', cut at CL_AGG_INDEX_ERROR_MAX_CHARS characters) and
+ * needs_index becomes 0 unless the row changed again meanwhile, so that the
+ * indexer stops sending a document that cannot succeed. `escape` as in
+ * store.h (cl_db_escape_string). */
+int cl_aggregate_mark_failed_sql(cl_buf_t *out, const cl_aggregate_key_t *key, uint64_t version,
+                                 const char *reason,
+                                 size_t (*escape)(char *to, const char *from, size_t len),
+                                 char err[CL_ERR_LEN]);
+
+/* ---- The runner on the loop --------------------------------------------- */
+
+typedef struct cl_aggregator_s cl_aggregator_t;
+
+/* The outcome of one run, valid during the callback only. */
+typedef struct cl_aggregator_run_result_s {
+    /* 0: done (or skipped because another instance holds the lock); CL_ERR:
+     * a permanent SQL error (a bug or a schema that drifted); CL_ERR_RETRY:
+     * the connection failed or the aggregator closed. A failed run changed
+     * nothing: the next run does its work. */
+    int status;
+    bool skipped_locked; /* another session aggregates; nothing was done */
+    bool manual;         /* started by cl_aggregator_run_now */
+    unsigned int error_code;
+    const char *message;         /* "" on success */
+    uint64_t events_claimed;     /* new events taken from agg_pending */
+    uint64_t windows_recomputed; /* (size, start) pairs recomputed */
+    uint64_t events_scanned;     /* events read to recompute them */
+    uint64_t rows_changed;       /* agg_stats rows inserted or changed */
+    uint64_t duration_ms;        /* from taking the lock to the end */
+} cl_aggregator_run_result_t;
+
+typedef void (*cl_aggregator_run_cb)(void *arg, const cl_aggregator_run_result_t *result);
+typedef void (*cl_aggregator_close_cb)(void *arg);
+
+typedef struct cl_aggregator_params_s {
+    /* Connection of its own (a pool of one). The read timeout bounds the
+     * longest statement of a run: give it room for the largest window to
+     * recompute. Strings are copied. */
+    cl_db_params_t db;
+    cl_aggregate_spec_t spec; /* the array is copied */
+    uint64_t interval_ms;     /* > 0 */
+    /* Called after every run, timer-started or manual (main logs it); may be
+     * NULL. */
+    cl_aggregator_run_cb on_run;
+    void *on_run_arg;
+    /* Connection events of its pool; may be NULL. */
+    cl_db_pool_event_cb on_db_event;
+    void *db_event_arg;
+} cl_aggregator_params_t;
+
+typedef struct cl_aggregator_stats_s {
+    uint64_t runs; /* completed with status 0 and the lock taken */
+    uint64_t runs_failed;
+    uint64_t skipped_locked;     /* another session held the lock */
+    uint64_t skipped_busy;       /* the timer fired during a run */
+    uint64_t events_claimed;     /* summed over runs */
+    uint64_t windows_recomputed; /* summed over runs */
+    uint64_t rows_changed;       /* summed over runs */
+    uint64_t last_duration_ms;
+    bool running;
+} cl_aggregator_stats_t;
+
+/* Create an aggregator and start connecting its pool; no run starts before
+ * cl_aggregator_start or cl_aggregator_run_now. */
+int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_aggregator_t **out,
+                      char err[CL_ERR_LEN]);
+
+/* Run every interval from now on. A tick that finds a run in progress is
+ * skipped (counted in skipped_busy): runs never overlap. */
+int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN]);
+
+/* Start a run now. cb (may be NULL) runs once with its outcome, after
+ * on_run. Returns CL_ERR_RETRY (cb never runs) while a run is in progress. */
+int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *arg,
+                          char err[CL_ERR_LEN]);
+
+/* Change the interval (configuration reload); the next run is one new
+ * interval from now. */
+void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms);
+
+void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out);
+
+/* Stop the timer, cancel a run in progress (its transaction rolls back and
+ * its events stay queued; its callbacks get CL_ERR_RETRY), close the pool
+ * and free. cb runs once everything is closed. */
+int cl_aggregator_close(cl_aggregator_t *agg, cl_aggregator_close_cb cb, void *arg);
+
+#endif

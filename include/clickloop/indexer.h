@@ -1,0 +1,62 @@
+/* The indexer: moves aggregates from MariaDB (agg_stats rows that need
+ * indexing) into Elasticsearch/OpenSearch through the es_sink, and records in
+ * MariaDB which version of each row the index holds.
+ *
+ * MariaDB stays the source of truth: a row is marked indexed only after the
+ * cluster acknowledged that version, so an outage of the search cluster, a
+ * crash or a restart only delays documents, never loses them. Documents carry
+ * their row's version as an external version, so resending is harmless and an
+ * old copy never overwrites a newer one.
+ *
+ * Memory is bounded: a page of rows is fetched only while the sink holds
+ * fewer than `max_pending_docs` documents. */
+#ifndef CLICKLOOP_INDEXER_H
+#define CLICKLOOP_INDEXER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "clickloop/common.h"
+#include "clickloop/db.h"
+#include "clickloop/es_sink.h"
+
+typedef struct cl_indexer_s cl_indexer_t;
+
+typedef struct cl_indexer_params_s {
+    cl_db_params_t db;          /* its own connection (pool of one); strings copied */
+    const char *index;          /* configured index name, may hold %Y %m %d; copied */
+    size_t page_rows;           /* rows per SELECT */
+    size_t max_pending_docs;    /* fetch no more while the sink holds this many */
+    uint64_t poll_interval_ms;  /* look for work at least this often */
+    cl_db_pool_event_cb on_db_event; /* may be NULL */
+    void *db_event_arg;
+} cl_indexer_params_t;
+
+typedef struct cl_indexer_stats_s {
+    uint64_t docs_sent;       /* documents handed to the sink */
+    uint64_t docs_acked;      /* versions recorded as indexed */
+    uint64_t docs_failed;     /* permanent refusals recorded in agg_stats.index_error */
+    bool index_ready;         /* index or template is in place */
+} cl_indexer_stats_t;
+
+/* Create; the sink is borrowed (the indexer becomes its document callback's
+ * user: create the sink with cl_indexer_doc_cb and the indexer as arg, then
+ * attach it with cl_indexer_set_sink). */
+int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexer_t **out,
+                   char err[CL_ERR_LEN]);
+void cl_indexer_doc_cb(void *indexer, uint64_t tag, cl_es_doc_outcome_t outcome,
+                       const char *reason);
+void cl_indexer_set_sink(cl_indexer_t *ix, cl_es_sink_t *sink);
+/* Make sure the index/template exists, then start moving rows. */
+int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN]);
+/* New rows may need indexing (an aggregation run changed some): look now. */
+void cl_indexer_kick(cl_indexer_t *ix);
+void cl_indexer_stats(const cl_indexer_t *ix, cl_indexer_stats_t *out);
+/* Stop fetching, write the acknowledgements collected so far, close the pool
+ * and free; cb runs when done. Close the sink first (its cancelled documents
+ * simply stay marked as needing indexing). */
+int cl_indexer_close(cl_indexer_t *ix, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,1018 @@
+/* aggregate: the aggregation SQL (pure builders) and the runner that issues
+ * it from the loop; see include/clickloop/aggregate.h for the rules.
+ *
+ * How a run computes, in SQL (cl_aggregate_run_sql):
+ *   agg_run_claim   the pending events
+ *   agg_run_prev    the times of the same users' previous events where a
+ *                   claimed event can change their dwell time, found by LAG
+ *                   over the session timeout before each claimed event
+ *                   (agg_run_prev_range)
+ *   agg_run_marks   windows an operator marked in agg_dirty
+ *   agg_run_dirty   every (size, start) window to recompute
+ *   agg_run_range   those windows, each stretched by one session timeout
+ *                   (the next click of an event near the end may lie past
+ *                   it), merged into disjoint ranges
+ *   agg_run_events  the events in those ranges with their time spent (LEAD
+ *                   over the user's events) and country
+ *   agg_run_result  the aggregates of the dirty windows that differ from
+ *                   agg_stats
+ * then agg_stats is upserted from agg_run_result and the claimed rows are
+ * deleted, all in one transaction.
+ *
+ * Quirks defended against:
+ * - Date arithmetic that leaves the DATETIME range is an error in strict
+ *   mode (ER_DATETIME_FUNCTION_OVERFLOW), not a NULL: a single event at
+ *   9999-12-31 would fail every run forever. Times are therefore computed in
+ *   epoch milliseconds and converted back only when clamped into range, and
+ *   window ends are inclusive (the last millisecond), which always exists.
+ * - A join with bounds taken from a table ("range checked for each record")
+ *   always walks the event_time index and looks every row up in the
+ *   clustered index, ten times slower than a table scan when the ranges
+ *   cover most of the table (a full recompute). The event scan is therefore
+ *   a prepared statement whose WHERE holds the ranges as literals, and the
+ *   optimizer picks range scans or a table scan by cost.
+ * - A correlated lookup of each claimed event's predecessor through
+ *   idx_click_user_time uses only its user_id part ("ref"; the event_time
+ *   bounds are filtered, not ranged, whatever the form: MAX, ORDER BY ...
+ *   LIMIT 1, a join, BETWEEN on user_id), so it reads every event of the
+ *   user: over 6 minutes for 1,000 events of a user with 200,000. The
+ *   predecessors are therefore found by a range scan like the main one.
+ * - In `INSERT ... SELECT ... FROM a JOIN b ON ... ON DUPLICATE KEY`, the
+ *   parser takes the second ON for the join: the SELECT is wrapped in a
+ *   derived table.
+ * - Named locks outlive ROLLBACK and failed statements: the lock is released
+ *   by its own query after every run, whatever the run's outcome. */
+#include "clickloop/aggregate.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clickloop/store.h"
+#include "clickloop/utf8.h"
+
+/* ---- Window arithmetic ----------------------------------------------------- */
+
+int64_t cl_aggregate_window_start(int64_t ms, uint64_t window_ms)
+{
+    int64_t w = (int64_t)window_ms;
+    int64_t q = ms / w;
+    if (ms % w < 0)
+        q--; /* floor, not truncation, before 1970 */
+    return q * w;
+}
+
+int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE])
+{
+    static const struct {
+        uint64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
+    if (window_ms == 0) {
+        out[0] = '\0';
+        return CL_ERR;
+    }
+    for (size_t i = 0; i < CL_ARRAY_LEN(units); i++) {
+        if (window_ms % units[i].ms == 0) {
+            snprintf(out, CL_AGG_LABEL_SIZE, "%" PRIu64 "%s", window_ms / units[i].ms,
+                     units[i].unit);
+            break;
+        }
+    }
+    return CL_OK;
+}
+
+int cl_aggregate_spec_check(const cl_aggregate_spec_t *spec, char err[CL_ERR_LEN])
+{
+    if (spec->window_count == 0 || spec->windows_ms == NULL)
+        return cl_errorf(err, "aggregate: at least one window size is needed");
+    for (size_t i = 0; i < spec->window_count; i++) {
+        uint64_t w = spec->windows_ms[i];
+        if (w == 0 || w > CL_AGG_MAX_WINDOW_MS)
+            return cl_errorf(
+                err, "aggregate: window size %" PRIu64 " ms is outside 1 ms .. %" PRIu64 " ms", w,
+                CL_AGG_MAX_WINDOW_MS);
+        for (size_t j = 0; j < i; j++) {
+            if (spec->windows_ms[j] == w)
+                return cl_errorf(err, "aggregate: window size %" PRIu64 " ms is listed twice", w);
+        }
+    }
+    if (spec->session_timeout_ms == 0 || spec->session_timeout_ms > CL_AGG_MAX_SESSION_TIMEOUT_MS)
+        return cl_errorf(
+            err, "aggregate: session timeout %" PRIu64 " ms is outside 1 ms .. %" PRIu64 " ms",
+            spec->session_timeout_ms, CL_AGG_MAX_SESSION_TIMEOUT_MS);
+    return CL_OK;
+}
+
+/* ---- SQL pieces ------------------------------------------------------------ */
+
+#define EPOCH "TIMESTAMP'1970-01-01 00:00:00'"
+/* CL_STORE_TS_MAX_MS: the last millisecond a DATETIME(3) holds. */
+#define MAX_MS "253402300799999"
+#define LOCK_NAME "CONCAT('clickloop.aggregate.', DATABASE())"
+#define TEXT_TABLE " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+#define WORK_TABLES                                                                                \
+    "agg_run_claim, agg_run_prev_range, agg_run_prev, agg_run_marks, agg_run_dirty, "              \
+    "agg_run_range, agg_run_events, agg_run_result"
+
+_Static_assert(CL_STORE_TS_MAX_MS == INT64_C(253402300799999), "MAX_MS is the DATETIME limit");
+
+const char *cl_aggregate_lock_sql(void)
+{
+    return "SELECT GET_LOCK(" LOCK_NAME ", 0)";
+}
+
+const char *cl_aggregate_unlock_sql(void)
+{
+    return "DO RELEASE_LOCK(" LOCK_NAME ")";
+}
+
+/* Milliseconds since the epoch of a DATETIME expression (exact, any date). */
+static void append_ms(cl_buf_t *b, const char *datetime)
+{
+    cl_buf_appendf(b, "(TIMESTAMPDIFF(MICROSECOND, " EPOCH ", %s) DIV 1000)", datetime);
+}
+
+/* DATETIME of a millisecond expression that is known to be in range. */
+static void append_datetime_open(cl_buf_t *b)
+{
+    cl_buf_append_str(b, EPOCH " + INTERVAL (");
+}
+static void append_datetime_close(cl_buf_t *b)
+{
+    cl_buf_append_str(b, ") * 1000 MICROSECOND");
+}
+
+/* The start (DATETIME) of the window of size `size` (a BIGINT expression)
+ * holding `datetime`: floor(ms / size) * size; MOD keeps the dividend's sign. */
+static void append_window_start(cl_buf_t *b, const char *datetime, const char *size)
+{
+    append_datetime_open(b);
+    cl_buf_append_str(b, "(");
+    append_ms(b, datetime);
+    cl_buf_appendf(b, " DIV %s - (", size);
+    append_ms(b, datetime);
+    cl_buf_appendf(b, " MOD %s < 0)) * %s", size, size);
+    append_datetime_close(b);
+}
+
+/* (SELECT <w1> AS window_ms UNION ALL SELECT <w2> ...) */
+static void append_sizes(cl_buf_t *b, const cl_aggregate_spec_t *spec)
+{
+    for (size_t i = 0; i < spec->window_count; i++)
+        cl_buf_appendf(b, "%s%" PRIu64 "%s", i == 0 ? "(SELECT " : " UNION ALL SELECT ",
+                       spec->windows_ms[i], i == 0 ? " AS window_ms" : "");
+    cl_buf_append_char(b, ')');
+}
+
+/* Statements are separated by ";\n"; `count` numbers them for the caller. */
+static void begin_statement(cl_buf_t *b, unsigned int *count)
+{
+    if (*count > 0)
+        cl_buf_append_str(b, ";\n");
+    (*count)++;
+}
+
+static void statement(cl_buf_t *b, unsigned int *count, const char *text)
+{
+    begin_statement(b, count);
+    cl_buf_append_str(b, text);
+}
+
+/* ---- The run --------------------------------------------------------------- */
+
+static const char *const create_work_tables[] = {
+    "CREATE TEMPORARY TABLE agg_run_claim (row_key VARBINARY(400) NOT NULL, "
+    "user_id VARCHAR(256) NOT NULL, event_time DATETIME(3) NOT NULL, "
+    "PRIMARY KEY (row_key))" TEXT_TABLE,
+    "CREATE TEMPORARY TABLE agg_run_prev_range (range_start DATETIME(3) NOT NULL, "
+    "range_last DATETIME(3) NOT NULL, PRIMARY KEY (range_start))",
+    "CREATE TEMPORARY TABLE agg_run_prev (t DATETIME(3) NOT NULL, PRIMARY KEY (t))",
+    "CREATE TEMPORARY TABLE agg_run_marks (window_ms BIGINT NOT NULL, "
+    "window_start DATETIME(3) NOT NULL, marked_at DATETIME(6) NOT NULL, "
+    "PRIMARY KEY (window_ms, window_start))",
+    "CREATE TEMPORARY TABLE agg_run_dirty (window_ms BIGINT NOT NULL, "
+    "window_start DATETIME(3) NOT NULL, window_last DATETIME(3) NOT NULL, "
+    "PRIMARY KEY (window_ms, window_start))",
+    "CREATE TEMPORARY TABLE agg_run_range (range_start DATETIME(3) NOT NULL, "
+    "range_last DATETIME(3) NOT NULL, PRIMARY KEY (range_start))",
+    "CREATE TEMPORARY TABLE agg_run_events (row_key VARBINARY(400) NOT NULL, "
+    "user_id VARCHAR(256) NOT NULL, event_time DATETIME(3) NOT NULL, "
+    "url_hash BINARY(32) NOT NULL, country VARCHAR(16) NOT NULL, spent_ms BIGINT NULL, "
+    "PRIMARY KEY (row_key), KEY (event_time))" TEXT_TABLE,
+    "CREATE TEMPORARY TABLE agg_run_result (window_ms BIGINT NOT NULL, "
+    "window_start DATETIME(3) NOT NULL, url_hash BINARY(32) NOT NULL, "
+    "country VARCHAR(16) NOT NULL, clicks BIGINT NOT NULL, unique_users BIGINT NOT NULL, "
+    "time_spent_sum DECIMAL(38,0) NOT NULL, time_spent_samples BIGINT NOT NULL, "
+    "any_key VARBINARY(400) NOT NULL, "
+    "PRIMARY KEY (window_ms, window_start, url_hash, country))" TEXT_TABLE,
+};
+
+static void append_claim(cl_buf_t *b, unsigned int *count)
+{
+    statement(b, count,
+              "INSERT INTO agg_run_claim (row_key, user_id, event_time) "
+              "SELECT row_key, user_id, event_time FROM agg_pending");
+}
+
+static void append_claim_marks(cl_buf_t *b, unsigned int *count, size_t max_marked)
+{
+    begin_statement(b, count);
+    cl_buf_append_str(b, "INSERT INTO agg_run_marks (window_ms, window_start, marked_at) "
+                         "SELECT window_ms, window_start, marked_at FROM agg_dirty");
+    /* Newest first: recent windows are the ones people look at. */
+    if (max_marked > 0)
+        cl_buf_appendf(b, " ORDER BY window_start DESC, window_ms LIMIT %zu", max_marked);
+}
+
+/* Every window of every size holding a claimed event or a previous event
+ * found above, and the marked windows. */
+static void append_dirty(cl_buf_t *b, unsigned int *count, const cl_aggregate_spec_t *spec)
+{
+    begin_statement(b, count);
+    cl_buf_append_str(b, "INSERT INTO agg_run_dirty (window_ms, window_start, window_last) "
+                         "SELECT w.window_ms, w.window_start, ");
+    append_datetime_open(b);
+    cl_buf_append_str(b, "LEAST(");
+    append_ms(b, "w.window_start");
+    cl_buf_append_str(b, " + w.window_ms - 1, " MAX_MS ")");
+    append_datetime_close(b);
+    cl_buf_append_str(b, " FROM (SELECT s.window_ms, ");
+    append_window_start(b, "t.t", "s.window_ms");
+    cl_buf_append_str(b, " AS window_start FROM (SELECT event_time AS t FROM agg_run_claim "
+                         "UNION SELECT t FROM agg_run_prev) t "
+                         "CROSS JOIN ");
+    append_sizes(b, spec);
+    cl_buf_append_str(b, " s UNION SELECT window_ms, window_start FROM agg_run_marks) w");
+}
+
+/* Gaps and islands: merge the intervals [s, e] (DATETIME columns of
+ * `intervals`, a derived table) into disjoint ranges of `table`; an
+ * interval starts a new range unless it begins at most 1 ms after the
+ * furthest end seen so far. */
+static void append_merge_ranges(cl_buf_t *b, unsigned int *count, const char *table,
+                                const char *intervals)
+{
+    begin_statement(b, count);
+    cl_buf_appendf(b,
+                   "INSERT INTO %s (range_start, range_last) SELECT MIN(s), MAX(e) FROM ("
+                   "SELECT s, e, SUM(starts) OVER (ORDER BY s, e ROWS UNBOUNDED PRECEDING) "
+                   "AS island FROM (SELECT s, e, CASE WHEN ",
+                   table);
+    append_ms(b, "s");
+    cl_buf_append_str(b, " <= MAX(");
+    append_ms(b, "e");
+    cl_buf_appendf(b,
+                   ") OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1 "
+                   "THEN 0 ELSE 1 END AS starts FROM %s w) x) y GROUP BY island",
+                   intervals);
+}
+
+/* Run `head` + "<c.event_time in the ranges of range_table>" + `tail` as a
+ * prepared statement: the ranges go into its text as literals (see the top
+ * of this file), assembled by the server. */
+static void append_range_scan(cl_buf_t *b, unsigned int *count, const char *name, const char *head,
+                              const char *range_table, const char *tail)
+{
+    size_t head_len = strlen(head), tail_len = strlen(tail);
+    char *head_literal = cl_xmalloc(2 * head_len + 1);
+    char *tail_literal = cl_xmalloc(2 * tail_len + 1);
+    cl_db_escape_string(head_literal, head, head_len);
+    cl_db_escape_string(tail_literal, tail, tail_len);
+    begin_statement(b, count);
+    cl_buf_appendf(b,
+                   "SET @%s_sql = CONCAT('%s', (SELECT COALESCE(GROUP_CONCAT("
+                   "CONCAT('c.event_time BETWEEN ''', range_start, ''' AND ''', range_last, "
+                   "'''') ORDER BY range_start SEPARATOR ' OR '), 'FALSE') FROM %s), '%s')",
+                   name, head_literal, range_table, tail_literal);
+    free(head_literal);
+    free(tail_literal);
+    begin_statement(b, count);
+    cl_buf_appendf(b, "PREPARE %s FROM @%s_sql", name, name);
+    begin_statement(b, count);
+    cl_buf_appendf(b, "EXECUTE %s", name);
+    begin_statement(b, count);
+    cl_buf_appendf(b, "DEALLOCATE PREPARE %s", name);
+}
+
+/* "<later> - <earlier> <= timeout" on two DATETIME expressions, in ms. */
+static void append_gap_within(cl_buf_t *b, const char *later, const char *earlier,
+                              uint64_t timeout_ms)
+{
+    append_ms(b, later);
+    cl_buf_append_str(b, " - ");
+    append_ms(b, earlier);
+    cl_buf_appendf(b, " <= %" PRIu64, timeout_ms);
+}
+
+/* The times of the same users' previous events (the latest before each
+ * claimed event in (event_time, row_key) order) that lie within the session
+ * timeout: only there can a claimed event change a dwell time. Every event
+ * within the timeout before a claimed event is in the scanned ranges, so
+ * LAG finds the previous one whenever it is close enough to matter. Its
+ * windows are recomputed even when it has its own time_spent_ms and keeps
+ * its value: knowing would cost a row lookup, for a rare extra window. */
+static void append_previous_events(cl_buf_t *b, unsigned int *count, uint64_t timeout_ms)
+{
+    cl_buf_t intervals;
+    cl_buf_init(&intervals);
+    cl_buf_append_str(&intervals, "(SELECT ");
+    append_datetime_open(&intervals);
+    append_ms(&intervals, "event_time");
+    cl_buf_appendf(&intervals, " - %" PRIu64, timeout_ms);
+    append_datetime_close(&intervals);
+    cl_buf_append_str(&intervals, " AS s, event_time AS e FROM agg_run_claim)");
+    append_merge_ranges(b, count, "agg_run_prev_range", intervals.data);
+    cl_buf_free(&intervals);
+
+    cl_buf_t tail;
+    cl_buf_init(&tail);
+    cl_buf_append_str(&tail, ") x JOIN agg_run_claim k ON k.row_key = x.row_key WHERE ");
+    append_gap_within(&tail, "x.event_time", "x.prev_time", timeout_ms);
+    append_range_scan(b, count, "cl_agg_prev",
+                      "INSERT INTO agg_run_prev (t) SELECT DISTINCT x.prev_time FROM ("
+                      "SELECT c.row_key, c.event_time, LAG(c.event_time) OVER ("
+                      "PARTITION BY c.user_id ORDER BY c.event_time, c.row_key) AS prev_time "
+                      "FROM click_data c WHERE ",
+                      "agg_run_prev_range", tail.data);
+    cl_buf_free(&tail);
+}
+
+/* The dirty windows, each stretched by one session timeout (the next click
+ * of an event near its end may lie past it), merged into disjoint ranges. */
+static void append_ranges(cl_buf_t *b, unsigned int *count, uint64_t timeout_ms)
+{
+    cl_buf_t intervals;
+    cl_buf_init(&intervals);
+    cl_buf_append_str(&intervals, "(SELECT window_start AS s, ");
+    append_datetime_open(&intervals);
+    cl_buf_append_str(&intervals, "LEAST(");
+    append_ms(&intervals, "window_last");
+    cl_buf_appendf(&intervals, " + %" PRIu64 ", " MAX_MS ")", timeout_ms);
+    append_datetime_close(&intervals);
+    cl_buf_append_str(&intervals, " AS e FROM agg_run_dirty)");
+    append_merge_ranges(b, count, "agg_run_range", intervals.data);
+    cl_buf_free(&intervals);
+}
+
+/* The events of the ranges with their time spent and country. */
+static void append_events(cl_buf_t *b, unsigned int *count, uint64_t timeout_ms)
+{
+    cl_buf_t head;
+    cl_buf_init(&head);
+    cl_buf_append_str(&head, "INSERT INTO agg_run_events (row_key, user_id, event_time, url_hash, "
+                             "country, spent_ms) "
+                             "SELECT x.row_key, x.user_id, x.event_time, x.url_hash, "
+                             "COALESCE(g.country, 'unknown'), COALESCE(x.time_spent_ms, IF(");
+    append_gap_within(&head, "x.next_time", "x.event_time", timeout_ms);
+    cl_buf_append_str(&head, ", ");
+    append_ms(&head, "x.next_time");
+    cl_buf_append_str(&head, " - ");
+    append_ms(&head, "x.event_time");
+    cl_buf_append_str(&head, ", NULL)) FROM (SELECT c.row_key, c.user_id, c.event_time, "
+                             "UNHEX(SHA2(c.url, 256)) AS url_hash, c.time_spent_ms, "
+                             "LEAD(c.event_time) OVER (PARTITION BY c.user_id "
+                             "ORDER BY c.event_time, c.row_key) AS next_time "
+                             "FROM click_data c WHERE ");
+    append_range_scan(b, count, "cl_agg_events", head.data, "agg_run_range",
+                      ") x LEFT JOIN geo_data g ON g.row_key = x.row_key");
+    cl_buf_free(&head);
+}
+
+/* Aggregates of the dirty windows; only those that differ from agg_stats
+ * are kept. */
+static void append_result(cl_buf_t *b, unsigned int *count)
+{
+    statement(b, count,
+              "INSERT INTO agg_run_result (window_ms, window_start, url_hash, country, clicks, "
+              "unique_users, time_spent_sum, time_spent_samples, any_key) "
+              "SELECT a.window_ms, a.window_start, a.url_hash, a.country, a.clicks, "
+              "a.unique_users, a.time_spent_sum, a.time_spent_samples, a.any_key FROM ("
+              "SELECT d.window_ms, d.window_start, e.url_hash, e.country, COUNT(*) AS clicks, "
+              "COUNT(DISTINCT e.user_id) AS unique_users, "
+              "COALESCE(SUM(e.spent_ms), 0) AS time_spent_sum, "
+              "COUNT(e.spent_ms) AS time_spent_samples, MIN(e.row_key) AS any_key "
+              "FROM agg_run_dirty d JOIN agg_run_events e "
+              "ON e.event_time BETWEEN d.window_start AND d.window_last "
+              "GROUP BY d.window_ms, d.window_start, e.url_hash, e.country) a "
+              "LEFT JOIN agg_stats s ON s.window_ms = a.window_ms "
+              "AND s.window_start = a.window_start AND s.url_hash = a.url_hash "
+              "AND s.country = a.country "
+              "WHERE s.window_ms IS NULL OR s.clicks <> a.clicks "
+              "OR s.unique_users <> a.unique_users OR s.time_spent_sum <> a.time_spent_sum "
+              "OR s.time_spent_samples <> a.time_spent_samples");
+}
+
+/* Only changed rows reach this statement, so every update is a new version.
+ * Versions are the run's time in microseconds since the epoch, and at least
+ * one more than before: they grow even across a rebuild of agg_stats, so an
+ * index that keeps the highest version (external_gte) accepts the rebuilt
+ * rows. The URL is read once per row, by primary key, from one of its
+ * events. */
+static void append_upsert(cl_buf_t *b, unsigned int *count)
+{
+    statement(b, count,
+              "INSERT INTO agg_stats (window_ms, window_start, url_hash, country, url, clicks, "
+              "unique_users, time_spent_sum, time_spent_samples, version, indexed_version, "
+              "needs_index, updated_at) "
+              "SELECT * FROM (SELECT r.window_ms, r.window_start, r.url_hash, r.country, c.url, "
+              "r.clicks, r.unique_users, r.time_spent_sum, r.time_spent_samples, "
+              "TIMESTAMPDIFF(MICROSECOND, " EPOCH ", NOW(6)) AS version, "
+              "0 AS indexed_version, 1 AS needs_index, NOW(3) AS updated_at "
+              "FROM agg_run_result r JOIN click_data c ON c.row_key = r.any_key) n "
+              "ON DUPLICATE KEY UPDATE version = GREATEST(agg_stats.version + 1, VALUES(version)), "
+              "needs_index = 1, "
+              "clicks = VALUES(clicks), unique_users = VALUES(unique_users), "
+              "time_spent_sum = VALUES(time_spent_sum), "
+              "time_spent_samples = VALUES(time_spent_samples), "
+              "updated_at = VALUES(updated_at)");
+}
+
+int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+                         unsigned int *summary_statement, char err[CL_ERR_LEN])
+{
+    if (cl_aggregate_spec_check(spec, err) != CL_OK)
+        return CL_ERR;
+    unsigned int n = 0;
+    /* The event scan's text grows with the number of ranges. */
+    statement(out, &n, "SET SESSION group_concat_max_len = 1073741824");
+    statement(out, &n, "DROP TEMPORARY TABLE IF EXISTS " WORK_TABLES);
+    for (size_t i = 0; i < CL_ARRAY_LEN(create_work_tables); i++)
+        statement(out, &n, create_work_tables[i]);
+    statement(out, &n, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    statement(out, &n, "START TRANSACTION");
+    append_claim(out, &n);
+    append_previous_events(out, &n, spec->session_timeout_ms);
+    append_claim_marks(out, &n, spec->max_marked_windows);
+    append_dirty(out, &n, spec);
+    append_ranges(out, &n, spec->session_timeout_ms);
+    append_events(out, &n, spec->session_timeout_ms);
+    append_result(out, &n);
+    append_upsert(out, &n);
+    statement(out, &n,
+              "DELETE p FROM agg_run_claim c STRAIGHT_JOIN agg_pending p "
+              "ON p.row_key = c.row_key");
+    /* A window marked again during the run keeps its mark. */
+    statement(out, &n,
+              "DELETE d FROM agg_run_marks m STRAIGHT_JOIN agg_dirty d "
+              "ON d.window_ms = m.window_ms AND d.window_start = m.window_start "
+              "AND d.marked_at = m.marked_at");
+    *summary_statement = n;
+    statement(out, &n,
+              "SELECT (SELECT COUNT(*) FROM agg_run_claim), (SELECT COUNT(*) FROM agg_run_dirty), "
+              "(SELECT COUNT(*) FROM agg_run_events), (SELECT COUNT(*) FROM agg_run_result)");
+    statement(out, &n, "COMMIT");
+    statement(out, &n, "DROP TEMPORARY TABLE IF EXISTS " WORK_TABLES);
+    return CL_OK;
+}
+
+int cl_aggregate_full_recompute_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+                                    char err[CL_ERR_LEN])
+{
+    if (cl_aggregate_spec_check(spec, err) != CL_OK)
+        return CL_ERR;
+    cl_buf_append_str(out, "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
+                           "SELECT m.window_ms, m.window_start, NOW(6) FROM ("
+                           "SELECT DISTINCT s.window_ms, ");
+    append_window_start(out, "c.event_time", "s.window_ms");
+    cl_buf_append_str(out, " AS window_start FROM click_data c CROSS JOIN ");
+    append_sizes(out, spec);
+    cl_buf_append_str(out, " s) m ON DUPLICATE KEY UPDATE marked_at = VALUES(marked_at)");
+    return CL_OK;
+}
+
+/* ---- The read side ----------------------------------------------------------- */
+
+static int check_key(const cl_aggregate_key_t *key, char err[CL_ERR_LEN])
+{
+    size_t hex = strnlen(key->url_hash_hex, sizeof key->url_hash_hex);
+    if (hex != CL_AGG_URL_HASH_HEX_SIZE - 1)
+        return cl_errorf(err, "aggregate key: url_hash_hex has %zu characters, not 64", hex);
+    for (size_t i = 0; i < hex; i++) {
+        if (!isxdigit((unsigned char)key->url_hash_hex[i]))
+            return cl_errorf(err, "aggregate key: url_hash_hex has a non-hex character at %zu", i);
+    }
+    size_t country = strnlen(key->country, sizeof key->country);
+    if (country == 0 || country > CL_AGG_COUNTRY_MAX_LEN)
+        return cl_errorf(err, "aggregate key: country must have 1 to %d characters",
+                         CL_AGG_COUNTRY_MAX_LEN);
+    for (size_t i = 0; i < country; i++) {
+        if (!isalnum((unsigned char)key->country[i]))
+            return cl_errorf(err,
+                             "aggregate key: country has a character other than A-Z, "
+                             "a-z, 0-9 at %zu",
+                             i);
+    }
+    if (key->window_ms == 0 || key->window_ms > CL_AGG_MAX_WINDOW_MS)
+        return cl_errorf(err, "aggregate key: window_ms %" PRIu64 " is out of range",
+                         key->window_ms);
+    if (key->window_start_ms < CL_STORE_TS_MIN_MS - (int64_t)CL_AGG_MAX_WINDOW_MS ||
+        key->window_start_ms > CL_STORE_TS_MAX_MS)
+        return cl_errorf(err, "aggregate key: window_start %" PRId64 " ms is out of range",
+                         key->window_start_ms);
+    return CL_OK;
+}
+
+/* window_ms = ... AND window_start = ... AND url_hash = ... AND country = ...
+ * with `prefix` before each column. Keys are checked first: the hash is hex
+ * and the country alphanumeric, so neither needs escaping. */
+static void append_key_match(cl_buf_t *b, const char *prefix, const cl_aggregate_key_t *key)
+{
+    cl_buf_appendf(b, "%swindow_ms = %" PRIu64 " AND %swindow_start = ", prefix, key->window_ms,
+                   prefix);
+    append_datetime_open(b);
+    cl_buf_appendf(b, "%" PRId64, key->window_start_ms);
+    append_datetime_close(b);
+    cl_buf_appendf(b, " AND %surl_hash = UNHEX('%s') AND %scountry = '%s'", prefix,
+                   key->url_hash_hex, prefix, key->country);
+}
+
+int cl_aggregate_index_select_sql(cl_buf_t *out, size_t limit, const cl_aggregate_key_t *after,
+                                  char err[CL_ERR_LEN])
+{
+    if (limit == 0)
+        return cl_errorf(err, "aggregate: the index page size must be at least 1");
+    if (after != NULL && check_key(after, err) != CL_OK)
+        return CL_ERR;
+    cl_buf_append_str(out, "SELECT window_ms, ");
+    append_ms(out, "window_start");
+    cl_buf_append_str(out, ", HEX(url_hash), country, url, clicks, unique_users, "
+                           "time_spent_sum, time_spent_samples, version, ");
+    append_ms(out, "updated_at");
+    cl_buf_append_str(out, " FROM agg_stats FORCE INDEX (idx_agg_stats_needs_index) "
+                           "WHERE needs_index = 1");
+    if (after != NULL) {
+        /* (window_ms, window_start, url_hash, country) > after, spelled out so
+         * that the range optimizer uses the index. */
+        char start[96];
+        cl_buf_t s;
+        cl_buf_init(&s);
+        append_datetime_open(&s);
+        cl_buf_appendf(&s, "%" PRId64, after->window_start_ms);
+        append_datetime_close(&s);
+        snprintf(start, sizeof start, "%s", s.data);
+        cl_buf_free(&s);
+        cl_buf_appendf(
+            out,
+            " AND (window_ms > %" PRIu64 " OR (window_ms = %" PRIu64
+            " AND (window_start > %s OR (window_start = %s AND "
+            "(url_hash > UNHEX('%s') OR (url_hash = UNHEX('%s') AND country > '%s'))))))",
+            after->window_ms, after->window_ms, start, start, after->url_hash_hex,
+            after->url_hash_hex, after->country);
+    }
+    cl_buf_appendf(out, " ORDER BY window_ms, window_start, url_hash, country LIMIT %zu", limit);
+    return CL_OK;
+}
+
+static int parse_u64(const char *s, unsigned long len, uint64_t *out)
+{
+    if (s == NULL || len == 0 || len > 20)
+        return CL_ERR;
+    char tmp[24];
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    for (unsigned long i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)tmp[i]))
+            return CL_ERR;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(tmp, NULL, 10);
+    if (errno != 0)
+        return CL_ERR;
+    *out = v;
+    return CL_OK;
+}
+
+static int parse_i64(const char *s, unsigned long len, int64_t *out)
+{
+    if (s == NULL || len == 0)
+        return CL_ERR;
+    bool negative = s[0] == '-';
+    uint64_t magnitude;
+    if (parse_u64(s + negative, len - negative, &magnitude) != CL_OK ||
+        magnitude > (uint64_t)INT64_MAX)
+        return CL_ERR;
+    *out = negative ? -(int64_t)magnitude : (int64_t)magnitude;
+    return CL_OK;
+}
+
+int cl_aggregate_parse_stat(unsigned int field_count, const char *const *values,
+                            const unsigned long *lengths, cl_aggregate_stat_t *out,
+                            char err[CL_ERR_LEN])
+{
+    static const char *const names[CL_AGG_INDEX_FIELDS] = {
+        "window_ms",    "window_start",   "url_hash",           "country", "url",       "clicks",
+        "unique_users", "time_spent_sum", "time_spent_samples", "version", "updated_at"};
+    if (field_count != CL_AGG_INDEX_FIELDS)
+        return cl_errorf(err, "aggregate: an index row has %u columns, expected %d", field_count,
+                         CL_AGG_INDEX_FIELDS);
+    for (unsigned int i = 0; i < field_count; i++) {
+        if (values[i] == NULL)
+            return cl_errorf(err, "aggregate: index row column %s is NULL", names[i]);
+    }
+    memset(out, 0, sizeof *out);
+    uint64_t *counts[] = {&out->clicks, &out->unique_users, &out->time_spent_sum,
+                          &out->time_spent_samples, &out->version};
+    for (size_t i = 0; i < CL_ARRAY_LEN(counts); i++) {
+        if (parse_u64(values[5 + i], lengths[5 + i], counts[i]) != CL_OK)
+            return cl_errorf(err, "aggregate: index row column %s is not a 64-bit count: %.*s",
+                             names[5 + i], (int)(lengths[5 + i] > 40 ? 40 : lengths[5 + i]),
+                             values[5 + i]);
+    }
+    if (parse_u64(values[0], lengths[0], &out->key.window_ms) != CL_OK ||
+        parse_i64(values[1], lengths[1], &out->key.window_start_ms) != CL_OK ||
+        parse_i64(values[10], lengths[10], &out->updated_at_ms) != CL_OK)
+        return cl_errorf(err, "aggregate: index row has a malformed window or time");
+    if (lengths[2] != CL_AGG_URL_HASH_HEX_SIZE - 1 || lengths[3] == 0 ||
+        lengths[3] > CL_AGG_COUNTRY_MAX_LEN)
+        return cl_errorf(err, "aggregate: index row has a malformed url_hash or country");
+    memcpy(out->key.url_hash_hex, values[2], lengths[2]);
+    memcpy(out->key.country, values[3], lengths[3]);
+    out->url = values[4];
+    out->url_len = lengths[4];
+    return check_key(&out->key, err);
+}
+
+int cl_aggregate_mark_indexed_sql(cl_buf_t *out, const cl_aggregate_indexed_t *items, size_t n,
+                                  char err[CL_ERR_LEN])
+{
+    if (n == 0)
+        return cl_errorf(err, "aggregate: nothing to mark as indexed");
+    for (size_t i = 0; i < n; i++) {
+        if (check_key(&items[i].key, err) != CL_OK)
+            return CL_ERR;
+    }
+    /* One statement for the whole page: a join with a derived table of the
+     * keys. The assignments do not depend on each other's new values (a
+     * multi-table UPDATE does not promise their order). */
+    cl_buf_append_str(out, "UPDATE agg_stats s JOIN (");
+    for (size_t i = 0; i < n; i++) {
+        const cl_aggregate_indexed_t *it = &items[i];
+        cl_buf_appendf(out, "%sSELECT %" PRIu64 "%s, ", i == 0 ? "" : " UNION ALL ",
+                       it->key.window_ms, i == 0 ? " AS window_ms" : "");
+        append_datetime_open(out);
+        cl_buf_appendf(out, "%" PRId64, it->key.window_start_ms);
+        append_datetime_close(out);
+        cl_buf_appendf(out, "%s, UNHEX('%s')%s, '%s'%s, %" PRIu64 "%s",
+                       i == 0 ? " AS window_start" : "", it->key.url_hash_hex,
+                       i == 0 ? " AS url_hash" : "", it->key.country, i == 0 ? " AS country" : "",
+                       it->version, i == 0 ? " AS version" : "");
+    }
+    cl_buf_append_str(out, ") v ON s.window_ms = v.window_ms AND s.window_start = v.window_start "
+                           "AND s.url_hash = v.url_hash AND s.country = v.country "
+                           "SET s.indexed_version = GREATEST(s.indexed_version, v.version), "
+                           "s.needs_index = (s.version <> GREATEST(s.indexed_version, v.version)), "
+                           "s.index_error = NULL");
+    return CL_OK;
+}
+
+/* The reason as the column can hold it: ill-formed bytes become '?', cut at
+ * CL_AGG_INDEX_ERROR_MAX_CHARS characters. */
+static char *storable_reason(const char *reason, size_t *out_len)
+{
+    size_t len = strlen(reason);
+    char *s = cl_xstrndup(reason, len);
+    size_t pos = 0, bad;
+    while (pos < len && cl_utf8_validate(s + pos, len - pos, &bad) != CL_OK) {
+        s[pos + bad] = '?';
+        pos += bad + 1;
+    }
+    size_t chars = 0, i = 0;
+    for (; i < len; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80 && chars++ == CL_AGG_INDEX_ERROR_MAX_CHARS)
+            break;
+    }
+    *out_len = i;
+    return s;
+}
+
+int cl_aggregate_mark_failed_sql(cl_buf_t *out, const cl_aggregate_key_t *key, uint64_t version,
+                                 const char *reason,
+                                 size_t (*escape)(char *to, const char *from, size_t len),
+                                 char err[CL_ERR_LEN])
+{
+    if (check_key(key, err) != CL_OK)
+        return CL_ERR;
+    if (reason == NULL)
+        return cl_errorf(err, "aggregate: a failure needs a reason");
+    size_t len;
+    char *text = storable_reason(reason, &len);
+    char *escaped = cl_xmalloc(2 * len + 1);
+    escape(escaped, text, len);
+    cl_buf_appendf(out,
+                   "UPDATE agg_stats SET index_error = '%s', needs_index = (version <> %" PRIu64
+                   ") WHERE ",
+                   escaped, version);
+    append_key_match(out, "", key);
+    free(escaped);
+    free(text);
+    return CL_OK;
+}
+
+/* ---- The runner ---------------------------------------------------------------- */
+
+typedef enum {
+    AGG_IDLE = 0,
+    AGG_LOCKING,   /* GET_LOCK in flight */
+    AGG_RUNNING,   /* the run's transaction in flight */
+    AGG_UNLOCKING, /* RELEASE_LOCK in flight */
+    AGG_CLOSING,
+} agg_state_t;
+
+struct cl_aggregator_s {
+    uv_loop_t *loop;
+    cl_db_pool_t *pool;
+    uv_timer_t timer;
+    agg_state_t state;
+    uint64_t interval_ms;
+    bool started;
+    cl_buf_t run_sql; /* built once; alive while a run is in flight */
+    unsigned int summary_statement;
+    cl_aggregator_run_cb on_run;
+    void *on_run_arg;
+    /* The run in progress. */
+    bool manual;
+    cl_aggregator_run_cb run_cb;
+    void *run_arg;
+    uint64_t started_at;
+    int lock_value; /* -1: NULL or not read */
+    cl_aggregator_run_result_t result;
+    char message[CL_ERR_LEN];
+    cl_aggregator_stats_t stats;
+    cl_aggregator_close_cb close_cb;
+    void *close_arg;
+};
+
+static void run_finish(cl_aggregator_t *agg)
+{
+    cl_aggregator_run_result_t r = agg->result;
+    r.message = agg->message;
+    r.manual = agg->manual;
+    r.duration_ms = cl_now_ms() - agg->started_at;
+    if (r.status == CL_OK && !r.skipped_locked) {
+        agg->stats.runs++;
+        agg->stats.events_claimed += r.events_claimed;
+        agg->stats.windows_recomputed += r.windows_recomputed;
+        agg->stats.rows_changed += r.rows_changed;
+        agg->stats.last_duration_ms = r.duration_ms;
+    } else if (r.skipped_locked) {
+        agg->stats.skipped_locked++;
+    } else {
+        agg->stats.runs_failed++;
+    }
+    agg->stats.running = false;
+    cl_aggregator_run_cb cb = agg->run_cb;
+    void *arg = agg->run_arg;
+    agg->run_cb = NULL;
+    if (agg->state != AGG_CLOSING)
+        agg->state = AGG_IDLE;
+    if (agg->on_run != NULL)
+        agg->on_run(agg->on_run_arg, &r);
+    if (cb != NULL)
+        cb(arg, &r);
+}
+
+static void record_failure(cl_aggregator_t *agg, const cl_db_result_t *res, const char *what)
+{
+    if (agg->result.status != CL_OK)
+        return; /* keep the first failure */
+    agg->result.status = res->status;
+    agg->result.error_code = res->error_code;
+    cl_errorf(agg->message, "%s: %s", what, res->message);
+}
+
+static void on_unlocked(void *arg, const cl_db_result_t *res)
+{
+    cl_aggregator_t *agg = arg;
+    /* A failed release matters little: the server releases the lock with
+     * the session, and a lost connection is one. Report it all the same. */
+    if (res->status != CL_OK)
+        record_failure(agg, res, "releasing the aggregation lock");
+    run_finish(agg);
+}
+
+static const cl_db_query_handlers_t unlock_handlers = {NULL, on_unlocked};
+
+static void unlock(cl_aggregator_t *agg)
+{
+    char err[CL_ERR_LEN];
+    agg->state = AGG_UNLOCKING;
+    const char *sql = cl_aggregate_unlock_sql();
+    if (cl_db_pool_query(agg->pool, sql, strlen(sql), &unlock_handlers, agg, err) != CL_OK) {
+        cl_db_result_t r = {.status = CL_ERR_RETRY, .message = err};
+        record_failure(agg, &r, "releasing the aggregation lock");
+        run_finish(agg);
+    }
+}
+
+static void on_run_row(void *arg, unsigned int statement, unsigned int field_count,
+                       const char *const *values, const unsigned long *lengths)
+{
+    cl_aggregator_t *agg = arg;
+    CL_UNUSED(lengths);
+    if (statement != agg->summary_statement || field_count != CL_AGG_SUMMARY_FIELDS)
+        return;
+    uint64_t *fields[CL_AGG_SUMMARY_FIELDS] = {
+        &agg->result.events_claimed, &agg->result.windows_recomputed, &agg->result.events_scanned,
+        &agg->result.rows_changed};
+    for (unsigned int i = 0; i < field_count; i++)
+        *fields[i] = values[i] != NULL ? strtoull(values[i], NULL, 10) : 0;
+}
+
+static void on_run_done(void *arg, const cl_db_result_t *res)
+{
+    cl_aggregator_t *agg = arg;
+    if (res->status != CL_OK) {
+        /* The db module rolled the transaction back (or the server did, with
+         * the connection): the claimed events are still pending. */
+        record_failure(agg, res, "aggregation run");
+        agg->result.events_claimed = agg->result.windows_recomputed = 0;
+        agg->result.events_scanned = agg->result.rows_changed = 0;
+    }
+    if (agg->state == AGG_CLOSING) {
+        run_finish(agg);
+        return;
+    }
+    unlock(agg);
+}
+
+static const cl_db_query_handlers_t run_handlers = {on_run_row, on_run_done};
+
+static void on_lock_row(void *arg, unsigned int statement, unsigned int field_count,
+                        const char *const *values, const unsigned long *lengths)
+{
+    cl_aggregator_t *agg = arg;
+    CL_UNUSED(statement);
+    CL_UNUSED(lengths);
+    if (field_count == 1 && values[0] != NULL)
+        agg->lock_value = (int)strtol(values[0], NULL, 10);
+}
+
+static void on_locked(void *arg, const cl_db_result_t *res)
+{
+    cl_aggregator_t *agg = arg;
+    char err[CL_ERR_LEN];
+    if (res->status != CL_OK) {
+        record_failure(agg, res, "taking the aggregation lock");
+        run_finish(agg);
+        return;
+    }
+    if (agg->state == AGG_CLOSING || agg->lock_value != 1) {
+        if (agg->state == AGG_CLOSING) {
+            cl_db_result_t r = {.status = CL_ERR_RETRY, .message = "the aggregator closed"};
+            record_failure(agg, &r, "cancelled");
+        } else if (agg->lock_value == 0) {
+            agg->result.skipped_locked = true;
+        } else {
+            cl_db_result_t r = {.status = CL_ERR_RETRY, .message = "GET_LOCK returned NULL"};
+            record_failure(agg, &r, "taking the aggregation lock");
+        }
+        /* When closing, the lock goes with the session. */
+        run_finish(agg);
+        return;
+    }
+    agg->state = AGG_RUNNING;
+    if (cl_db_pool_query(agg->pool, agg->run_sql.data, agg->run_sql.len, &run_handlers, agg, err) !=
+        CL_OK) {
+        cl_db_result_t r = {.status = CL_ERR_RETRY, .message = err};
+        record_failure(agg, &r, "aggregation run");
+        run_finish(agg);
+    }
+}
+
+static const cl_db_query_handlers_t lock_handlers = {on_lock_row, on_locked};
+
+static int run_begin(cl_aggregator_t *agg, bool manual, cl_aggregator_run_cb cb, void *arg,
+                     char err[CL_ERR_LEN])
+{
+    memset(&agg->result, 0, sizeof agg->result);
+    agg->message[0] = '\0';
+    agg->manual = manual;
+    agg->run_cb = cb;
+    agg->run_arg = arg;
+    agg->lock_value = -1;
+    agg->started_at = cl_now_ms();
+    const char *sql = cl_aggregate_lock_sql();
+    if (cl_db_pool_query(agg->pool, sql, strlen(sql), &lock_handlers, agg, err) != CL_OK) {
+        agg->run_cb = NULL;
+        return CL_ERR;
+    }
+    agg->state = AGG_LOCKING;
+    agg->stats.running = true;
+    return CL_OK;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    cl_aggregator_t *agg = t->data;
+    char err[CL_ERR_LEN];
+    if (agg->state != AGG_IDLE) {
+        agg->stats.skipped_busy++;
+        return;
+    }
+    if (run_begin(agg, false, NULL, NULL, err) != CL_OK) {
+        /* Only a closing pool refuses a query, and then so are we. */
+        agg->stats.runs_failed++;
+    }
+}
+
+int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_aggregator_t **out,
+                      char err[CL_ERR_LEN])
+{
+    if (params->interval_ms == 0)
+        return cl_errorf(err, "aggregate: the interval must be at least 1 ms");
+    cl_buf_t sql;
+    cl_buf_init(&sql);
+    unsigned int summary;
+    if (cl_aggregate_run_sql(&sql, &params->spec, &summary, err) != CL_OK) {
+        cl_buf_free(&sql);
+        return CL_ERR;
+    }
+    cl_db_pool_t *pool;
+    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
+                        err) != CL_OK) {
+        cl_buf_free(&sql);
+        return CL_ERR;
+    }
+    cl_aggregator_t *agg = cl_xcalloc(1, sizeof *agg);
+    agg->loop = loop;
+    agg->pool = pool;
+    agg->run_sql = sql;
+    agg->summary_statement = summary;
+    agg->interval_ms = params->interval_ms;
+    agg->on_run = params->on_run;
+    agg->on_run_arg = params->on_run_arg;
+    uv_timer_init(loop, &agg->timer);
+    agg->timer.data = agg;
+    *out = agg;
+    return CL_OK;
+}
+
+int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN])
+{
+    if (agg->state == AGG_CLOSING)
+        return cl_errorf(err, "aggregate: closing");
+    agg->started = true;
+    uv_timer_start(&agg->timer, on_timer, agg->interval_ms, agg->interval_ms);
+    return CL_OK;
+}
+
+int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *arg,
+                          char err[CL_ERR_LEN])
+{
+    if (agg->state == AGG_CLOSING)
+        return cl_errorf(err, "aggregate: closing");
+    if (agg->state != AGG_IDLE) {
+        cl_errorf(err, "aggregate: a run is in progress");
+        return CL_ERR_RETRY;
+    }
+    return run_begin(agg, true, cb, arg, err);
+}
+
+void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms)
+{
+    if (interval_ms == 0 || agg->state == AGG_CLOSING)
+        return;
+    agg->interval_ms = interval_ms;
+    if (agg->started)
+        uv_timer_start(&agg->timer, on_timer, interval_ms, interval_ms);
+}
+
+void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out)
+{
+    *out = agg->stats;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    cl_aggregator_t *agg = h->data;
+    cl_aggregator_close_cb cb = agg->close_cb;
+    void *arg = agg->close_arg;
+    cl_buf_free(&agg->run_sql);
+    free(agg);
+    if (cb != NULL)
+        cb(arg);
+}
+
+static void on_pool_closed(void *arg)
+{
+    cl_aggregator_t *agg = arg;
+    uv_close((uv_handle_t *)&agg->timer, on_timer_closed);
+}
+
+int cl_aggregator_close(cl_aggregator_t *agg, cl_aggregator_close_cb cb, void *arg)
+{
+    if (agg->state == AGG_CLOSING)
+        return CL_ERR;
+    agg->state = AGG_CLOSING;
+    agg->close_cb = cb;
+    agg->close_arg = arg;
+    uv_timer_stop(&agg->timer);
+    /* Cancels the query in flight: its done callback runs (CL_ERR_RETRY)
+     * before the pool's close callback, while run_sql is still alive. */
+    cl_db_pool_close(agg->pool, on_pool_closed, agg);
+    return CL_OK;
+}

@@ -1,0 +1,486 @@
+/* Unit tests for the pure parts of the aggregate module: window arithmetic,
+ * labels, the run / recompute / index SQL text, key checks, escaping and row
+ * parsing. No server: what the SQL computes is checked against brute force
+ * by test/integration/agg_smoke.c. */
+#include "clickloop/aggregate.h"
+
+#include <stdbool.h>
+
+#include "cl_test.h"
+
+#define HOUR_MS UINT64_C(3600000)
+#define DAY_MS UINT64_C(86400000)
+
+static const uint64_t hour_and_day[] = {HOUR_MS, DAY_MS};
+static const cl_aggregate_spec_t spec = {hour_and_day, 2, 30 * 60000, 0};
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static cl_buf_t run_sql(const cl_aggregate_spec_t *s, unsigned int *summary)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN] = "";
+    int rc = cl_aggregate_run_sql(&b, s, summary, err);
+    if (rc != CL_OK)
+        fprintf(stderr, "    run_sql failed: %s\n", err);
+    CL_ASSERT_INT_EQ(CL_OK, rc);
+    return b;
+}
+
+/* The statement at 0-based `index` of a ";\n"-separated text, copied. */
+static char *nth_statement(const char *sql, unsigned int index)
+{
+    const char *p = sql;
+    for (unsigned int i = 0; i < index && p != NULL; i++) {
+        p = strstr(p, ";\n");
+        if (p != NULL)
+            p += 2;
+    }
+    if (p == NULL)
+        return cl_xstrdup("");
+    const char *end = strstr(p, ";\n");
+    return end != NULL ? cl_xstrndup(p, (size_t)(end - p)) : cl_xstrdup(p);
+}
+
+static void test_window_start_floors_to_a_multiple_of_the_size(void)
+{
+    /* 2024-05-17 12:34:56.789 UTC */
+    int64_t t = INT64_C(1715949296789);
+    CL_ASSERT_INT_EQ(INT64_C(1715947200000), cl_aggregate_window_start(t, HOUR_MS));
+    CL_ASSERT_INT_EQ(INT64_C(1715904000000), cl_aggregate_window_start(t, DAY_MS));
+    CL_ASSERT_INT_EQ(INT64_C(1715949000000), cl_aggregate_window_start(t, 15 * 60000));
+    CL_ASSERT_INT_EQ(t, cl_aggregate_window_start(t, 1));
+}
+
+static void test_window_start_of_a_boundary_is_the_boundary(void)
+{
+    CL_ASSERT_INT_EQ(INT64_C(1715904000000),
+                     cl_aggregate_window_start(INT64_C(1715904000000), DAY_MS));
+    CL_ASSERT_INT_EQ(INT64_C(1715903999999) - 3599999,
+                     cl_aggregate_window_start(INT64_C(1715903999999), HOUR_MS));
+    CL_ASSERT_INT_EQ(0, cl_aggregate_window_start(0, DAY_MS));
+}
+
+static void test_window_start_floors_before_1970(void)
+{
+    CL_ASSERT_INT_EQ(-(int64_t)HOUR_MS, cl_aggregate_window_start(-1, HOUR_MS));
+    CL_ASSERT_INT_EQ(-(int64_t)HOUR_MS, cl_aggregate_window_start(-(int64_t)HOUR_MS, HOUR_MS));
+    CL_ASSERT_INT_EQ(-2 * (int64_t)HOUR_MS,
+                     cl_aggregate_window_start(-(int64_t)HOUR_MS - 1, HOUR_MS));
+}
+
+static void test_week_windows_align_to_the_epoch(void)
+{
+    /* 1970-01-01 was a Thursday; 2024-05-16 is one too. */
+    int64_t thursday = INT64_C(1715817600000);
+    CL_ASSERT_INT_EQ(thursday,
+                     cl_aggregate_window_start(thursday + 6 * (int64_t)DAY_MS, 7 * DAY_MS));
+    CL_ASSERT_INT_EQ(thursday, cl_aggregate_window_start(thursday, 7 * DAY_MS));
+}
+
+static void test_window_labels_use_the_largest_unit_that_divides(void)
+{
+    char out[CL_AGG_LABEL_SIZE];
+    const struct {
+        uint64_t ms;
+        const char *label;
+    } labels[] = {{HOUR_MS, "1h"},     {DAY_MS, "1d"},
+                  {15 * 60000, "15m"}, {90 * 60000, "90m"},
+                  {7 * DAY_MS, "7d"},  {36 * HOUR_MS, "36h"},
+                  {30000, "30s"},      {250, "250ms"},
+                  {1, "1ms"},          {UINT64_MAX, "18446744073709551615ms"}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(labels); i++) {
+        CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_window_label(labels[i].ms, out));
+        CL_ASSERT_STR_EQ(labels[i].label, out);
+    }
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_window_label(0, out));
+}
+
+static void test_spec_check_refuses_what_the_sql_cannot_handle(void)
+{
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_spec_check(&spec, err));
+
+    cl_aggregate_spec_t s = spec;
+    s.window_count = 0;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_spec_check(&s, err));
+    CL_ASSERT_STR_CONTAINS(err, "at least one window size");
+
+    uint64_t twice[] = {HOUR_MS, HOUR_MS};
+    s = spec;
+    s.windows_ms = twice;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_spec_check(&s, err));
+    CL_ASSERT_STR_CONTAINS(err, "window size 3600000 ms is listed twice");
+
+    uint64_t zero[] = {0};
+    s = spec;
+    s.windows_ms = zero;
+    s.window_count = 1;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_spec_check(&s, err));
+
+    s = spec;
+    s.session_timeout_ms = 0;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_spec_check(&s, err));
+    CL_ASSERT_STR_CONTAINS(err, "session timeout 0 ms");
+}
+
+static void test_lock_is_taken_without_waiting_and_named_per_database(void)
+{
+    CL_ASSERT_STR_EQ("SELECT GET_LOCK(CONCAT('clickloop.aggregate.', DATABASE()), 0)",
+                     cl_aggregate_lock_sql());
+    CL_ASSERT_STR_EQ("DO RELEASE_LOCK(CONCAT('clickloop.aggregate.', DATABASE()))",
+                     cl_aggregate_unlock_sql());
+}
+
+static void test_run_is_one_read_committed_transaction(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    const char *iso = strstr(b.data, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED;\n"
+                                     "START TRANSACTION;\n");
+    const char *claim = strstr(b.data, "INSERT INTO agg_run_claim");
+    const char *upsert = strstr(b.data, "INSERT INTO agg_stats");
+    const char *unqueue =
+        strstr(b.data, "DELETE p FROM agg_run_claim c STRAIGHT_JOIN agg_pending p");
+    const char *commit = strstr(b.data, ";\nCOMMIT;\n");
+    CL_ASSERT(iso != NULL && claim != NULL && upsert != NULL && unqueue != NULL && commit != NULL);
+    CL_ASSERT(iso < claim && claim < upsert && upsert < unqueue && unqueue < commit);
+    /* The work tables are temporary, so DDL does not end the transaction. */
+    CL_ASSERT(strstr(b.data, "CREATE TABLE") == NULL);
+    CL_ASSERT(b.data[b.len - 1] != ';');
+    cl_buf_free(&b);
+}
+
+static void test_summary_statement_index_points_at_the_summary_select(void)
+{
+    unsigned int summary = 0;
+    cl_buf_t b = run_sql(&spec, &summary);
+    char *stmt = nth_statement(b.data, summary);
+    CL_ASSERT_STR_CONTAINS(stmt, "SELECT (SELECT COUNT(*) FROM agg_run_claim), "
+                                 "(SELECT COUNT(*) FROM agg_run_dirty), "
+                                 "(SELECT COUNT(*) FROM agg_run_events), "
+                                 "(SELECT COUNT(*) FROM agg_run_result)");
+    CL_ASSERT(starts_with(stmt, "SELECT"));
+    free(stmt);
+    cl_buf_free(&b);
+}
+
+static void test_every_configured_window_size_is_recomputed(void)
+{
+    const uint64_t three[] = {15 * 60000, HOUR_MS, 7 * DAY_MS};
+    cl_aggregate_spec_t s = {three, 3, 60000, 0};
+    unsigned int summary;
+    cl_buf_t b = run_sql(&s, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "CROSS JOIN (SELECT 900000 AS window_ms UNION ALL SELECT "
+                                   "3600000 UNION ALL SELECT 604800000) s");
+    cl_buf_free(&b);
+}
+
+static void test_session_timeout_bounds_dwell_time_and_the_previous_click(void)
+{
+    const uint64_t hour[] = {HOUR_MS};
+    cl_aggregate_spec_t s = {hour, 1, 123456, 0};
+    unsigned int summary;
+    cl_buf_t b = run_sql(&s, &summary);
+    /* The previous click is looked for within the timeout... */
+    CL_ASSERT_STR_CONTAINS(b.data, "DIV 1000) - 123456) * 1000 MICROSECOND AS s, event_time AS e "
+                                   "FROM agg_run_claim");
+    CL_ASSERT_STR_CONTAINS(b.data, "JOIN agg_run_claim k ON k.row_key = x.row_key WHERE "
+                                   "(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP\\'1970-01-01 "
+                                   "00:00:00\\', x.event_time) DIV 1000) - (TIMESTAMPDIFF("
+                                   "MICROSECOND, TIMESTAMP\\'1970-01-01 00:00:00\\', "
+                                   "x.prev_time) DIV 1000) <= 123456");
+    /* ...dwell times count up to it, inclusive... */
+    CL_ASSERT_STR_CONTAINS(b.data, " <= 123456, (TIMESTAMPDIFF(");
+    /* ...and the scan reaches that far past each window. */
+    CL_ASSERT_STR_CONTAINS(b.data, " + 123456, 253402300799999)");
+    cl_buf_free(&b);
+}
+
+static void test_users_events_are_ordered_by_time_then_row_key(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "LEAD(c.event_time) OVER (PARTITION BY c.user_id "
+                                   "ORDER BY c.event_time, c.row_key)");
+    CL_ASSERT_STR_CONTAINS(b.data, "LAG(c.event_time) OVER (PARTITION BY c.user_id "
+                                   "ORDER BY c.event_time, c.row_key)");
+    cl_buf_free(&b);
+}
+
+static void test_events_without_a_country_count_as_unknown(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    /* Inside the prepared statement's text, so the quotes are escaped. */
+    CL_ASSERT_STR_CONTAINS(b.data, "COALESCE(g.country, \\'unknown\\')");
+    CL_ASSERT_STR_CONTAINS(b.data, "LEFT JOIN geo_data g ON g.row_key = x.row_key");
+    cl_buf_free(&b);
+}
+
+static void test_only_changed_aggregates_get_a_new_version(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "WHERE s.window_ms IS NULL OR s.clicks <> a.clicks OR "
+                                   "s.unique_users <> a.unique_users OR s.time_spent_sum <> "
+                                   "a.time_spent_sum OR s.time_spent_samples <> "
+                                   "a.time_spent_samples");
+    CL_ASSERT_STR_CONTAINS(b.data, "ON DUPLICATE KEY UPDATE version = GREATEST("
+                                   "agg_stats.version + 1, VALUES(version)), needs_index = 1");
+    cl_buf_free(&b);
+}
+
+static void test_marked_windows_are_claimed_in_bounded_numbers_when_asked(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "SELECT window_ms, window_start, marked_at FROM agg_dirty;\n");
+    cl_buf_free(&b);
+
+    cl_aggregate_spec_t s = spec;
+    s.max_marked_windows = 50;
+    b = run_sql(&s, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "FROM agg_dirty ORDER BY window_start DESC, window_ms "
+                                   "LIMIT 50;\n");
+    CL_ASSERT_STR_CONTAINS(b.data, "AND d.marked_at = m.marked_at");
+    cl_buf_free(&b);
+}
+
+static void test_run_sql_refuses_a_bad_spec(void)
+{
+    cl_aggregate_spec_t s = spec;
+    s.session_timeout_ms = 0;
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    unsigned int summary;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_run_sql(&b, &s, &summary, err));
+    CL_ASSERT_INT_EQ(0, b.len);
+    cl_buf_free(&b);
+}
+
+static void test_full_recompute_marks_every_window_of_every_size(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_full_recompute_sql(&b, &spec, err));
+    CL_ASSERT(starts_with(b.data, "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "));
+    CL_ASSERT_STR_CONTAINS(b.data, "FROM click_data c CROSS JOIN (SELECT 3600000 AS window_ms "
+                                   "UNION ALL SELECT 86400000) s) m ON DUPLICATE KEY UPDATE "
+                                   "marked_at = VALUES(marked_at)");
+    CL_ASSERT(strchr(b.data, ';') == NULL); /* one statement, for the mariadb client too */
+    cl_buf_free(&b);
+}
+
+static cl_aggregate_key_t sample_key(void)
+{
+    cl_aggregate_key_t k = {.window_ms = HOUR_MS, .window_start_ms = INT64_C(1715947200000)};
+    memset(k.url_hash_hex, 'a', 64);
+    k.url_hash_hex[63] = 'F';
+    strcpy(k.country, "DE");
+    return k;
+}
+
+static void test_index_select_reads_rows_needing_indexing_in_key_order(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_index_select_sql(&b, 500, NULL, err));
+    CL_ASSERT(starts_with(b.data, "SELECT window_ms, (TIMESTAMPDIFF(MICROSECOND, "
+                                  "TIMESTAMP'1970-01-01 00:00:00', window_start) DIV 1000), "
+                                  "HEX(url_hash), country, url, clicks"));
+    CL_ASSERT_STR_CONTAINS(b.data, "FROM agg_stats FORCE INDEX (idx_agg_stats_needs_index) "
+                                   "WHERE needs_index = 1 ORDER BY window_ms, window_start, "
+                                   "url_hash, country LIMIT 500");
+    cl_buf_free(&b);
+}
+
+static void test_index_select_continues_after_a_key(void)
+{
+    cl_aggregate_key_t k = sample_key();
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_index_select_sql(&b, 10, &k, err));
+    CL_ASSERT_STR_CONTAINS(b.data, "AND (window_ms > 3600000 OR (window_ms = 3600000 AND "
+                                   "(window_start > TIMESTAMP'1970-01-01 00:00:00' + INTERVAL "
+                                   "(1715947200000) * 1000 MICROSECOND OR");
+    CL_ASSERT_STR_CONTAINS(b.data, "url_hash = UNHEX('aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                   "aaaaaaaaaaaaaaaaaaaF') AND country > 'DE'))))))");
+    cl_buf_free(&b);
+}
+
+static void test_keys_that_could_break_the_sql_are_refused(void)
+{
+    char err[CL_ERR_LEN];
+    cl_buf_t b;
+    cl_buf_init(&b);
+    cl_aggregate_key_t k = sample_key();
+    strcpy(k.country, "D'E");
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_index_select_sql(&b, 10, &k, err));
+    CL_ASSERT_STR_CONTAINS(err, "country has a character other than");
+
+    k = sample_key();
+    k.url_hash_hex[10] = 'g';
+    cl_aggregate_indexed_t item = {k, 3};
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_mark_indexed_sql(&b, &item, 1, err));
+    CL_ASSERT_STR_CONTAINS(err, "url_hash_hex has a non-hex character at 10");
+
+    k = sample_key();
+    k.url_hash_hex[20] = '\0';
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_aggregate_mark_failed_sql(&b, &k, 1, "x", cl_db_escape_string, err));
+    CL_ASSERT_STR_CONTAINS(err, "url_hash_hex has 20 characters, not 64");
+    CL_ASSERT_INT_EQ(0, b.len);
+    cl_buf_free(&b);
+}
+
+static void test_mark_indexed_never_moves_the_indexed_version_back(void)
+{
+    cl_aggregate_indexed_t items[2] = {{sample_key(), 7}, {sample_key(), 2}};
+    strcpy(items[1].key.country, "unknown");
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_mark_indexed_sql(&b, items, 2, err));
+    CL_ASSERT(starts_with(b.data, "UPDATE agg_stats s JOIN (SELECT 3600000 AS window_ms, "));
+    CL_ASSERT_STR_CONTAINS(b.data, " AS url_hash, 'DE' AS country, 7 AS version UNION ALL "
+                                   "SELECT 3600000, ");
+    CL_ASSERT_STR_CONTAINS(b.data, "'unknown', 2) v ON ");
+    CL_ASSERT_STR_CONTAINS(b.data, "SET s.indexed_version = GREATEST(s.indexed_version, "
+                                   "v.version), s.needs_index = (s.version <> "
+                                   "GREATEST(s.indexed_version, v.version)), "
+                                   "s.index_error = NULL");
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_mark_indexed_sql(&b, items, 0, err));
+    cl_buf_free(&b);
+}
+
+static void test_mark_failed_escapes_and_bounds_the_reason(void)
+{
+    cl_aggregate_key_t k = sample_key();
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_mark_failed_sql(&b, &k, 4,
+                                                         "mapper_parsing_exception: can't "
+                                                         "parse \"x\\y\"\xff",
+                                                         cl_db_escape_string, err));
+    CL_ASSERT_STR_CONTAINS(b.data, "UPDATE agg_stats SET index_error = 'mapper_parsing_exception: "
+                                   "can\\'t parse \\\"x\\\\y\\\"?', needs_index = (version <> 4) "
+                                   "WHERE window_ms = 3600000 AND window_start = ");
+    CL_ASSERT_STR_CONTAINS(b.data, " AND country = 'DE'");
+    cl_buf_free(&b);
+
+    char reason[3000];
+    memset(reason, 'r', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    cl_buf_init(&b);
+    CL_ASSERT_INT_EQ(CL_OK,
+                     cl_aggregate_mark_failed_sql(&b, &k, 4, reason, cl_db_escape_string, err));
+    char want[1100];
+    snprintf(want, sizeof want, "index_error = '%.*s', ", CL_AGG_INDEX_ERROR_MAX_CHARS, reason);
+    CL_ASSERT_STR_CONTAINS(b.data, want);
+    cl_buf_free(&b);
+}
+
+static void test_index_row_is_parsed_into_a_stat(void)
+{
+    const char *v[CL_AGG_INDEX_FIELDS] = {
+        "3600000",
+        "1715947200000",
+        "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+        "FR",
+        "https://a.example/x",
+        "12",
+        "5",
+        "18446744073709551615",
+        "3",
+        "2",
+        "-1000"};
+    unsigned long len[CL_AGG_INDEX_FIELDS];
+    for (size_t i = 0; i < CL_AGG_INDEX_FIELDS; i++)
+        len[i] = strlen(v[i]);
+    cl_aggregate_stat_t st;
+    char err[CL_ERR_LEN] = "";
+    CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_parse_stat(CL_AGG_INDEX_FIELDS, v, len, &st, err));
+    CL_ASSERT_STR_EQ("", err);
+    CL_ASSERT_INT_EQ(3600000, st.key.window_ms);
+    CL_ASSERT_INT_EQ(INT64_C(1715947200000), st.key.window_start_ms);
+    CL_ASSERT_STR_EQ(v[2], st.key.url_hash_hex);
+    CL_ASSERT_STR_EQ("FR", st.key.country);
+    CL_ASSERT(st.url == v[4] && st.url_len == 19);
+    CL_ASSERT_INT_EQ(12, st.clicks);
+    CL_ASSERT_INT_EQ(5, st.unique_users);
+    CL_ASSERT(st.time_spent_sum == UINT64_MAX);
+    CL_ASSERT_INT_EQ(3, st.time_spent_samples);
+    CL_ASSERT_INT_EQ(2, st.version);
+    CL_ASSERT_INT_EQ(-1000, st.updated_at_ms);
+}
+
+static void test_malformed_index_rows_are_refused_with_the_column_named(void)
+{
+    const char *v[CL_AGG_INDEX_FIELDS] = {
+        "3600000",
+        "1715947200000",
+        "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF",
+        "FR",
+        "https://a.example/x",
+        "12",
+        "5",
+        "18446744073709551616",
+        "3",
+        "2",
+        "0"};
+    unsigned long len[CL_AGG_INDEX_FIELDS];
+    for (size_t i = 0; i < CL_AGG_INDEX_FIELDS; i++)
+        len[i] = strlen(v[i]);
+    cl_aggregate_stat_t st;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_parse_stat(CL_AGG_INDEX_FIELDS, v, len, &st, err));
+    CL_ASSERT_STR_CONTAINS(err, "column time_spent_sum is not a 64-bit count");
+
+    v[7] = "1";
+    len[7] = 1;
+    v[6] = NULL;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_parse_stat(CL_AGG_INDEX_FIELDS, v, len, &st, err));
+    CL_ASSERT_STR_CONTAINS(err, "column unique_users is NULL");
+
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_parse_stat(3, v, len, &st, err));
+    CL_ASSERT_STR_CONTAINS(err, "has 3 columns, expected 11");
+}
+
+static const cl_test_case_t cases[] = {
+    CL_TEST(test_window_start_floors_to_a_multiple_of_the_size),
+    CL_TEST(test_window_start_of_a_boundary_is_the_boundary),
+    CL_TEST(test_window_start_floors_before_1970),
+    CL_TEST(test_week_windows_align_to_the_epoch),
+    CL_TEST(test_window_labels_use_the_largest_unit_that_divides),
+    CL_TEST(test_spec_check_refuses_what_the_sql_cannot_handle),
+    CL_TEST(test_lock_is_taken_without_waiting_and_named_per_database),
+    CL_TEST(test_run_is_one_read_committed_transaction),
+    CL_TEST(test_summary_statement_index_points_at_the_summary_select),
+    CL_TEST(test_every_configured_window_size_is_recomputed),
+    CL_TEST(test_session_timeout_bounds_dwell_time_and_the_previous_click),
+    CL_TEST(test_users_events_are_ordered_by_time_then_row_key),
+    CL_TEST(test_events_without_a_country_count_as_unknown),
+    CL_TEST(test_only_changed_aggregates_get_a_new_version),
+    CL_TEST(test_marked_windows_are_claimed_in_bounded_numbers_when_asked),
+    CL_TEST(test_run_sql_refuses_a_bad_spec),
+    CL_TEST(test_full_recompute_marks_every_window_of_every_size),
+    CL_TEST(test_index_select_reads_rows_needing_indexing_in_key_order),
+    CL_TEST(test_index_select_continues_after_a_key),
+    CL_TEST(test_keys_that_could_break_the_sql_are_refused),
+    CL_TEST(test_mark_indexed_never_moves_the_indexed_version_back),
+    CL_TEST(test_mark_failed_escapes_and_bounds_the_reason),
+    CL_TEST(test_index_row_is_parsed_into_a_stat),
+    CL_TEST(test_malformed_index_rows_are_refused_with_the_column_named),
+};
+
+CL_TEST_MAIN(cases)
