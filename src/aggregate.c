@@ -669,26 +669,6 @@ int cl_aggregate_mark_indexed_sql(cl_buf_t *out, const cl_aggregate_indexed_t *i
     return CL_OK;
 }
 
-/* The reason as the column can hold it: ill-formed bytes become '?', cut at
- * CL_AGG_INDEX_ERROR_MAX_CHARS characters. */
-static char *storable_reason(const char *reason, size_t *out_len)
-{
-    size_t len = strlen(reason);
-    char *s = cl_xstrndup(reason, len);
-    size_t pos = 0, bad;
-    while (pos < len && cl_utf8_validate(s + pos, len - pos, &bad) != CL_OK) {
-        s[pos + bad] = '?';
-        pos += bad + 1;
-    }
-    size_t chars = 0, i = 0;
-    for (; i < len; i++) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80 && chars++ == CL_AGG_INDEX_ERROR_MAX_CHARS)
-            break;
-    }
-    *out_len = i;
-    return s;
-}
-
 int cl_aggregate_mark_failed_sql(cl_buf_t *out, const cl_aggregate_key_t *key, uint64_t version,
                                  const char *reason,
                                  size_t (*escape)(char *to, const char *from, size_t len),
@@ -699,7 +679,7 @@ int cl_aggregate_mark_failed_sql(cl_buf_t *out, const cl_aggregate_key_t *key, u
     if (reason == NULL)
         return cl_errorf(err, "aggregate: a failure needs a reason");
     size_t len;
-    char *text = storable_reason(reason, &len);
+    char *text = cl_utf8_sanitize(reason, CL_AGG_INDEX_ERROR_MAX_CHARS, &len);
     char *escaped = cl_xmalloc(2 * len + 1);
     escape(escaped, text, len);
     cl_buf_appendf(out,

@@ -303,26 +303,6 @@ static void append_text(cl_buf_t *b, const char *s, cl_store_escape_fn escape)
     append_literal(b, s, opt_len(s), false, escape);
 }
 
-/* The reason as a column can hold it: ill-formed bytes become '?', and it is
- * cut at CL_STORE_REASON_MAX_CHARS characters. */
-static char *sanitize_reason(const char *reason, size_t *out_len)
-{
-    size_t len = strlen(reason);
-    char *s = cl_xstrndup(reason, len);
-    size_t pos = 0, bad;
-    while (pos < len && cl_utf8_validate(s + pos, len - pos, &bad) != CL_OK) {
-        s[pos + bad] = '?';
-        pos += bad + 1;
-    }
-    size_t chars = 0, i = 0;
-    for (; i < len; i++) {
-        if (((unsigned char)s[i] & 0xC0) != 0x80 && chars++ == CL_STORE_REASON_MAX_CHARS)
-            break;
-    }
-    *out_len = i;
-    return s;
-}
-
 static int compare_rows(const void *a, const void *b)
 {
     const cl_store_row_t *x = *(const cl_store_row_t *const *)a;
@@ -417,7 +397,7 @@ static void append_rejected_values(cl_buf_t *b, const cl_store_rejected_t *r,
     append_literal(b, r->payload, r->payload_len, true, escape);
     cl_buf_append_char(b, ',');
     size_t reason_len;
-    char *reason = sanitize_reason(r->reason, &reason_len);
+    char *reason = cl_utf8_sanitize(r->reason, CL_STORE_REASON_MAX_CHARS, &reason_len);
     append_literal(b, reason, reason_len, false, escape);
     free(reason);
     cl_buf_append_char(b, ')');

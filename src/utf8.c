@@ -106,3 +106,21 @@ const char *cl_utf8_problem(const void *data, size_t len, size_t offset)
     }
     return "ill-formed sequence";
 }
+
+char *cl_utf8_sanitize(const char *s, size_t max_chars, size_t *out_len)
+{
+    size_t len = strlen(s);
+    char *copy = cl_xstrndup(s, len);
+    size_t pos = 0, bad;
+    while (pos < len && cl_utf8_validate(copy + pos, len - pos, &bad) != CL_OK) {
+        copy[pos + bad] = '?';
+        pos += bad + 1;
+    }
+    size_t chars = 0, i = 0;
+    for (; i < len; i++) {
+        if (((unsigned char)copy[i] & 0xC0) != 0x80 && chars++ == max_chars)
+            break;
+    }
+    *out_len = i;
+    return copy;
+}

@@ -21,4 +21,9 @@ int cl_utf8_validate(const void *p, size_t len, size_t *bad_offset);
  * that cl_utf8_validate reported. The string is static. */
 const char *cl_utf8_problem(const void *p, size_t len, size_t offset);
 
+/* A copy of the NUL-terminated `s` that a utf8mb4 text column can hold: each
+ * ill-formed byte becomes '?', and *out_len is the length of the first
+ * `max_chars` characters (the copy itself is not cut). The caller frees it. */
+char *cl_utf8_sanitize(const char *s, size_t max_chars, size_t *out_len);
+
 #endif

@@ -3,6 +3,8 @@
 #include "clickloop/utf8.h"
 
 #include "cl_test.h"
+
+#include <stdlib.h>
 #include "clickloop/common.h"
 
 typedef struct {
@@ -83,7 +85,26 @@ static void test_bad_offset_may_be_null(void)
     CL_ASSERT_INT_EQ(CL_ERR, cl_utf8_validate("\xC0\xAF", 2, NULL));
 }
 
+static void test_sanitize_replaces_ill_formed_bytes_and_measures_max_chars(void)
+{
+    size_t len = 0;
+    /* "a", an invalid 0xff, "é" (2 bytes), "b" */
+    char *s = cl_utf8_sanitize("a\xff\xc3\xa9" "b", 10, &len);
+    CL_ASSERT_STR_EQ("a?\xc3\xa9" "b", s);
+    CL_ASSERT_INT_EQ(5, len);
+    free(s);
+    /* cut after 2 characters: "a?" */
+    s = cl_utf8_sanitize("a\xff\xc3\xa9" "b", 2, &len);
+    CL_ASSERT_INT_EQ(2, len);
+    free(s);
+    /* never inside a multi-byte character: "é" counts as one */
+    s = cl_utf8_sanitize("\xc3\xa9\xc3\xa9", 1, &len);
+    CL_ASSERT_INT_EQ(2, len);
+    free(s);
+}
+
 static const cl_test_case_t cases[] = {
+    CL_TEST(test_sanitize_replaces_ill_formed_bytes_and_measures_max_chars),
     CL_TEST(test_well_formed_sequences_accepted),
     CL_TEST(test_ill_formed_sequences_rejected_at_their_first_byte),
     CL_TEST(test_bad_offset_may_be_null),
