@@ -74,3 +74,16 @@ int64_t cl_wall_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+uint64_t cl_backoff_ms(unsigned int attempt, uint64_t min_ms, uint64_t max_ms, uint32_t random)
+{
+    uint64_t cap = max_ms > min_ms ? max_ms : min_ms;
+    uint64_t d = min_ms > 0 ? min_ms : 1;
+    /* Doubling stops at the cap, so it cannot overflow. */
+    for (unsigned int i = 0; i < attempt && d < cap; i++)
+        d = d > cap / 2 ? cap : d * 2;
+    if (d > cap)
+        d = cap;
+    uint64_t low = d / 2;
+    return low + random % (d - low + 1);
+}

@@ -135,19 +135,6 @@ const char *cl_db_error_class_name(cl_db_error_class_t cls)
     return "unknown";
 }
 
-uint64_t cl_db_backoff_ms(unsigned int attempt, unsigned int min_ms, unsigned int max_ms,
-                          uint32_t random)
-{
-    uint64_t cap = max_ms > min_ms ? max_ms : min_ms;
-    uint64_t d = min_ms > 0 ? min_ms : 1;
-    for (unsigned int i = 0; i < attempt && d < cap; i++)
-        d *= 2;
-    if (d > cap)
-        d = cap;
-    uint64_t low = d / 2;
-    return low + random % (d - low + 1);
-}
-
 size_t cl_db_escape_string(char *to, const char *from, size_t len)
 {
     char *out = to;
@@ -1034,7 +1021,7 @@ static void slot_schedule_retry(pool_slot_t *slot, cl_db_pool_event_type_t type,
     /* An operator must fix these: retry, but at the slowest pace. */
     unsigned int attempt = cls == CL_DB_ERROR_CONFIG ? 64 : slot->attempt;
     uint64_t delay =
-        cl_db_backoff_ms(attempt, pool->backoff_min_ms, pool->backoff_max_ms, pool_random(pool));
+        cl_backoff_ms(attempt, pool->backoff_min_ms, pool->backoff_max_ms, pool_random(pool));
     slot->attempt++;
     slot->state = SLOT_BACKOFF;
     uv_timer_start(&slot->retry_timer, on_slot_retry, delay, 0);

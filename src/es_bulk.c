@@ -431,17 +431,3 @@ void cl_es_bulk_parse(long http_status, const char *body, size_t len, size_t doc
 }
 
 void cl_es_bulk_result_free(cl_es_bulk_result_t *result) { free_items(result); }
-
-/* ---- Retry policy --------------------------------------------------------------------------- */
-
-uint64_t cl_es_backoff_ms(unsigned int attempt, uint64_t min_ms, uint64_t max_ms, uint32_t random)
-{
-    uint64_t cap = max_ms > min_ms ? max_ms : min_ms;
-    uint64_t d = min_ms > 0 ? min_ms : 1;
-    for (unsigned int i = 0; i < attempt && d < cap; i++)
-        d = d > cap / 2 ? cap : d * 2;
-    if (d > cap)
-        d = cap;
-    uint64_t low = d / 2;
-    return low + random % (d - low + 1);
-}

@@ -662,7 +662,7 @@ static uint64_t retry_delay(cl_es_sink_t *s, unsigned int attempt,
     if (r->node_failed && !r->needs_operator &&
         cl_es_nodes_up_count(&s->nodes, uv_now(s->loop)) > 0)
         return 0;
-    return cl_es_backoff_ms(r->needs_operator ? OPERATOR_ATTEMPT : attempt,
+    return cl_backoff_ms(r->needs_operator ? OPERATOR_ATTEMPT : attempt,
                             s->retry_min_backoff_ms, s->retry_max_backoff_ms, sink_random(s));
 }
 

@@ -644,7 +644,7 @@ static void on_op_timer(uv_timer_t *t)
 static void op_retry_later(store_op_t *op)
 {
     cl_store_t *s = op->store;
-    uint64_t delay = cl_db_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms,
+    uint64_t delay = cl_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms,
                                       store_random(s));
     op->state = OP_BACKOFF;
     uv_timer_start(&op->timer, on_op_timer, delay, 0);

@@ -31,6 +31,11 @@ char *cl_xstrndup(const char *s, size_t len);
  * `return cl_errorf(err, "...")` reads naturally. err may be NULL. */
 int cl_errorf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Backoff before retry number `attempt` (0 = the first retry): uniformly in
+ * [d/2, d] with d = min(max_ms, min_ms * 2^attempt), `random` supplying the
+ * jitter. Pure; every module that retries uses it. */
+uint64_t cl_backoff_ms(unsigned int attempt, uint64_t min_ms, uint64_t max_ms, uint32_t random);
+
 /* Monotonic milliseconds, for timeouts and latency measurements. */
 uint64_t cl_now_ms(void);
 /* Wall-clock milliseconds since the Unix epoch (UTC). */

@@ -81,12 +81,6 @@ cl_db_error_class_t cl_db_error_classify(unsigned int code);
 int cl_db_error_status(cl_db_error_class_t cls);
 const char *cl_db_error_class_name(cl_db_error_class_t cls);
 
-/* Backoff before retry number `attempt` (0 = first retry): uniformly in
- * [d/2, d] with d = min(max_ms, min_ms * 2^attempt), using `random` as the
- * source of jitter. Pure, for the pool and the store. */
-uint64_t cl_db_backoff_ms(unsigned int attempt, unsigned int min_ms, unsigned int max_ms,
-                          uint32_t random);
-
 /* Escape `len` bytes for use inside a single-quoted SQL string literal and
  * NUL-terminate the result; `to` needs 2 * len + 1 bytes. Returns the length
  * written (without the NUL).

@@ -168,12 +168,6 @@ void cl_es_bulk_parse(long http_status, const char *body, size_t len, size_t doc
                       cl_es_bulk_result_t *out);
 void cl_es_bulk_result_free(cl_es_bulk_result_t *result);
 
-/* ---- Retry policy ------------------------------------------------------------ */
-
-/* Delay before retry number `attempt` (0 = the first retry): uniformly in
- * [d/2, d] with d = min(max_ms, min_ms * 2^attempt), `random` supplying the
- * jitter so that many documents failing at once do not come back at once. */
-uint64_t cl_es_backoff_ms(unsigned int attempt, uint64_t min_ms, uint64_t max_ms,
-                          uint32_t random);
+/* Retry delays: cl_backoff_ms() (common.h). */
 
 #endif

@@ -52,27 +52,27 @@ static void test_sql_errors_are_permanent(void)
 
 static void test_backoff_first_retry_is_between_half_min_and_min(void)
 {
-    CL_ASSERT_INT_EQ(50, cl_db_backoff_ms(0, 100, 10000, 0));
-    CL_ASSERT_INT_EQ(100, cl_db_backoff_ms(0, 100, 10000, 50));
-    CL_ASSERT_INT_EQ(50, cl_db_backoff_ms(0, 100, 10000, 51)); /* wraps modulo 51 */
+    CL_ASSERT_INT_EQ(50, cl_backoff_ms(0, 100, 10000, 0));
+    CL_ASSERT_INT_EQ(100, cl_backoff_ms(0, 100, 10000, 50));
+    CL_ASSERT_INT_EQ(50, cl_backoff_ms(0, 100, 10000, 51)); /* wraps modulo 51 */
 }
 
 static void test_backoff_doubles_then_caps_at_max(void)
 {
     for (uint32_t r = 0; r < 5000; r += 7) {
-        uint64_t d3 = cl_db_backoff_ms(3, 100, 10000, r);
+        uint64_t d3 = cl_backoff_ms(3, 100, 10000, r);
         CL_ASSERT(d3 >= 400 && d3 <= 800);
-        uint64_t d20 = cl_db_backoff_ms(20, 100, 10000, r);
+        uint64_t d20 = cl_backoff_ms(20, 100, 10000, r);
         CL_ASSERT(d20 >= 5000 && d20 <= 10000);
     }
-    CL_ASSERT_INT_EQ(10000, cl_db_backoff_ms(7, 100, 10000, 5000));
+    CL_ASSERT_INT_EQ(10000, cl_backoff_ms(7, 100, 10000, 5000));
 }
 
 static void test_backoff_survives_huge_attempt_counts(void)
 {
-    uint64_t d = cl_db_backoff_ms(UINT32_MAX, 1000, 60000, UINT32_MAX);
+    uint64_t d = cl_backoff_ms(UINT32_MAX, 1000, 60000, UINT32_MAX);
     CL_ASSERT(d >= 30000 && d <= 60000);
-    CL_ASSERT_INT_EQ(4000000000u, cl_db_backoff_ms(64, 1, 4000000000u, 2000000000u));
+    CL_ASSERT_INT_EQ(4000000000u, cl_backoff_ms(64, 1, 4000000000u, 2000000000u));
 }
 
 static void test_escape_quotes_backslashes_and_control_bytes(void)

@@ -468,22 +468,22 @@ static void test_long_item_reasons_are_cut_on_a_character_boundary(void)
 static void test_backoff_lies_in_half_to_full_delay_and_doubles(void)
 {
     for (uint32_t rnd = 0; rnd < 3000; rnd += 7) {
-        uint64_t d0 = cl_es_backoff_ms(0, 200, 30000, rnd);
+        uint64_t d0 = cl_backoff_ms(0, 200, 30000, rnd);
         CL_ASSERT(d0 >= 100 && d0 <= 200);
-        uint64_t d3 = cl_es_backoff_ms(3, 200, 30000, rnd);
+        uint64_t d3 = cl_backoff_ms(3, 200, 30000, rnd);
         CL_ASSERT(d3 >= 800 && d3 <= 1600);
-        uint64_t d20 = cl_es_backoff_ms(20, 200, 30000, rnd);
+        uint64_t d20 = cl_backoff_ms(20, 200, 30000, rnd);
         CL_ASSERT(d20 >= 15000 && d20 <= 30000);
     }
-    CL_ASSERT_INT_EQ(100, cl_es_backoff_ms(0, 200, 30000, 0));
-    CL_ASSERT_INT_EQ(200, cl_es_backoff_ms(0, 200, 30000, 100));
+    CL_ASSERT_INT_EQ(100, cl_backoff_ms(0, 200, 30000, 0));
+    CL_ASSERT_INT_EQ(200, cl_backoff_ms(0, 200, 30000, 100));
 }
 
 static void test_backoff_survives_huge_attempts_and_bounds(void)
 {
-    uint64_t d = cl_es_backoff_ms(UINT32_MAX, 10, UINT64_MAX / 2, UINT32_MAX);
+    uint64_t d = cl_backoff_ms(UINT32_MAX, 10, UINT64_MAX / 2, UINT32_MAX);
     CL_ASSERT(d >= UINT64_MAX / 4 - 1 && d <= UINT64_MAX / 2);
-    CL_ASSERT_INT_EQ(50, cl_es_backoff_ms(64, 100, 50, 0)); /* max < min: min is the cap */
+    CL_ASSERT_INT_EQ(50, cl_backoff_ms(64, 100, 50, 0)); /* max < min: min is the cap */
 }
 
 static const cl_test_case_t cases[] = {
