@@ -250,9 +250,17 @@ static void append_dirty(cl_buf_t *b, unsigned int *count, const cl_aggregate_sp
 }
 
 /* Gaps and islands: merge the intervals [s, e] (DATETIME columns of
- * `intervals`, a derived table) into disjoint ranges of `table`; an
- * interval starts a new range unless it begins at most 1 ms after the
- * furthest end seen so far. */
+ * `intervals`, a derived table) into ranges of `table`; in (s, e) order an
+ * interval starts a new range unless it begins at most 1 ms after the end of
+ * the interval before it. The ranges only ever serve as a predicate (an OR of
+ * BETWEENs), so every island covering its members is enough: for intervals of
+ * one length (the previous-event ranges) this merges exactly, for mixed
+ * lengths it may leave some ranges overlapping, which costs nothing.
+ * Comparing with the previous row (LAG) rather than with the running maximum
+ * of all earlier ends matters: MariaDB 10.11 computes
+ * MAX() OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) in time
+ * quadratic in the rows (40 000 claimed events: 30 s; 1 000 000: hours),
+ * LAG in linear time (1 000 000 rows: about 4 s). */
 static void append_merge_ranges(cl_buf_t *b, unsigned int *count, const char *table,
                                 const char *intervals)
 {
@@ -263,10 +271,10 @@ static void append_merge_ranges(cl_buf_t *b, unsigned int *count, const char *ta
                    "AS island FROM (SELECT s, e, CASE WHEN ",
                    table);
     append_ms(b, "s");
-    cl_buf_append_str(b, " <= MAX(");
+    cl_buf_append_str(b, " <= LAG(");
     append_ms(b, "e");
     cl_buf_appendf(b,
-                   ") OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) + 1 "
+                   ") OVER (ORDER BY s, e) + 1 "
                    "THEN 0 ELSE 1 END AS starts FROM %s w) x) y GROUP BY island",
                    intervals);
 }
