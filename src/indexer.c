@@ -34,6 +34,12 @@ typedef struct {
     inflight_t *inflight;
 } page_doc_t;
 
+/* An index setup in flight, and the sink it was asked of. */
+typedef struct {
+    cl_indexer_t *ix;
+    unsigned sink_generation;
+} ensure_t;
+
 /* A query in flight owns its SQL text until its done callback. */
 typedef struct {
     cl_indexer_t *ix;
@@ -54,6 +60,9 @@ struct cl_indexer_s {
     bool at_end;
     bool have_cursor;
     bool closing;
+    /* Counts sinks attached: an index setup answered by a sink that has been
+     * replaced since (cl_indexer_set_sink) is ignored. */
+    unsigned sink_generation;
     cl_aggregate_key_t cursor;
     page_doc_t *page;
     size_t page_count;
@@ -91,7 +100,18 @@ int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexe
     return CL_OK;
 }
 
-void cl_indexer_set_sink(cl_indexer_t *ix, cl_es_sink_t *sink) { ix->sink = sink; }
+void cl_indexer_set_sink(cl_indexer_t *ix, cl_es_sink_t *sink)
+{
+    if (sink == ix->sink)
+        return;
+    /* Documents handed to the previous sink still report here (a closed sink
+     * reports them CANCELLED), so docs_outstanding keeps counting them. The
+     * new sink may lead to another cluster: nothing goes to it before the
+     * index is prepared there again (cl_indexer_start). */
+    ix->sink = sink;
+    ix->sink_generation++;
+    ix->index_ready = false;
+}
 
 void cl_indexer_stats(const cl_indexer_t *ix, cl_indexer_stats_t *out)
 {
@@ -108,8 +128,13 @@ static void on_timer(uv_timer_t *t)
 
 static void on_index_ready(void *arg, int status, const char *message)
 {
-    cl_indexer_t *ix = arg;
-    if (ix->closing)
+    ensure_t *e = arg;
+    cl_indexer_t *ix = e->ix;
+    bool current = e->sink_generation == ix->sink_generation;
+    free(e);
+    /* A replaced sink answers its pending setup with CL_ERR_RETRY when it
+     * closes: not a problem of the index. */
+    if (ix->closing || !current)
         return;
     if (status != CL_OK) {
         /* A permanent refusal (e.g. an existing index with a conflicting
@@ -126,9 +151,14 @@ static void on_index_ready(void *arg, int status, const char *message)
 
 int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN])
 {
-    if (cl_es_sink_ensure_index(ix->sink, ix->index, cl_es_stats_mappings(), on_index_ready, ix,
-                                err) != CL_OK)
+    ensure_t *e = cl_xmalloc(sizeof *e);
+    e->ix = ix;
+    e->sink_generation = ix->sink_generation;
+    if (cl_es_sink_ensure_index(ix->sink, ix->index, cl_es_stats_mappings(), on_index_ready, e,
+                                err) != CL_OK) {
+        free(e);
         return CL_ERR;
+    }
     uv_timer_start(&ix->timer, on_timer, ix->poll_ms, ix->poll_ms);
     return CL_OK;
 }

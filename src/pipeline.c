@@ -42,6 +42,7 @@ struct cl_pipeline_s {
     cl_pipeline_stats_t stats;
     void (*drain_cb)(void *arg);
     void *drain_arg;
+    bool draining; /* set by cl_pipeline_drain, never cleared: consumption stays paused */
     void (*close_cb)(void *arg);
     void *close_arg;
     int open_handles;
@@ -93,7 +94,10 @@ void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out)
 
 static void update_backpressure(cl_pipeline_t *p)
 {
-    if (p->source == NULL)
+    /* A draining pipeline keeps its consumer paused for good: resuming at
+     * half the limit would consume messages that the drain then has to store
+     * before it can finish, and could postpone the end of the drain forever. */
+    if (p->source == NULL || p->draining)
         return;
     size_t limit = p->params.max_in_flight_events;
     bool paused = cl_kafka_source_paused(p->source);
@@ -408,6 +412,9 @@ void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg)
 {
     p->drain_cb = cb;
     p->drain_arg = arg;
+    p->draining = true;
+    if (p->source != NULL)
+        cl_kafka_source_set_paused(p->source, true);
     close_open_batch(p);
     maybe_finish_drain(p);
 }

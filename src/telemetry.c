@@ -6,9 +6,23 @@
 
 #include "clickloop/common.h"
 
+/* The counts of modules that a restart replaced. */
+typedef struct {
+    cl_pipeline_stats_t pipeline;
+    uint64_t pool_reconnects;
+    uint64_t store_retries;
+    cl_aggregator_stats_t aggregator;
+    cl_es_sink_stats_t sink;
+    cl_retention_stats_t retention;
+} retired_t;
+
 struct cl_telemetry_s {
     cl_metrics_t *metrics;
     cl_telemetry_sources_t src;
+    /* Sources that have ever been set (only compared with NULL, never read):
+     * a module's series appear once it has existed. */
+    cl_telemetry_sources_t seen;
+    retired_t retired;
     cl_counter_t *consumed, *stored, *rejected, *batches, *batch_failures, *batch_retries;
     cl_counter_t *reconnects, *reloads;
     cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
@@ -16,6 +30,7 @@ struct cl_telemetry_s {
     cl_counter_t *agg_runs, *agg_windows, *agg_rows, *agg_events, *es_docs, *es_requests;
     cl_gauge_t *es_pending;
     cl_histogram_t *agg_duration;
+    cl_counter_t *retention_rows, *retention_runs;
 };
 
 static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -94,15 +109,34 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                         "Bulk requests by result.", "result", NULL);
     t->es_pending = cl_metrics_gauge(m, "clickloop_index_documents_pending",
                                      "Documents waiting in the sink or in flight.", NULL);
+    t->retention_rows = cl_metrics_counter(m, "clickloop_retention_rows_deleted_total",
+                                           "Rows deleted by retention, by table.", "table", NULL);
+    t->retention_runs = cl_metrics_counter(m, "clickloop_retention_runs_total",
+                                           "Retention runs by result (ok, failed).", "result",
+                                           NULL);
     cl_counter_add(t->reloads, CL_LABELS("ok"), 0);
     cl_counter_add(t->reloads, CL_LABELS("failed"), 0);
     cl_metrics_add_collector(m, collect, t);
     return t;
 }
 
+#define SEEN(field)                                                                            \
+    do {                                                                                       \
+        if (sources->field != NULL)                                                            \
+            t->seen.field = sources->field;                                                    \
+    } while (0)
+
 void cl_telemetry_set_sources(cl_telemetry_t *t, const cl_telemetry_sources_t *sources)
 {
     t->src = *sources;
+    SEEN(pipeline);
+    SEEN(source);
+    SEEN(pool);
+    SEEN(store);
+    SEEN(aggregator);
+    SEEN(sink);
+    SEEN(indexer);
+    SEEN(retention);
 }
 
 void cl_telemetry_batch_committed(void *arg, size_t events, uint64_t latency_ms)
@@ -131,21 +165,181 @@ static void set_lag(void *arg, const char *topic, int32_t partition, int64_t lag
     cl_gauge_set(t->lag, CL_LABELS(topic, part), (double)lag);
 }
 
+/* ---- counts: those of the live module plus those of the ones it replaced ---- */
+
+static void add_pipeline(cl_pipeline_stats_t *to, const cl_pipeline_stats_t *from)
+{
+    to->consumed += from->consumed;
+    to->stored += from->stored;
+    to->rejected += from->rejected;
+    to->batches += from->batches;
+    to->batch_failures += from->batch_failures;
+}
+
+static void add_aggregator(cl_aggregator_stats_t *to, const cl_aggregator_stats_t *from)
+{
+    to->runs += from->runs;
+    to->runs_failed += from->runs_failed;
+    to->skipped_locked += from->skipped_locked;
+    to->skipped_busy += from->skipped_busy;
+    to->events_claimed += from->events_claimed;
+    to->windows_recomputed += from->windows_recomputed;
+    to->rows_changed += from->rows_changed;
+}
+
+static void add_sink(cl_es_sink_stats_t *to, const cl_es_sink_stats_t *from)
+{
+    to->requests += from->requests;
+    to->request_failures += from->request_failures;
+    to->docs_indexed += from->docs_indexed;
+    to->docs_superseded += from->docs_superseded;
+    to->docs_retried += from->docs_retried;
+    to->docs_failed += from->docs_failed;
+    to->node_failures += from->node_failures;
+}
+
+static void add_retention(cl_retention_stats_t *to, const cl_retention_stats_t *from)
+{
+    to->runs += from->runs;
+    to->runs_failed += from->runs_failed;
+    to->batches += from->batches;
+    for (int i = 0; i < CL_RETENTION_TABLE_COUNT; i++)
+        to->rows_deleted[i] += from->rows_deleted[i];
+}
+
+void cl_telemetry_retire(cl_telemetry_t *t, const cl_telemetry_sources_t *going)
+{
+    if (going->pipeline != NULL) {
+        cl_pipeline_stats_t st;
+        cl_pipeline_get_stats(going->pipeline, &st);
+        add_pipeline(&t->retired.pipeline, &st);
+        if (t->src.pipeline == going->pipeline)
+            t->src.pipeline = NULL;
+    }
+    if (going->pool != NULL) {
+        cl_db_pool_stats_t ps;
+        cl_db_pool_stats(going->pool, &ps);
+        t->retired.pool_reconnects += ps.reconnect_attempts;
+        if (t->src.pool == going->pool)
+            t->src.pool = NULL;
+    }
+    if (going->store != NULL) {
+        cl_store_stats_t ss;
+        cl_store_stats(going->store, &ss);
+        t->retired.store_retries += ss.batch_retries;
+        if (t->src.store == going->store)
+            t->src.store = NULL;
+    }
+    if (going->aggregator != NULL) {
+        cl_aggregator_stats_t as;
+        cl_aggregator_stats(going->aggregator, &as);
+        add_aggregator(&t->retired.aggregator, &as);
+        if (t->src.aggregator == going->aggregator)
+            t->src.aggregator = NULL;
+    }
+    if (going->sink != NULL) {
+        cl_es_sink_stats_t es;
+        cl_es_sink_stats(going->sink, &es);
+        add_sink(&t->retired.sink, &es);
+        if (t->src.sink == going->sink)
+            t->src.sink = NULL;
+    }
+    if (going->retention != NULL) {
+        cl_retention_stats_t rs;
+        cl_retention_stats(going->retention, &rs);
+        add_retention(&t->retired.retention, &rs);
+        if (t->src.retention == going->retention)
+            t->src.retention = NULL;
+    }
+    /* Sources without counters of their own (Kafka consumer, indexer) need
+     * nothing kept. */
+    if (going->source != NULL && t->src.source == going->source)
+        t->src.source = NULL;
+    if (going->indexer != NULL && t->src.indexer == going->indexer)
+        t->src.indexer = NULL;
+}
+
+static void collect_pipeline(cl_telemetry_t *t)
+{
+    if (t->seen.pipeline == NULL)
+        return;
+    cl_pipeline_stats_t st = t->retired.pipeline;
+    if (t->src.pipeline != NULL) {
+        cl_pipeline_stats_t live;
+        cl_pipeline_get_stats(t->src.pipeline, &live);
+        add_pipeline(&st, &live);
+        cl_gauge_set(t->in_flight, NULL, (double)live.in_flight);
+        cl_gauge_set(t->paused, NULL, live.paused ? 1 : 0);
+    }
+    cl_counter_set(t->consumed, NULL, (double)st.consumed);
+    cl_counter_set(t->stored, NULL, (double)st.stored);
+    cl_counter_set(t->rejected, NULL, (double)st.rejected);
+    cl_counter_set(t->batches, NULL, (double)st.batches);
+    cl_counter_set(t->batch_failures, NULL, (double)st.batch_failures);
+}
+
+static void collect_aggregator(cl_telemetry_t *t)
+{
+    if (t->seen.aggregator == NULL)
+        return;
+    cl_aggregator_stats_t as = t->retired.aggregator;
+    if (t->src.aggregator != NULL) {
+        cl_aggregator_stats_t live;
+        cl_aggregator_stats(t->src.aggregator, &live);
+        add_aggregator(&as, &live);
+    }
+    cl_counter_set(t->agg_runs, CL_LABELS("ok"), (double)as.runs);
+    cl_counter_set(t->agg_runs, CL_LABELS("failed"), (double)as.runs_failed);
+    cl_counter_set(t->agg_runs, CL_LABELS("skipped_locked"), (double)as.skipped_locked);
+    cl_counter_set(t->agg_runs, CL_LABELS("skipped_busy"), (double)as.skipped_busy);
+    cl_counter_set(t->agg_windows, NULL, (double)as.windows_recomputed);
+    cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
+    cl_counter_set(t->agg_events, NULL, (double)as.events_claimed);
+}
+
+static void collect_sink(cl_telemetry_t *t)
+{
+    if (t->seen.sink == NULL)
+        return;
+    cl_es_sink_stats_t es = t->retired.sink;
+    if (t->src.sink != NULL) {
+        cl_es_sink_stats_t live;
+        cl_es_sink_stats(t->src.sink, &live);
+        add_sink(&es, &live);
+        cl_gauge_set(t->dependency_up, CL_LABELS("elasticsearch"), (double)live.nodes_up);
+        cl_gauge_set(t->es_pending, NULL, (double)live.docs_pending);
+    }
+    cl_counter_set(t->es_docs, CL_LABELS("indexed"), (double)es.docs_indexed);
+    cl_counter_set(t->es_docs, CL_LABELS("superseded"), (double)es.docs_superseded);
+    cl_counter_set(t->es_docs, CL_LABELS("retried"), (double)es.docs_retried);
+    cl_counter_set(t->es_docs, CL_LABELS("failed"), (double)es.docs_failed);
+    cl_counter_set(t->es_requests, CL_LABELS("ok"), (double)(es.requests - es.request_failures));
+    cl_counter_set(t->es_requests, CL_LABELS("failed"), (double)es.request_failures);
+    cl_counter_set(t->reconnects, CL_LABELS("elasticsearch"), (double)es.node_failures);
+}
+
+static void collect_retention(cl_telemetry_t *t)
+{
+    if (t->seen.retention == NULL)
+        return;
+    cl_retention_stats_t rs = t->retired.retention;
+    if (t->src.retention != NULL) {
+        cl_retention_stats_t live;
+        cl_retention_stats(t->src.retention, &live);
+        add_retention(&rs, &live);
+    }
+    for (int i = 0; i < CL_RETENTION_TABLE_COUNT; i++)
+        cl_counter_set(t->retention_rows, CL_LABELS(cl_retention_table_name(i)),
+                       (double)rs.rows_deleted[i]);
+    cl_counter_set(t->retention_runs, CL_LABELS("ok"), (double)rs.runs);
+    cl_counter_set(t->retention_runs, CL_LABELS("failed"), (double)rs.runs_failed);
+}
+
 static void collect(void *arg, cl_metrics_t *m)
 {
     CL_UNUSED(m);
     cl_telemetry_t *t = arg;
-    if (t->src.pipeline != NULL) {
-        cl_pipeline_stats_t st;
-        cl_pipeline_get_stats(t->src.pipeline, &st);
-        cl_counter_set(t->consumed, NULL, (double)st.consumed);
-        cl_counter_set(t->stored, NULL, (double)st.stored);
-        cl_counter_set(t->rejected, NULL, (double)st.rejected);
-        cl_counter_set(t->batches, NULL, (double)st.batches);
-        cl_counter_set(t->batch_failures, NULL, (double)st.batch_failures);
-        cl_gauge_set(t->in_flight, NULL, (double)st.in_flight);
-        cl_gauge_set(t->paused, NULL, st.paused ? 1 : 0);
-    }
+    collect_pipeline(t);
     /* Partitions come and go with rebalances: rebuild the series each time. */
     cl_gauge_clear(t->lag);
     if (t->src.source != NULL) {
@@ -154,42 +348,28 @@ static void collect(void *arg, cl_metrics_t *m)
     } else {
         cl_gauge_set(t->assigned, NULL, 0);
     }
-    if (t->src.pool != NULL) {
-        cl_db_pool_stats_t ps;
-        cl_db_pool_stats(t->src.pool, &ps);
-        cl_counter_set(t->reconnects, CL_LABELS("mariadb"), (double)ps.reconnect_attempts);
-        cl_gauge_set(t->dependency_up, CL_LABELS("mariadb"), ps.connected);
+    if (t->seen.pool != NULL) {
+        uint64_t reconnects = t->retired.pool_reconnects;
+        if (t->src.pool != NULL) {
+            cl_db_pool_stats_t ps;
+            cl_db_pool_stats(t->src.pool, &ps);
+            reconnects += ps.reconnect_attempts;
+            cl_gauge_set(t->dependency_up, CL_LABELS("mariadb"), ps.connected);
+        }
+        cl_counter_set(t->reconnects, CL_LABELS("mariadb"), (double)reconnects);
     }
-    if (t->src.aggregator != NULL) {
-        cl_aggregator_stats_t as;
-        cl_aggregator_stats(t->src.aggregator, &as);
-        cl_counter_set(t->agg_runs, CL_LABELS("ok"), (double)as.runs);
-        cl_counter_set(t->agg_runs, CL_LABELS("failed"), (double)as.runs_failed);
-        cl_counter_set(t->agg_runs, CL_LABELS("skipped_locked"), (double)as.skipped_locked);
-        cl_counter_set(t->agg_runs, CL_LABELS("skipped_busy"), (double)as.skipped_busy);
-        cl_counter_set(t->agg_windows, NULL, (double)as.windows_recomputed);
-        cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
-        cl_counter_set(t->agg_events, NULL, (double)as.events_claimed);
+    collect_aggregator(t);
+    collect_sink(t);
+    if (t->seen.store != NULL) {
+        uint64_t retries = t->retired.store_retries;
+        if (t->src.store != NULL) {
+            cl_store_stats_t ss;
+            cl_store_stats(t->src.store, &ss);
+            retries += ss.batch_retries;
+        }
+        cl_counter_set(t->batch_retries, NULL, (double)retries);
     }
-    if (t->src.sink != NULL) {
-        cl_es_sink_stats_t es;
-        cl_es_sink_stats(t->src.sink, &es);
-        cl_counter_set(t->es_docs, CL_LABELS("indexed"), (double)es.docs_indexed);
-        cl_counter_set(t->es_docs, CL_LABELS("superseded"), (double)es.docs_superseded);
-        cl_counter_set(t->es_docs, CL_LABELS("retried"), (double)es.docs_retried);
-        cl_counter_set(t->es_docs, CL_LABELS("failed"), (double)es.docs_failed);
-        cl_counter_set(t->es_requests, CL_LABELS("ok"),
-                       (double)(es.requests - es.request_failures));
-        cl_counter_set(t->es_requests, CL_LABELS("failed"), (double)es.request_failures);
-        cl_counter_set(t->reconnects, CL_LABELS("elasticsearch"), (double)es.node_failures);
-        cl_gauge_set(t->dependency_up, CL_LABELS("elasticsearch"), (double)es.nodes_up);
-        cl_gauge_set(t->es_pending, NULL, (double)es.docs_pending);
-    }
-    if (t->src.store != NULL) {
-        cl_store_stats_t ss;
-        cl_store_stats(t->src.store, &ss);
-        cl_counter_set(t->batch_retries, NULL, (double)ss.batch_retries);
-    }
+    collect_retention(t);
 }
 
 void cl_telemetry_free(cl_telemetry_t *t)

@@ -48,8 +48,15 @@ int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexe
                    char err[CL_ERR_LEN]);
 void cl_indexer_doc_cb(void *indexer, uint64_t tag, cl_es_doc_outcome_t outcome,
                        const char *reason);
+/* Attach a sink (NULL detaches: nothing more is sent). Replacing a sink is
+ * allowed while running (new connection settings): attach the new one, then
+ * close the old one, whose documents then report CANCELLED here and stay
+ * marked in MariaDB; call cl_indexer_start again to prepare the index on the
+ * new sink, before which nothing is sent to it. The indexer must outlive
+ * every sink it was attached to. */
 void cl_indexer_set_sink(cl_indexer_t *ix, cl_es_sink_t *sink);
-/* Make sure the index/template exists, then start moving rows. */
+/* Make sure the index/template exists on the attached sink, then start (or
+ * keep) moving rows. */
 int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN]);
 /* New rows may need indexing (an aggregation run changed some): look now. */
 void cl_indexer_kick(cl_indexer_t *ix);

@@ -67,8 +67,9 @@ void cl_pipeline_set_parser(cl_pipeline_t *p, cl_event_parser_t *parser);
 
 void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out);
 
-/* Close the open batch now and call `cb` once nothing is in flight any more
- * (every batch committed or given up). Consumption should be stopped first. */
+/* Pause consumption for good, close the open batch now and call `cb` once
+ * nothing is in flight any more (every batch committed or given up).
+ * Backpressure never resumes a draining pipeline's consumer. */
 void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg);
 
 /* Close the timer handle and free; `cb` runs from the close callback. Call

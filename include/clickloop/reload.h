@@ -1,0 +1,77 @@
+/* reload: what a new configuration changes in a running clickloop, and how
+ * each change is applied (SIGHUP). main carries the plan out.
+ *
+ * A setting is applied either in place (the running module takes the new
+ * value: batch sizes, log level, aggregation interval, retention policy
+ * (switching retention on or off starts or stops its runner), admin
+ * listener, Elasticsearch connection settings through a new sink attached to
+ * the running indexer) or by restarting the parts that use it:
+ * they are drained and closed, then created again from the new configuration
+ * exactly as at start-up. Restarting ingest pauses consumption, writes every
+ * batch in flight, closes the consumer (which commits the stored offsets) and
+ * the pool, so that the new consumer resumes exactly where the old one
+ * stopped: no event is lost or stored twice.
+ *
+ * cl_reload_plan() is pure. cl_reload_preflight() asks the libraries about
+ * the settings that only they can judge (librdkafka properties), so that a
+ * configuration they would refuse is rejected before anything stops. */
+#ifndef CLICKLOOP_RELOAD_H
+#define CLICKLOOP_RELOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "clickloop/common.h"
+#include "clickloop/config.h"
+
+/* The parts main creates at start and may create again for a reload. */
+typedef enum {
+    CL_PART_INGEST = 1u << 0,     /* MariaDB pool, store, event parser, pipeline, Kafka consumer */
+    CL_PART_AGGREGATOR = 1u << 1, /* aggregation runner and its connection */
+    CL_PART_INDEXER = 1u << 2,    /* indexer, its connection, and the Elasticsearch sink */
+    CL_PART_RETENTION = 1u << 3,  /* retention runner and its connection */
+} cl_part_t;
+
+#define CL_PARTS_ALL (CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER | CL_PART_RETENTION)
+
+/* The parts that a configuration runs: ingest always, the aggregator while
+ * aggregation is enabled, the indexer while it is enabled and elasticsearch
+ * is configured, retention while raw_days > 0. */
+unsigned cl_reload_parts_wanted(const cl_config_t *config);
+
+/* Short names for logs, "ingest" (Kafka consumer and MariaDB pool),
+ * "aggregator", "indexer" (with its Elasticsearch sink), "retention", joined
+ * with ", " into out (always NUL-terminated). */
+void cl_reload_describe_parts(unsigned parts, char *out, size_t size);
+
+typedef struct cl_reload_plan_s {
+    unsigned restart;          /* parts to stop and create again (CL_PART_*) */
+    bool log;                  /* log.level / log.format: set in place */
+    bool ingest_params;        /* batch sizes, delay, max in flight: cl_pipeline_set_params */
+    bool aggregation_interval; /* cl_aggregator_set_interval */
+    bool sink;                 /* Elasticsearch connection settings: a new sink */
+    bool admin;                /* admin.listen: the listener moves */
+    bool retention; /* retention policy: cl_retention_set_policy, or start/stop the runner */
+    int changes;    /* settings that differ */
+} cl_reload_plan_t;
+
+/* Called once per changed setting, in cl_config_diff order: its name and the
+ * parts restarted for it (0: applied in place). */
+typedef void (*cl_reload_change_cb)(void *arg, const char *name, unsigned restart);
+
+/* Compare two valid configurations and fill *plan; cb may be NULL. A setting
+ * clickloop does not know how to apply in place restarts every part. Parts
+ * running in neither configuration are not restarted: a change of a setting
+ * only they use is applied in place (it takes effect when they start). */
+void cl_reload_plan(const cl_config_t *old, const cl_config_t *next, cl_reload_plan_t *plan,
+                    cl_reload_change_cb cb, void *arg);
+
+/* Check what only the libraries can: librdkafka's verdict on kafka.brokers,
+ * kafka.group_id and every kafka.properties entry (the values of secret ones
+ * never appear in a message), the Elasticsearch sink parameters, the
+ * aggregation spec and the ingest mapping. Calls problem() once per problem
+ * with a sentence naming the setting; returns the number of problems. */
+int cl_reload_preflight(const cl_config_t *config, void (*problem)(void *arg, const char *message),
+                        void *arg);
+
+#endif

@@ -1,0 +1,365 @@
+/* retention: deletion of old raw events in small batches; see
+ * include/clickloop/retention.h.
+ *
+ * The batch SQL keeps the keys of the events it takes in a temporary table,
+ * retention_batch, because the children must be deleted by the same keys and
+ * a multi-table DELETE takes no LIMIT. Each DELETE's ROW_COUNT() lands in a
+ * session variable, so the summary SELECT reports what each table lost.
+ *
+ * Quirks defended against:
+ * - A DELETE ... WHERE rejected_at < x ORDER BY id LIMIT n walks the primary
+ *   key from its start and, once the old rows are gone, on to the end of the
+ *   table looking for more: a full scan every run. The first id that is not
+ *   old is therefore read first into a variable; the range optimizer takes a
+ *   user variable as a constant, so the DELETE becomes a primary-key range.
+ * - A MEMORY temporary table has fixed-size rows and a 16 MiB default limit:
+ *   100 000 keys of VARBINARY(400) would not fit. The default engine is
+ *   used. */
+#include "clickloop/retention.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clickloop/store.h"
+
+#define MS_PER_DAY INT64_C(86400000)
+
+/* Pause between the batches of a run: the loop and the server's other
+ * sessions get their turn. */
+#define BATCH_PAUSE_MS 10
+
+static const char *const table_names[CL_RETENTION_TABLE_COUNT] = {
+    "click_data", "geo_data", "user_agent_data", "agg_pending", "rejected_events",
+};
+
+/* Session variables that carry each DELETE's row count to the summary. */
+static const char *const count_vars[CL_RETENTION_TABLE_COUNT] = {
+    "@cl_retention_click_data",  "@cl_retention_geo_data",        "@cl_retention_user_agent_data",
+    "@cl_retention_agg_pending", "@cl_retention_rejected_events",
+};
+
+const char *cl_retention_table_name(cl_retention_table_t table)
+{
+    return (unsigned)table < CL_RETENTION_TABLE_COUNT ? table_names[table] : "unknown";
+}
+
+/* ---- Pure ------------------------------------------------------------------ */
+
+int64_t cl_retention_cutoff_ms(int64_t now_ms, uint32_t raw_days)
+{
+    return now_ms - (int64_t)raw_days * MS_PER_DAY;
+}
+
+static void statement(cl_buf_t *b, unsigned int *count, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void statement(cl_buf_t *b, unsigned int *count, const char *fmt, ...)
+{
+    if (*count > 0)
+        cl_buf_append_str(b, ";\n");
+    (*count)++;
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    cl_buf_append_str(b, text);
+}
+
+/* Delete the rows of `table` whose keys are in retention_batch. */
+static void delete_children(cl_buf_t *b, unsigned int *n, cl_retention_table_t table)
+{
+    statement(b, n, "DELETE t FROM retention_batch k STRAIGHT_JOIN %s t ON t.row_key = k.row_key",
+              table_names[table]);
+    statement(b, n, "SET %s = ROW_COUNT()", count_vars[table]);
+}
+
+int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows,
+                           unsigned int *summary_statement, char err[CL_ERR_LEN])
+{
+    char cutoff[CL_STORE_DATETIME_SIZE];
+    if (batch_rows == 0 || batch_rows > CL_RETENTION_MAX_BATCH_ROWS)
+        return cl_errorf(err, "retention: batch_rows must be between 1 and %u, got %" PRIu32,
+                         CL_RETENTION_MAX_BATCH_ROWS, batch_rows);
+    if (cl_store_format_datetime(cutoff_ms, cutoff) != CL_OK)
+        return cl_errorf(err, "retention: the cutoff %" PRId64 " ms is outside the DATETIME range",
+                         cutoff_ms);
+    unsigned int n = 0;
+    /* Session-wide, so it also holds for the autocommit statements below. */
+    statement(out, &n, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    /* Created once per connection; a reconnect gets a new one. */
+    statement(out, &n,
+              "CREATE TEMPORARY TABLE IF NOT EXISTS retention_batch "
+              "(row_key VARBINARY(400) NOT NULL, PRIMARY KEY (row_key))");
+    statement(out, &n, "DELETE FROM retention_batch");
+    statement(out, &n, "START TRANSACTION");
+    statement(out, &n,
+              "INSERT INTO retention_batch (row_key) SELECT row_key FROM click_data "
+              "FORCE INDEX (idx_click_event_time) WHERE event_time < '%s' "
+              "ORDER BY event_time LIMIT %" PRIu32,
+              cutoff, batch_rows);
+    /* Children first: a crash in between can never leave a child without
+     * its click_data row (nor can anything else: it is one transaction). */
+    delete_children(out, &n, CL_RETENTION_GEO_DATA);
+    delete_children(out, &n, CL_RETENTION_USER_AGENT_DATA);
+    delete_children(out, &n, CL_RETENTION_AGG_PENDING);
+    delete_children(out, &n, CL_RETENTION_CLICK_DATA);
+    statement(out, &n, "COMMIT");
+    statement(out, &n,
+              "SET @cl_retention_bound = (SELECT id FROM rejected_events "
+              "WHERE rejected_at >= '%s' ORDER BY id LIMIT 1)",
+              cutoff);
+    statement(out, &n,
+              "DELETE FROM rejected_events WHERE id < COALESCE(@cl_retention_bound, %" PRId64
+              ") AND rejected_at < '%s' ORDER BY id LIMIT %" PRIu32,
+              INT64_MAX, cutoff, batch_rows);
+    statement(out, &n, "SET %s = ROW_COUNT()", count_vars[CL_RETENTION_REJECTED_EVENTS]);
+    *summary_statement = n;
+    statement(out, &n, "SELECT %s, %s, %s, %s, %s", count_vars[0], count_vars[1], count_vars[2],
+              count_vars[3], count_vars[4]);
+    return CL_OK;
+}
+
+/* ---- The runner -------------------------------------------------------------- */
+
+typedef enum {
+    RT_IDLE = 0,
+    RT_RUNNING, /* a batch in flight, or the pause before the next one */
+    RT_CLOSING,
+} rt_state_t;
+
+struct cl_retention_s {
+    uv_loop_t *loop;
+    cl_db_pool_t *pool;
+    uv_timer_t interval_timer;
+    uv_timer_t batch_timer;
+    int open_handles;
+    rt_state_t state;
+    bool started;
+    uint32_t raw_days;
+    uint32_t batch_rows;
+    uint64_t interval_ms;
+    cl_retention_run_cb on_run;
+    void *on_run_arg;
+    /* The run in progress. */
+    cl_buf_t sql; /* alive while its batch is in flight */
+    unsigned int summary_statement;
+    bool have_summary;
+    uint64_t batch_rows_deleted[CL_RETENTION_TABLE_COUNT];
+    uint64_t started_at;
+    cl_retention_run_result_t result;
+    char message[CL_ERR_LEN];
+    cl_retention_stats_t stats;
+    cl_retention_close_cb close_cb;
+    void *close_arg;
+};
+
+static int check_policy(uint32_t raw_days, uint32_t batch_rows, uint64_t interval_ms,
+                        char err[CL_ERR_LEN])
+{
+    if (raw_days == 0 || raw_days > CL_RETENTION_MAX_DAYS)
+        return cl_errorf(err, "retention: raw_days must be between 1 and %u, got %" PRIu32,
+                         CL_RETENTION_MAX_DAYS, raw_days);
+    if (batch_rows == 0 || batch_rows > CL_RETENTION_MAX_BATCH_ROWS)
+        return cl_errorf(err, "retention: batch_rows must be between 1 and %u, got %" PRIu32,
+                         CL_RETENTION_MAX_BATCH_ROWS, batch_rows);
+    if (interval_ms == 0)
+        return cl_errorf(err, "retention: the interval must be at least 1 ms");
+    return CL_OK;
+}
+
+static void run_finish(cl_retention_t *rt, int status, unsigned int error_code, const char *why)
+{
+    cl_retention_run_result_t r = rt->result;
+    r.status = status;
+    r.error_code = error_code;
+    cl_errorf(rt->message, "%s", why);
+    r.message = rt->message;
+    r.duration_ms = cl_now_ms() - rt->started_at;
+    if (status == CL_OK)
+        rt->stats.runs++;
+    else
+        rt->stats.runs_failed++;
+    rt->stats.running = false;
+    if (rt->state != RT_CLOSING)
+        rt->state = RT_IDLE;
+    if (rt->on_run != NULL)
+        rt->on_run(rt->on_run_arg, &r);
+}
+
+static void on_batch_row(void *arg, unsigned int statement, unsigned int field_count,
+                         const char *const *values, const unsigned long *lengths)
+{
+    cl_retention_t *rt = arg;
+    CL_UNUSED(lengths);
+    if (statement != rt->summary_statement || field_count != CL_RETENTION_TABLE_COUNT)
+        return;
+    for (unsigned int i = 0; i < field_count; i++) {
+        /* ROW_COUNT() is -1 after a statement that failed to run; it never
+         * reaches here then (the query fails), but a NULL or "-1" reads as 0. */
+        long long v = values[i] != NULL ? strtoll(values[i], NULL, 10) : 0;
+        rt->batch_rows_deleted[i] = v > 0 ? (uint64_t)v : 0;
+    }
+    rt->have_summary = true;
+}
+
+static void run_batch(cl_retention_t *rt);
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    run_batch(t->data);
+}
+
+static void on_batch_done(void *arg, const cl_db_result_t *res)
+{
+    cl_retention_t *rt = arg;
+    cl_buf_free(&rt->sql);
+    if (res->status != CL_OK || !rt->have_summary) {
+        char why[CL_ERR_LEN];
+        cl_errorf(why, "deleting old events: %s",
+                  res->status != CL_OK ? res->message : "the batch reported no row counts");
+        run_finish(rt, res->status != CL_OK ? res->status : CL_ERR, res->error_code, why);
+        return;
+    }
+    for (int i = 0; i < CL_RETENTION_TABLE_COUNT; i++) {
+        rt->result.rows_deleted[i] += rt->batch_rows_deleted[i];
+        rt->stats.rows_deleted[i] += rt->batch_rows_deleted[i];
+    }
+    rt->result.batches++;
+    rt->stats.batches++;
+    /* A full batch may have left more behind; a short one found the end. */
+    bool more = rt->batch_rows_deleted[CL_RETENTION_CLICK_DATA] >= rt->batch_rows ||
+                rt->batch_rows_deleted[CL_RETENTION_REJECTED_EVENTS] >= rt->batch_rows;
+    if (rt->state == RT_CLOSING || !more) {
+        run_finish(rt, CL_OK, 0, "");
+        return;
+    }
+    uv_timer_start(&rt->batch_timer, on_batch_timer, BATCH_PAUSE_MS, 0);
+}
+
+static const cl_db_query_handlers_t batch_handlers = {on_batch_row, on_batch_done};
+
+static void run_batch(cl_retention_t *rt)
+{
+    char err[CL_ERR_LEN];
+    if (rt->state == RT_CLOSING)
+        return;
+    cl_buf_init(&rt->sql);
+    rt->have_summary = false;
+    memset(rt->batch_rows_deleted, 0, sizeof rt->batch_rows_deleted);
+    if (cl_retention_batch_sql(&rt->sql, rt->result.cutoff_ms, rt->batch_rows,
+                               &rt->summary_statement, err) != CL_OK ||
+        cl_db_pool_query(rt->pool, rt->sql.data, rt->sql.len, &batch_handlers, rt, err) != CL_OK) {
+        cl_buf_free(&rt->sql);
+        run_finish(rt, CL_ERR, 0, err);
+    }
+}
+
+static void on_interval(uv_timer_t *t)
+{
+    cl_retention_t *rt = t->data;
+    if (rt->state != RT_IDLE)
+        return; /* the previous run is still going: runs never overlap */
+    rt->state = RT_RUNNING;
+    rt->stats.running = true;
+    memset(&rt->result, 0, sizeof rt->result);
+    rt->started_at = cl_now_ms();
+    rt->result.cutoff_ms = cl_retention_cutoff_ms(cl_wall_ms(), rt->raw_days);
+    run_batch(rt);
+}
+
+int cl_retention_new(uv_loop_t *loop, const cl_retention_params_t *params, cl_retention_t **out,
+                     char err[CL_ERR_LEN])
+{
+    if (check_policy(params->raw_days, params->batch_rows, params->interval_ms, err) != CL_OK)
+        return CL_ERR;
+    cl_db_pool_t *pool;
+    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
+                        err) != CL_OK)
+        return CL_ERR;
+    cl_retention_t *rt = cl_xcalloc(1, sizeof *rt);
+    rt->loop = loop;
+    rt->pool = pool;
+    rt->raw_days = params->raw_days;
+    rt->batch_rows = params->batch_rows;
+    rt->interval_ms = params->interval_ms;
+    rt->on_run = params->on_run;
+    rt->on_run_arg = params->on_run_arg;
+    uv_timer_init(loop, &rt->interval_timer);
+    rt->interval_timer.data = rt;
+    uv_timer_init(loop, &rt->batch_timer);
+    rt->batch_timer.data = rt;
+    rt->open_handles = 2;
+    *out = rt;
+    return CL_OK;
+}
+
+int cl_retention_start(cl_retention_t *rt, char err[CL_ERR_LEN])
+{
+    if (rt->state == RT_CLOSING)
+        return cl_errorf(err, "retention: closing");
+    rt->started = true;
+    uv_timer_start(&rt->interval_timer, on_interval, 0, rt->interval_ms);
+    return CL_OK;
+}
+
+int cl_retention_set_policy(cl_retention_t *rt, uint32_t raw_days, uint32_t batch_rows,
+                            uint64_t interval_ms, char err[CL_ERR_LEN])
+{
+    if (check_policy(raw_days, batch_rows, interval_ms, err) != CL_OK)
+        return CL_ERR;
+    rt->raw_days = raw_days;
+    rt->batch_rows = batch_rows;
+    if (interval_ms != rt->interval_ms) {
+        rt->interval_ms = interval_ms;
+        if (rt->started && rt->state != RT_CLOSING)
+            uv_timer_start(&rt->interval_timer, on_interval, interval_ms, interval_ms);
+    }
+    return CL_OK;
+}
+
+void cl_retention_stats(const cl_retention_t *rt, cl_retention_stats_t *out)
+{
+    *out = rt->stats;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    cl_retention_t *rt = h->data;
+    if (--rt->open_handles > 0)
+        return;
+    cl_retention_close_cb cb = rt->close_cb;
+    void *arg = rt->close_arg;
+    free(rt);
+    if (cb != NULL)
+        cb(arg);
+}
+
+static void on_pool_closed(void *arg)
+{
+    cl_retention_t *rt = arg;
+    uv_close((uv_handle_t *)&rt->interval_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&rt->batch_timer, on_timer_closed);
+}
+
+int cl_retention_close(cl_retention_t *rt, cl_retention_close_cb cb, void *arg)
+{
+    if (rt->state == RT_CLOSING)
+        return CL_ERR;
+    bool waiting = rt->state == RT_RUNNING && uv_is_active((uv_handle_t *)&rt->batch_timer);
+    rt->state = RT_CLOSING;
+    rt->close_cb = cb;
+    rt->close_arg = arg;
+    uv_timer_stop(&rt->interval_timer);
+    uv_timer_stop(&rt->batch_timer);
+    /* A run paused between batches ends here; one with a batch in flight ends
+     * in that batch's done callback, which the pool runs (CL_ERR_RETRY) while
+     * it closes, before its close callback: the SQL text is still alive. */
+    if (waiting)
+        run_finish(rt, CL_ERR_RETRY, 0, "cancelled: retention closed");
+    cl_db_pool_close(rt->pool, on_pool_closed, rt);
+    return CL_OK;
+}
