@@ -8,7 +8,9 @@
  *                   over the session timeout before each claimed event
  *                   (agg_run_prev_range)
  *   agg_run_marks   windows an operator marked in agg_dirty
- *   agg_run_dirty   every (size, start) window to recompute
+ *   agg_run_dirty   every (size, start) window to recompute, once the
+ *                   frozen ones (retention, see aggregate.h) are taken out
+ *                   and counted in @cl_agg_windows_frozen
  *   agg_run_range   those windows, each stretched by one session timeout
  *                   (the next click of an event near the end may lie past
  *                   it), merged into disjoint ranges
@@ -51,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/retention.h"
 #include "clickloop/store.h"
 #include "clickloop/utf8.h"
 
@@ -107,13 +110,19 @@ int cl_aggregate_spec_check(const cl_aggregate_spec_t *spec, char err[CL_ERR_LEN
     return CL_OK;
 }
 
+int64_t cl_aggregate_frozen_before_ms(int64_t now_ms, uint32_t raw_days)
+{
+    return raw_days == 0 ? CL_AGG_NOTHING_FROZEN
+                         : cl_retention_cutoff_ms(now_ms, raw_days) + CL_AGG_RETENTION_MARGIN_MS;
+}
+
 /* ---- SQL pieces ------------------------------------------------------------ */
 
 #define EPOCH "TIMESTAMP'1970-01-01 00:00:00'"
 /* CL_STORE_TS_MAX_MS: the last millisecond a DATETIME(3) holds. */
 #define MAX_MS "253402300799999"
 #define LOCK_NAME "CONCAT('clickloop.aggregate.', DATABASE())"
-#define TEXT_TABLE " DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+#define TEXT_TABLE " DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION
 #define WORK_TABLES                                                                                \
     "agg_run_claim, agg_run_prev_range, agg_run_prev, agg_run_marks, agg_run_dirty, "              \
     "agg_run_range, agg_run_events, agg_run_result"
@@ -247,6 +256,25 @@ static void append_dirty(cl_buf_t *b, unsigned int *count, const cl_aggregate_sp
                          "CROSS JOIN ");
     append_sizes(b, spec);
     cl_buf_append_str(b, " s UNION SELECT window_ms, window_start FROM agg_run_marks) w");
+}
+
+/* Take the frozen windows (starting before frozen_before_ms) out of
+ * agg_run_dirty, counting them. A marked one loses its mark with the others
+ * at the end of the run: recomputing it later would be as wrong as now. The
+ * comparison is in milliseconds, so any bound works, in the DATETIME range
+ * or not. The variable is set on every run: it outlives the run in the
+ * session. */
+static void append_frozen(cl_buf_t *b, unsigned int *count, int64_t frozen_before_ms)
+{
+    if (frozen_before_ms == CL_AGG_NOTHING_FROZEN) {
+        statement(b, count, "SET @cl_agg_windows_frozen = 0");
+        return;
+    }
+    begin_statement(b, count);
+    cl_buf_append_str(b, "DELETE FROM agg_run_dirty WHERE ");
+    append_ms(b, "window_start");
+    cl_buf_appendf(b, " < %" PRId64, frozen_before_ms);
+    statement(b, count, "SET @cl_agg_windows_frozen = ROW_COUNT()");
 }
 
 /* Gaps and islands: merge the intervals [s, e] (DATETIME columns of
@@ -439,7 +467,7 @@ static void append_upsert(cl_buf_t *b, unsigned int *count)
               "updated_at = VALUES(updated_at)");
 }
 
-int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec, int64_t frozen_before_ms,
                          unsigned int *summary_statement, char err[CL_ERR_LEN])
 {
     if (cl_aggregate_spec_check(spec, err) != CL_OK)
@@ -456,6 +484,7 @@ int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
     append_previous_events(out, &n, spec->session_timeout_ms);
     append_claim_marks(out, &n, spec->max_marked_windows);
     append_dirty(out, &n, spec);
+    append_frozen(out, &n, frozen_before_ms);
     append_ranges(out, &n, spec->session_timeout_ms);
     append_events(out, &n, spec->session_timeout_ms);
     append_result(out, &n);
@@ -471,7 +500,8 @@ int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
     *summary_statement = n;
     statement(out, &n,
               "SELECT (SELECT COUNT(*) FROM agg_run_claim), (SELECT COUNT(*) FROM agg_run_dirty), "
-              "(SELECT COUNT(*) FROM agg_run_events), (SELECT COUNT(*) FROM agg_run_result)");
+              "(SELECT COUNT(*) FROM agg_run_events), (SELECT COUNT(*) FROM agg_run_result), "
+              "@cl_agg_windows_frozen");
     statement(out, &n, "COMMIT");
     statement(out, &n, "DROP TEMPORARY TABLE IF EXISTS " WORK_TABLES);
     return CL_OK;
@@ -717,7 +747,10 @@ struct cl_aggregator_s {
     agg_state_t state;
     uint64_t interval_ms;
     bool started;
-    cl_buf_t run_sql; /* built once; alive while a run is in flight */
+    cl_aggregate_spec_t spec; /* its windows_ms is windows_copy */
+    uint64_t *windows_copy;
+    uint32_t retention_raw_days;
+    cl_buf_t run_sql; /* built for each run (the frozen bound moves); alive while it is in flight */
     unsigned int summary_statement;
     cl_aggregator_run_cb on_run;
     void *on_run_arg;
@@ -745,6 +778,7 @@ static void run_finish(cl_aggregator_t *agg)
         agg->stats.events_claimed += r.events_claimed;
         agg->stats.windows_recomputed += r.windows_recomputed;
         agg->stats.rows_changed += r.rows_changed;
+        agg->stats.windows_frozen += r.windows_frozen;
         agg->stats.last_duration_ms = r.duration_ms;
     } else if (r.skipped_locked) {
         agg->stats.skipped_locked++;
@@ -805,7 +839,7 @@ static void on_run_row(void *arg, unsigned int statement, unsigned int field_cou
         return;
     uint64_t *fields[CL_AGG_SUMMARY_FIELDS] = {
         &agg->result.events_claimed, &agg->result.windows_recomputed, &agg->result.events_scanned,
-        &agg->result.rows_changed};
+        &agg->result.rows_changed, &agg->result.windows_frozen};
     for (unsigned int i = 0; i < field_count; i++)
         *fields[i] = values[i] != NULL ? strtoull(values[i], NULL, 10) : 0;
 }
@@ -819,6 +853,7 @@ static void on_run_done(void *arg, const cl_db_result_t *res)
         record_failure(agg, res, "aggregation run");
         agg->result.events_claimed = agg->result.windows_recomputed = 0;
         agg->result.events_scanned = agg->result.rows_changed = 0;
+        agg->result.windows_frozen = 0;
     }
     if (agg->state == AGG_CLOSING) {
         run_finish(agg);
@@ -860,6 +895,16 @@ static void on_locked(void *arg, const cl_db_result_t *res)
         }
         /* When closing, the lock goes with the session. */
         run_finish(agg);
+        return;
+    }
+    /* The bound is taken now, with the lock held, as late as possible. */
+    cl_buf_reset(&agg->run_sql);
+    int64_t frozen_before = cl_aggregate_frozen_before_ms(cl_wall_ms(), agg->retention_raw_days);
+    if (cl_aggregate_run_sql(&agg->run_sql, &agg->spec, frozen_before, &agg->summary_statement,
+                             err) != CL_OK) {
+        cl_db_result_t r = {.status = CL_ERR, .message = err};
+        record_failure(agg, &r, "building the aggregation run");
+        unlock(agg);
         return;
     }
     agg->state = AGG_RUNNING;
@@ -912,24 +957,22 @@ int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_
 {
     if (params->interval_ms == 0)
         return cl_errorf(err, "aggregate: the interval must be at least 1 ms");
-    cl_buf_t sql;
-    cl_buf_init(&sql);
-    unsigned int summary;
-    if (cl_aggregate_run_sql(&sql, &params->spec, &summary, err) != CL_OK) {
-        cl_buf_free(&sql);
+    if (cl_aggregate_spec_check(&params->spec, err) != CL_OK)
         return CL_ERR;
-    }
     cl_db_pool_t *pool;
     if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
-                        err) != CL_OK) {
-        cl_buf_free(&sql);
+                        err) != CL_OK)
         return CL_ERR;
-    }
     cl_aggregator_t *agg = cl_xcalloc(1, sizeof *agg);
     agg->loop = loop;
     agg->pool = pool;
-    agg->run_sql = sql;
-    agg->summary_statement = summary;
+    agg->spec = params->spec;
+    agg->windows_copy = cl_xmalloc(params->spec.window_count * sizeof *agg->windows_copy);
+    memcpy(agg->windows_copy, params->spec.windows_ms,
+           params->spec.window_count * sizeof *agg->windows_copy);
+    agg->spec.windows_ms = agg->windows_copy;
+    agg->retention_raw_days = params->retention_raw_days;
+    cl_buf_init(&agg->run_sql);
     agg->interval_ms = params->interval_ms;
     agg->on_run = params->on_run;
     agg->on_run_arg = params->on_run_arg;
@@ -969,6 +1012,11 @@ void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms)
         uv_timer_start(&agg->timer, on_timer, interval_ms, interval_ms);
 }
 
+void cl_aggregator_set_retention_days(cl_aggregator_t *agg, uint32_t raw_days)
+{
+    agg->retention_raw_days = raw_days;
+}
+
 void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out)
 {
     *out = agg->stats;
@@ -980,6 +1028,7 @@ static void on_timer_closed(uv_handle_t *h)
     cl_aggregator_close_cb cb = agg->close_cb;
     void *arg = agg->close_arg;
     cl_buf_free(&agg->run_sql);
+    free(agg->windows_copy);
     free(agg);
     if (cb != NULL)
         cb(arg);

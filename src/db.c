@@ -942,17 +942,23 @@ typedef enum {
     SLOT_CONNECTING, /* connect in progress */
     SLOT_IDLE,       /* connected, free */
     SLOT_BUSY,       /* running a pool query */
-    SLOT_CLOSING,
+    SLOT_RETIRING,   /* removed by a shrink while running a query: closes when it is done */
+    SLOT_CLOSING,    /* timer and connection closing; freed when both are closed */
 } slot_state_t;
 
+/* Slots are allocated one by one: each embeds a uv_timer_t, which must not
+ * move while the loop knows it, and a slot that a shrink removed outlives its
+ * place in the pool until its query is done and its handles are closed. */
 typedef struct pool_slot_s {
     cl_db_pool_t *pool;
+    struct pool_slot_s *next_retired; /* in pool->retired */
     unsigned int index;
     cl_db_conn_t *conn;
     uv_timer_t retry_timer;
     slot_state_t state;
-    unsigned int attempt; /* consecutive failed connects */
-    bool started;         /* the first connect attempt was made */
+    unsigned int attempt;      /* consecutive failed connects */
+    unsigned int open_handles; /* retry_timer and conn, until their close callbacks ran */
+    bool started;              /* the first connect attempt was made */
     bool lost_while_busy;
     cl_db_error_t lost_error;
 } pool_slot_t;
@@ -969,19 +975,44 @@ typedef struct pool_req_s {
 
 struct cl_db_pool_s {
     uv_loop_t *loop;
-    unsigned int backoff_min_ms, backoff_max_ms;
+    cl_db_params_t params; /* strings owned: connections added by a resize need them */
     unsigned int size;
-    pool_slot_t *slots;
+    pool_slot_t **slots;  /* the `size` connections queries are dispatched to */
+    pool_slot_t *retired; /* removed by a shrink, not yet freed */
     pool_req_t *queue_head, *queue_tail;
     cl_db_pool_stats_t stats;
     cl_db_pool_event_cb event_cb;
     void *event_arg;
     uint64_t rng;
     bool closing;
-    unsigned int open_children; /* conns and timers not yet closed */
+    unsigned int open_slots; /* once closing: slots not yet freed */
     cl_db_pool_close_cb close_cb;
     void *close_arg;
 };
+
+static char *strdup_or_null(const char *s)
+{
+    return s != NULL ? cl_xstrdup(s) : NULL;
+}
+
+static void pool_keep_params(cl_db_pool_t *pool, const cl_db_params_t *p)
+{
+    pool->params = *p;
+    pool->params.host = strdup_or_null(p->host);
+    pool->params.unix_socket = strdup_or_null(p->unix_socket);
+    pool->params.user = strdup_or_null(p->user);
+    pool->params.password = strdup_or_null(p->password);
+    pool->params.database = strdup_or_null(p->database);
+}
+
+static void pool_free_params(cl_db_params_t *p)
+{
+    free((char *)p->host);
+    free((char *)p->unix_socket);
+    free((char *)p->user);
+    free((char *)p->password);
+    free((char *)p->database);
+}
 
 static uint32_t pool_random(cl_db_pool_t *pool)
 {
@@ -1020,8 +1051,8 @@ static void slot_schedule_retry(pool_slot_t *slot, cl_db_pool_event_type_t type,
     cl_db_error_class_t cls = cl_db_error_classify(e->code);
     /* An operator must fix these: retry, but at the slowest pace. */
     unsigned int attempt = cls == CL_DB_ERROR_CONFIG ? 64 : slot->attempt;
-    uint64_t delay =
-        cl_backoff_ms(attempt, pool->backoff_min_ms, pool->backoff_max_ms, pool_random(pool));
+    uint64_t delay = cl_backoff_ms(attempt, pool->params.backoff_min_ms,
+                                   pool->params.backoff_max_ms, pool_random(pool));
     slot->attempt++;
     slot->state = SLOT_BACKOFF;
     uv_timer_start(&slot->retry_timer, on_slot_retry, delay, 0);
@@ -1075,8 +1106,8 @@ static void on_slot_conn_event(cl_db_conn_t *conn, cl_db_conn_event_t event,
         pool->stats.connected--;
         pool->stats.connections_lost++;
         slot->attempt = 0;
-        if (slot->state == SLOT_BUSY) {
-            /* The query's done callback follows; reconnect on release. */
+        if (slot->state == SLOT_BUSY || slot->state == SLOT_RETIRING) {
+            /* The query's done callback follows; reconnect (or close) then. */
             slot->lost_while_busy = true;
             slot->lost_error = *e;
         } else {
@@ -1086,6 +1117,34 @@ static void on_slot_conn_event(cl_db_conn_t *conn, cl_db_conn_event_t event,
     case CL_DB_CONN_EVENT_NONE:
         break;
     }
+}
+
+/* The slot's connection is up (counted in stats.connected). */
+static bool slot_is_up(const pool_slot_t *slot)
+{
+    switch (slot->state) {
+    case SLOT_IDLE:
+        return true;
+    case SLOT_BUSY:
+    case SLOT_RETIRING:
+        return !slot->lost_while_busy;
+    default:
+        return false;
+    }
+}
+
+static void on_slot_timer_closed(uv_handle_t *h);
+static void on_slot_conn_closed(void *arg);
+
+/* Close the slot's timer and connection (a query in flight is cancelled);
+ * the slot is freed when both are closed. */
+static void slot_close(pool_slot_t *slot)
+{
+    if (slot_is_up(slot))
+        slot->pool->stats.connected--;
+    slot->state = SLOT_CLOSING;
+    uv_close((uv_handle_t *)&slot->retry_timer, on_slot_timer_closed);
+    cl_db_conn_close(slot->conn, on_slot_conn_closed, slot);
 }
 
 static void on_pool_row(void *arg, unsigned int statement, unsigned int field_count,
@@ -1102,15 +1161,24 @@ static void on_pool_done(void *arg, const cl_db_result_t *result)
     pool_slot_t *slot = req->slot;
     cl_db_pool_t *pool = req->pool;
     pool->stats.busy--;
-    if (pool->closing) {
-        slot->state = SLOT_CLOSING;
-    } else if (slot->lost_while_busy) {
-        /* LOST always precedes done (conn_deliver), so this is the only way
-         * a busy connection comes back broken. */
-        slot->lost_while_busy = false;
-        slot_schedule_retry(slot, CL_DB_POOL_EVENT_LOST, &slot->lost_error);
-    } else {
-        slot->state = SLOT_IDLE;
+    switch (slot->state) {
+    case SLOT_BUSY:
+        if (slot->lost_while_busy) {
+            /* LOST always precedes done (conn_deliver), so this is the only
+             * way a busy connection comes back broken. */
+            slot->lost_while_busy = false;
+            slot_schedule_retry(slot, CL_DB_POOL_EVENT_LOST, &slot->lost_error);
+        } else {
+            slot->state = SLOT_IDLE;
+        }
+        break;
+    case SLOT_RETIRING:
+        /* A shrink removed it while this query ran. Closed before done runs:
+         * done may close the pool, which then finds the slot closing. */
+        slot_close(slot);
+        break;
+    default:
+        break; /* closing with the pool: its query was cancelled */
     }
     req->handlers.done(req->arg, result);
     free(req);
@@ -1122,7 +1190,7 @@ static const cl_db_query_handlers_t pool_handlers = {on_pool_row, on_pool_done};
 static void pool_dispatch(cl_db_pool_t *pool)
 {
     for (unsigned int i = 0; i < pool->size && pool->queue_head != NULL && !pool->closing; i++) {
-        pool_slot_t *slot = &pool->slots[i];
+        pool_slot_t *slot = pool->slots[i];
         if (slot->state != SLOT_IDLE || !cl_db_conn_is_idle(slot->conn))
             continue;
         pool_req_t *req = pool->queue_head;
@@ -1142,6 +1210,25 @@ static void pool_dispatch(cl_db_pool_t *pool)
     }
 }
 
+/* A disconnected slot whose first connect starts from the loop, so that no
+ * event runs inside the call that created it. */
+static pool_slot_t *slot_new(cl_db_pool_t *pool, unsigned int index)
+{
+    char err[CL_ERR_LEN];
+    pool_slot_t *slot = cl_xcalloc(1, sizeof *slot);
+    slot->pool = pool;
+    slot->index = index;
+    slot->open_handles = 2;
+    /* Neither call can fail: uv_timer_init only initialises, and the params
+     * were validated when the pool opened. */
+    uv_timer_init(pool->loop, &slot->retry_timer);
+    slot->retry_timer.data = slot;
+    cl_db_conn_new(pool->loop, &pool->params, on_slot_conn_event, slot, &slot->conn, err);
+    slot->state = SLOT_BACKOFF;
+    uv_timer_start(&slot->retry_timer, on_slot_retry, 0, 0);
+    return slot;
+}
+
 int cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int size,
                     cl_db_pool_event_cb event_cb, void *event_arg, cl_db_pool_t **out,
                     char err[CL_ERR_LEN])
@@ -1152,27 +1239,96 @@ int cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int 
         return CL_ERR;
     cl_db_pool_t *pool = cl_xcalloc(1, sizeof *pool);
     pool->loop = loop;
+    pool_keep_params(pool, params);
     pool->size = size;
-    pool->backoff_min_ms = params->backoff_min_ms;
-    pool->backoff_max_ms = params->backoff_max_ms;
     pool->event_cb = event_cb;
     pool->event_arg = event_arg;
     pool->stats.size = size;
     pool->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)pool << 16) ^ 0x9E3779B97F4A7C15ULL;
     pool->slots = cl_xcalloc(size, sizeof *pool->slots);
-    for (unsigned int i = 0; i < size; i++) {
-        pool_slot_t *slot = &pool->slots[i];
-        slot->pool = pool;
-        slot->index = i;
-        /* Cannot fail after validation: uv_timer_init only initialises. */
-        uv_timer_init(loop, &slot->retry_timer);
-        slot->retry_timer.data = slot;
-        cl_db_conn_new(loop, params, on_slot_conn_event, slot, &slot->conn, err);
-        /* First connects from the loop, so no event runs inside this call. */
-        slot->state = SLOT_BACKOFF;
-        uv_timer_start(&slot->retry_timer, on_slot_retry, 0, 0);
-    }
+    for (unsigned int i = 0; i < size; i++)
+        pool->slots[i] = slot_new(pool, i);
     *out = pool;
+    return CL_OK;
+}
+
+/* The smallest number no connection of the pool uses (numbers of removed
+ * connections are reused: those report no more events). */
+static unsigned int pool_unused_index(const cl_db_pool_t *pool)
+{
+    for (unsigned int index = 0;; index++) {
+        bool used = false;
+        for (unsigned int i = 0; i < pool->size && !used; i++)
+            used = pool->slots[i]->index == index;
+        if (!used)
+            return index;
+    }
+}
+
+static void pool_grow(cl_db_pool_t *pool, unsigned int size)
+{
+    pool->slots = cl_xrealloc(pool->slots, size * sizeof *pool->slots);
+    while (pool->size < size) {
+        pool_slot_t *slot = slot_new(pool, pool_unused_index(pool));
+        pool->slots[pool->size++] = slot;
+    }
+}
+
+/* Which connections a shrink removes first: one that is down, then one still
+ * connecting, then an idle one; a busy one last, since it closes only when
+ * its query is done. Ties go to the highest number. */
+static int slot_retire_rank(const pool_slot_t *slot)
+{
+    switch (slot->state) {
+    case SLOT_BACKOFF:
+        return 0;
+    case SLOT_CONNECTING:
+        return 1;
+    case SLOT_IDLE:
+        return 2;
+    default:
+        return 3;
+    }
+}
+
+static void pool_retire(cl_db_pool_t *pool, unsigned int at)
+{
+    pool_slot_t *slot = pool->slots[at];
+    memmove(&pool->slots[at], &pool->slots[at + 1], (pool->size - at - 1) * sizeof *pool->slots);
+    pool->size--;
+    slot->next_retired = pool->retired;
+    pool->retired = slot;
+    if (slot->state == SLOT_BUSY)
+        slot->state = SLOT_RETIRING; /* never interrupt a query: on_pool_done closes it */
+    else
+        slot_close(slot);
+}
+
+static void pool_shrink(cl_db_pool_t *pool, unsigned int size)
+{
+    while (pool->size > size) {
+        unsigned int pick = 0;
+        for (unsigned int i = 1; i < pool->size; i++) {
+            const pool_slot_t *a = pool->slots[i], *b = pool->slots[pick];
+            int ra = slot_retire_rank(a), rb = slot_retire_rank(b);
+            if (ra < rb || (ra == rb && a->index > b->index))
+                pick = i;
+        }
+        pool_retire(pool, pick);
+    }
+}
+
+int cl_db_pool_resize(cl_db_pool_t *pool, unsigned int size, char err[CL_ERR_LEN])
+{
+    if (pool->closing)
+        return cl_errorf(err, "database: the pool is closing");
+    if (size == 0)
+        return cl_errorf(err, "database: the pool needs at least one connection");
+    if (size > pool->size)
+        pool_grow(pool, size);
+    else
+        pool_shrink(pool, size);
+    pool->stats.size = size;
     return CL_OK;
 }
 
@@ -1203,11 +1359,9 @@ bool cl_db_pool_healthy(const cl_db_pool_t *pool) { return pool->stats.connected
 
 void cl_db_pool_stats(const cl_db_pool_t *pool, cl_db_pool_stats_t *out) { *out = pool->stats; }
 
-static void pool_child_closed(cl_db_pool_t *pool)
+/* Every slot is freed: complete the queries that never ran, then free. */
+static void pool_finish_close(cl_db_pool_t *pool)
 {
-    if (--pool->open_children > 0)
-        return;
-    /* Queued queries never ran: complete them, then free. */
     pool_req_t *req = pool->queue_head;
     pool->queue_head = pool->queue_tail = NULL;
     while (req != NULL) {
@@ -1225,22 +1379,37 @@ static void pool_child_closed(cl_db_pool_t *pool)
     }
     cl_db_pool_close_cb cb = pool->close_cb;
     void *arg = pool->close_arg;
+    pool_free_params(&pool->params);
     free(pool->slots);
     free(pool);
     if (cb != NULL)
         cb(arg);
 }
 
+static void slot_handle_closed(pool_slot_t *slot)
+{
+    if (--slot->open_handles > 0)
+        return;
+    cl_db_pool_t *pool = slot->pool;
+    for (pool_slot_t **p = &pool->retired; *p != NULL; p = &(*p)->next_retired) {
+        if (*p == slot) {
+            *p = slot->next_retired;
+            break;
+        }
+    }
+    free(slot);
+    if (pool->closing && --pool->open_slots == 0)
+        pool_finish_close(pool);
+}
+
 static void on_slot_timer_closed(uv_handle_t *h)
 {
-    pool_slot_t *slot = h->data;
-    pool_child_closed(slot->pool);
+    slot_handle_closed(h->data);
 }
 
 static void on_slot_conn_closed(void *arg)
 {
-    pool_slot_t *slot = arg;
-    pool_child_closed(slot->pool);
+    slot_handle_closed(arg);
 }
 
 int cl_db_pool_close(cl_db_pool_t *pool, cl_db_pool_close_cb cb, void *arg)
@@ -1250,13 +1419,13 @@ int cl_db_pool_close(cl_db_pool_t *pool, cl_db_pool_close_cb cb, void *arg)
     pool->closing = true;
     pool->close_cb = cb;
     pool->close_arg = arg;
-    pool->open_children = 2 * pool->size;
-    for (unsigned int i = 0; i < pool->size; i++) {
-        pool_slot_t *slot = &pool->slots[i];
-        if (slot->state != SLOT_BUSY)
-            slot->state = SLOT_CLOSING;
-        uv_close((uv_handle_t *)&slot->retry_timer, on_slot_timer_closed);
-        cl_db_conn_close(slot->conn, on_slot_conn_closed, slot);
+    pool->open_slots = pool->size;
+    for (pool_slot_t *slot = pool->retired; slot != NULL; slot = slot->next_retired) {
+        pool->open_slots++;
+        if (slot->state == SLOT_RETIRING)
+            slot_close(slot); /* its query is cancelled, like those of the busy slots */
     }
+    for (unsigned int i = 0; i < pool->size; i++)
+        slot_close(pool->slots[i]);
     return CL_OK;
 }

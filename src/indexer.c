@@ -351,7 +351,12 @@ static void on_select_done(void *arg, const cl_db_result_t *r)
     cl_indexer_t *ix = q->ix;
     ix->fetching = false;
     size_t rows = ix->page_count;
-    if (ix->closing) {
+    /* The sink may have been taken away (shutdown) or replaced by one whose
+     * index is not prepared yet (reload) while the SELECT ran: then the page
+     * is dropped. Its rows keep needs_index = 1, and the walk starts over
+     * from the first key once nothing is outstanding, so they are read again. */
+    bool drop = ix->closing || ix->sink == NULL || !ix->index_ready;
+    if (drop) {
         for (size_t i = 0; i < ix->page_count; i++) {
             cl_buf_free(&ix->page[i].source);
             free(ix->page[i].inflight);
@@ -370,6 +375,11 @@ static void on_select_done(void *arg, const cl_db_result_t *r)
         cl_log_warn("indexer", "reading aggregates to index failed: %s; trying again",
                     r->message);
         return; /* the poll timer tries again */
+    }
+    if (drop) {
+        cl_log_debug("indexer", "page of %zu row(s) dropped: no sink ready for it", rows);
+        ix->at_end = true;
+        return;
     }
     cl_log_debug("indexer", "page of %zu row(s) read, %zu document(s) outstanding", rows,
                  ix->docs_outstanding);

@@ -761,6 +761,12 @@ static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
            (unsigned long long)r->events_claimed, (unsigned long long)r->windows_recomputed,
            (unsigned long long)r->events_scanned, (unsigned long long)r->rows_changed,
            (unsigned long long)r->duration_ms);
+    if (r->windows_frozen > 0)
+        cl_log_debug("aggregate",
+                     "aggregation run: %llu windows left as they were: they start within an "
+                     "hour after the retention cutoff (retention.raw_days = %u) or before (frozen)",
+                     (unsigned long long)r->windows_frozen,
+                     (unsigned)app->config->retention.raw_days);
     if (r->rows_changed > 0 && app->indexer != NULL && app->indexing == PART_UP)
         cl_indexer_kick(app->indexer);
 }
@@ -783,6 +789,7 @@ static int start_aggregator(app_t *app)
     if (ap.db.read_timeout_ms < 600000)
         ap.db.read_timeout_ms = 600000;
     ap.interval_ms = c->aggregation.interval_ms;
+    ap.retention_raw_days = c->retention.raw_days;
     ap.on_run = on_aggregation_run;
     ap.on_run_arg = app;
     ap.on_db_event = on_pool_event;
@@ -1201,11 +1208,28 @@ static void apply_in_place(app_t *app, const cl_reload_plan_t *plan, const cl_co
         pipeline_params_from_config(c, app->telemetry, &pp);
         cl_pipeline_set_params(app->pipeline, &pp);
     }
+    /* Batches queue in the pool, so the pipeline follows the new size as is. */
+    if (plan->pool_size && app->ingest == PART_UP && app->pool != NULL &&
+        !(plan->restart & CL_PART_INGEST)) {
+        char err[CL_ERR_LEN];
+        cl_db_pool_stats_t ps;
+        cl_db_pool_stats(app->pool, &ps);
+        if (cl_db_pool_resize(app->pool, c->mariadb.pool_size, err) == CL_OK)
+            cl_log_info("db", "pool resized from %u to %u connections", ps.size,
+                        (unsigned)c->mariadb.pool_size);
+        else
+            cl_log_error("config", "mariadb.pool_size: %s", err);
+    }
     if (plan->aggregation_interval && app->aggregation == PART_UP && app->aggregator != NULL &&
         !(plan->restart & CL_PART_AGGREGATOR))
         cl_aggregator_set_interval(app->aggregator, c->aggregation.interval_ms);
     if (plan->sink && !(plan->restart & CL_PART_INDEXER))
         replace_sink(app);
+    /* The aggregator freezes the windows retention prunes: it learns the new
+     * raw_days before retention deletes by it. A stopping one may take it too
+     * (it is only a field); a new one reads the configuration. */
+    if (plan->retention && app->aggregator != NULL)
+        cl_aggregator_set_retention_days(app->aggregator, c->retention.raw_days);
     if (plan->retention && !(plan->restart & CL_PART_RETENTION))
         apply_retention(app);
     if (plan->admin)

@@ -72,9 +72,14 @@ static bool under(const char *name, const char *prefix)
 static unsigned classify(planner_t *p, const char *name)
 {
     cl_reload_plan_t *plan = p->plan;
-    if (under(name, "kafka.") || is(name, "mariadb.pool_size") ||
-        is(name, "ingest.max_event_bytes") || under(name, "ingest.mapping."))
+    if (under(name, "kafka.") || is(name, "ingest.max_event_bytes") ||
+        under(name, "ingest.mapping."))
         return CL_PART_INGEST;
+    if (is(name, "mariadb.pool_size")) {
+        /* Only the ingest pool has this size; the others use one connection. */
+        plan->pool_size = true;
+        return 0;
+    }
     if (under(name, "mariadb."))
         return CL_PARTS_ALL; /* every part has a connection of its own */
     if (is(name, "ingest.batch_max_events") || is(name, "ingest.batch_max_delay") ||

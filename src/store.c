@@ -4,10 +4,14 @@
  * Schema choices:
  * - InnoDB (transactions, row locks), utf8mb4 (all of Unicode), ROW_FORMAT
  *   DYNAMIC (long index prefixes, off-page TEXT).
- * - Text columns use utf8mb4_bin. The default utf8mb4_general_ci would
- *   compare "Alice" = "alice" and "é" = "e": distinct users and URLs would
- *   merge in GROUP BY, unique checks and joins. Binary collation compares the
- *   exact bytes, which is also how Elasticsearch keyword fields behave, so
+ * - Text columns use utf8mb4_nopad_bin (CL_STORE_TEXT_COLLATION). The
+ *   default utf8mb4_general_ci would compare "Alice" = "alice" and "é" = "e":
+ *   distinct users and URLs would merge in GROUP BY, COUNT(DISTINCT), window
+ *   partitions, unique checks and joins. utf8mb4_bin is not enough either: in
+ *   MariaDB (10.11 included) it is a PAD SPACE collation, which ignores
+ *   trailing spaces, so "pad" = "pad " (schema versions 1 and 2 used it;
+ *   migration 3 converts). A binary NO PAD collation compares the exact
+ *   bytes, which is also how Elasticsearch keyword fields behave, so
  *   aggregates in both places agree.
  * - Keys are binary: row_key VARBINARY(400) is the event's identity, payload
  *   LONGBLOB keeps the raw bytes of a rejected message even when they are not
@@ -31,7 +35,12 @@
 /* ---- Schema --------------------------------------------------------------- */
 
 #define TABLE_OPTIONS                                                                          \
-    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin ROW_FORMAT=DYNAMIC"
+    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION                  \
+    " ROW_FORMAT=DYNAMIC"
+
+/* Every text column of a table (binary ones are left alone) and the table's
+ * default to the text collation; the column types stay as they are. */
+#define TO_TEXT_COLLATION " CONVERT TO CHARACTER SET utf8mb4 COLLATE " CL_STORE_TEXT_COLLATION
 
 /* The version table: one row (id = 1), enforced by the key and the check. */
 static const char bootstrap_sql[] =
@@ -123,6 +132,33 @@ static const char *const migrations[] = {
     "INSERT INTO agg_pending (row_key, user_id, event_time) "
     "SELECT * FROM (SELECT row_key, user_id, event_time FROM click_data) c "
     "ON DUPLICATE KEY UPDATE agg_pending.row_key = agg_pending.row_key",
+    /* 2 -> 3: text columns from utf8mb4_bin, which ignores trailing spaces,
+     * to CL_STORE_TEXT_COLLATION (see the top of this file), in every table,
+     * so that a migrated schema equals a new one. Safe on a populated
+     * database: values equal under NO PAD are equal under PAD SPACE too, so
+     * no unique key gains a duplicate. Converting a converted table changes
+     * nothing (instantly), so an interrupted migration is simply run again.
+     * The cost, measured on MariaDB 10.11: columns in no index change
+     * instantly; an indexed one has its index rebuilt (click_data.user_id,
+     * rejected_events.kafka_topic); agg_stats, whose country is in the
+     * primary key, is copied.
+     * First, while user_id still ignores trailing spaces, the events of
+     * every user that an id with a trailing space merged with others ("pad"
+     * with "pad ") are queued for aggregation: their windows were counted
+     * with one user too few and their dwell times taken from the other
+     * user's clicks. (URLs were grouped by their hash, which was exact.) */
+    "INSERT INTO agg_pending (row_key, user_id, event_time) "
+    "SELECT * FROM (SELECT row_key, user_id, event_time FROM click_data "
+    "WHERE user_id IN (SELECT user_id FROM click_data WHERE user_id LIKE '% ')) c "
+    "ON DUPLICATE KEY UPDATE agg_pending.row_key = agg_pending.row_key;\n"
+    "ALTER TABLE clickloop_schema" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE click_data" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE geo_data" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE user_agent_data" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE rejected_events" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE agg_pending" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE agg_dirty" TO_TEXT_COLLATION ";\n"
+    "ALTER TABLE agg_stats" TO_TEXT_COLLATION,
 };
 
 _Static_assert(CL_ARRAY_LEN(migrations) == CL_STORE_SCHEMA_VERSION,

@@ -27,7 +27,8 @@ struct cl_telemetry_s {
     cl_counter_t *reconnects, *reloads;
     cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
-    cl_counter_t *agg_runs, *agg_windows, *agg_rows, *agg_events, *es_docs, *es_requests;
+    cl_counter_t *agg_runs, *agg_windows, *agg_windows_skipped, *agg_rows, *agg_events;
+    cl_counter_t *es_docs, *es_requests;
     cl_gauge_t *es_pending;
     cl_histogram_t *agg_duration;
     cl_counter_t *retention_rows, *retention_runs;
@@ -92,6 +93,11 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                      "result", NULL);
     t->agg_windows = cl_metrics_counter(m, "clickloop_aggregation_windows_recomputed_total",
                                         "Windows recomputed by aggregation runs.", NULL);
+    t->agg_windows_skipped = cl_metrics_counter(
+        m, "clickloop_aggregation_windows_skipped_total",
+        "Windows that aggregation runs left as they were, by reason (retention: the window "
+        "starts before the retention cutoff, its aggregates are frozen).",
+        "reason", NULL);
     t->agg_rows = cl_metrics_counter(m, "clickloop_aggregation_rows_changed_total",
                                      "agg_stats rows inserted or changed by aggregation runs.",
                                      NULL);
@@ -185,6 +191,7 @@ static void add_aggregator(cl_aggregator_stats_t *to, const cl_aggregator_stats_
     to->events_claimed += from->events_claimed;
     to->windows_recomputed += from->windows_recomputed;
     to->rows_changed += from->rows_changed;
+    to->windows_frozen += from->windows_frozen;
 }
 
 static void add_sink(cl_es_sink_stats_t *to, const cl_es_sink_stats_t *from)
@@ -293,6 +300,7 @@ static void collect_aggregator(cl_telemetry_t *t)
     cl_counter_set(t->agg_runs, CL_LABELS("skipped_locked"), (double)as.skipped_locked);
     cl_counter_set(t->agg_runs, CL_LABELS("skipped_busy"), (double)as.skipped_busy);
     cl_counter_set(t->agg_windows, NULL, (double)as.windows_recomputed);
+    cl_counter_set(t->agg_windows_skipped, CL_LABELS("retention"), (double)as.windows_frozen);
     cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
     cl_counter_set(t->agg_events, NULL, (double)as.events_claimed);
 }

@@ -25,6 +25,15 @@
  * - URLs are compared as bytes (grouped by url_hash = SHA-256 of the URL).
  * - An event without a country (no geo_data row, or a NULL country) counts
  *   under the country "unknown".
+ * - With retention on (retention.raw_days > 0), a window that starts before
+ *   the retention cutoff (cl_retention_cutoff_ms: now minus raw_days days)
+ *   plus a margin of an hour (CL_AGG_RETENTION_MARGIN_MS) is frozen: its raw rows are gone or going, in part if the window
+ *   straddles the cutoff, so a recomputation would overwrite a correct
+ *   aggregate with a smaller one. A run never recomputes a frozen window; a
+ *   late event that touches only frozen windows (its own, or those of the
+ *   user's previous click) is stored, claimed and consumed, and changes no
+ *   aggregate. A window starting at or after the cutoff needs only rows after
+ *   it (the look-ahead for dwell times goes forward), all still there.
  *
  * Incremental runs: the store's batch transaction queues every new event in
  * agg_pending (store.h), so the queue is complete in commit order. A run, in
@@ -32,7 +41,8 @@
  * windows they touch (each event's own windows, and the windows of the same
  * user's previous event when its dwell time may change, that is when it lies
  * within the session timeout), adds the windows an
- * operator marked in agg_dirty, recomputes those windows completely, writes
+ * operator marked in agg_dirty, sets the frozen ones aside (counted, their
+ * marks consumed), recomputes the others completely, writes
  * the rows that changed into agg_stats (bumping `version`, setting
  * `needs_index`), and deletes what it claimed. The cost of a run follows the
  * events inside the windows it recomputes, not the size of the table: the
@@ -95,6 +105,22 @@ int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE]);
 
 /* ---- Pure: the run and recompute SQL ------------------------------------ */
 
+/* frozen_before_ms when retention is off: no window is frozen. */
+#define CL_AGG_NOTHING_FROZEN INT64_MIN
+
+/* How far past the retention cutoff windows are frozen already. Retention
+ * takes its cutoff from its own clock when it runs, possibly later than the
+ * aggregator or on another instance whose clock runs ahead: a window starting
+ * just past the aggregator's cutoff may be losing its first rows at that very
+ * moment. An hour covers the time between two runs and any sane clock skew. */
+#define CL_AGG_RETENTION_MARGIN_MS INT64_C(3600000)
+
+/* The start before which windows are frozen at wall-clock time now_ms (ms
+ * since the epoch, UTC) with retention.raw_days = raw_days: the retention
+ * cutoff (cl_retention_cutoff_ms) plus CL_AGG_RETENTION_MARGIN_MS, or
+ * CL_AGG_NOTHING_FROZEN for 0 (retention off). */
+int64_t cl_aggregate_frozen_before_ms(int64_t now_ms, uint32_t raw_days);
+
 /* What to aggregate over. */
 typedef struct cl_aggregate_spec_s {
     const uint64_t *windows_ms;  /* window sizes, distinct, each 1 .. CL_AGG_MAX_WINDOW_MS */
@@ -119,14 +145,17 @@ const char *cl_aggregate_unlock_sql(void);
 
 /* Statement index (0-based) in the run SQL of the SELECT that reports the
  * run, as one row of CL_AGG_SUMMARY_FIELDS columns: events claimed, windows
- * recomputed, events scanned, agg_stats rows changed. */
-#define CL_AGG_SUMMARY_FIELDS 4
+ * recomputed, events scanned, agg_stats rows changed, windows left frozen. */
+#define CL_AGG_SUMMARY_FIELDS 5
 
 /* Append the SQL of one run (session settings, temporary work tables, then
  * the transaction described at the top of this file, ending in COMMIT) for
  * the multi-statement API, and set *summary_statement to the index of the
- * summary SELECT. The text depends only on the spec: build it once. */
-int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
+ * summary SELECT. Windows starting before frozen_before_ms (ms since the
+ * epoch; CL_AGG_NOTHING_FROZEN: none) are frozen. The text depends only on
+ * the spec and that bound: a runner builds it for each run, as the bound
+ * moves with the clock. */
+int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec, int64_t frozen_before_ms,
                          unsigned int *summary_statement, char err[CL_ERR_LEN]);
 
 /* Append one statement that marks every window of every configured size
@@ -221,6 +250,7 @@ typedef struct cl_aggregator_run_result_s {
     uint64_t windows_recomputed; /* (size, start) pairs recomputed */
     uint64_t events_scanned;     /* events read to recompute them */
     uint64_t rows_changed;       /* agg_stats rows inserted or changed */
+    uint64_t windows_frozen;     /* (size, start) pairs touched but frozen */
     uint64_t duration_ms;        /* from taking the lock to the end */
 } cl_aggregator_run_result_t;
 
@@ -234,6 +264,9 @@ typedef struct cl_aggregator_params_s {
     cl_db_params_t db;
     cl_aggregate_spec_t spec; /* the array is copied */
     uint64_t interval_ms;     /* > 0 */
+    /* retention.raw_days: windows older than that are frozen (see the rules
+     * above); 0: retention is off and nothing is frozen. */
+    uint32_t retention_raw_days;
     /* Called after every run, timer-started or manual (main logs it); may be
      * NULL. */
     cl_aggregator_run_cb on_run;
@@ -251,6 +284,7 @@ typedef struct cl_aggregator_stats_s {
     uint64_t events_claimed;     /* summed over runs */
     uint64_t windows_recomputed; /* summed over runs */
     uint64_t rows_changed;       /* summed over runs */
+    uint64_t windows_frozen;     /* summed over runs */
     uint64_t last_duration_ms;
     bool running;
 } cl_aggregator_stats_t;
@@ -272,6 +306,10 @@ int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *a
 /* Change the interval (configuration reload); the next run is one new
  * interval from now. */
 void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms);
+
+/* Change retention.raw_days (configuration reload); applies from the next
+ * run. */
+void cl_aggregator_set_retention_days(cl_aggregator_t *agg, uint32_t raw_days);
 
 void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out);
 

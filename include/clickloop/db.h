@@ -9,7 +9,8 @@
  * The pool (cl_db_pool_t) keeps N connections, queues queries until one is
  * idle, and reconnects lost connections with capped exponential backoff and
  * jitter, forever: an outage or a wrong password never ends the process, it
- * is reported through the pool's event callback.
+ * is reported through the pool's event callback. N can change while queries
+ * run (cl_db_pool_resize); no query is interrupted by it.
  *
  * Callbacks never run inside the call that started the operation; they run
  * from the loop. If a call that takes a callback fails, the callback never
@@ -184,7 +185,10 @@ typedef enum {
 
 typedef struct cl_db_pool_event_s {
     cl_db_pool_event_type_t type;
-    unsigned int conn_index;   /* which of the N connections */
+    /* Which connection: 0..N-1 at open, kept for the connection's life. A
+     * shrink may leave gaps (it removes connections that are down first); a
+     * grow numbers new connections with the lowest numbers not in use. */
+    unsigned int conn_index;
     /* For CONNECT_FAILED and LOST: CL_ERR when an operator must act (access
      * denied, unknown database or host; still retried at the maximum
      * backoff), CL_ERR_RETRY for outages that heal by themselves. */
@@ -199,9 +203,11 @@ typedef void (*cl_db_pool_event_cb)(const cl_db_pool_event_t *event, void *arg);
 typedef void (*cl_db_pool_close_cb)(void *arg);
 
 typedef struct cl_db_pool_stats_s {
-    unsigned int size;
-    unsigned int connected;          /* up, idle or busy */
-    unsigned int busy;               /* running a query */
+    unsigned int size;               /* connections wanted: the size of the last resize */
+    /* Up, idle or busy; includes a connection that a shrink removed while it
+     * ran a query, until that query is done. */
+    unsigned int connected;
+    unsigned int busy;               /* running a query, removed ones included */
     size_t queued;                   /* queries waiting for a connection */
     uint64_t connects;               /* successful connects, first ones included */
     uint64_t reconnect_attempts;     /* connect attempts after a failure or a loss */
@@ -222,12 +228,24 @@ int cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int 
 int cl_db_pool_query(cl_db_pool_t *pool, const char *sql, size_t len,
                      const cl_db_query_handlers_t *handlers, void *arg, char err[CL_ERR_LEN]);
 
+/* Change the number of connections to `size` (at least 1), without stopping
+ * the pool. Growing adds connections that connect from the loop through the
+ * same connect and backoff path as cl_db_pool_open. Shrinking removes
+ * connections at once, those that are down first, then those still
+ * connecting, then idle ones, busy ones last: a removed connection takes no
+ * more queries; an idle or unconnected one is closed now, a busy one when its
+ * query is done (the query is never interrupted; its done callback runs as
+ * usual). Queued queries stay queued for the remaining connections. Fails
+ * only if size is 0 or the pool is closing. */
+int cl_db_pool_resize(cl_db_pool_t *pool, unsigned int size, char err[CL_ERR_LEN]);
+
 /* At least one connection is up. */
 bool cl_db_pool_healthy(const cl_db_pool_t *pool);
 void cl_db_pool_stats(const cl_db_pool_t *pool, cl_db_pool_stats_t *out);
 
-/* Close every connection (queries in flight are cancelled with CL_ERR_RETRY,
- * queued ones complete with CL_ERR_RETRY before cb), then free the pool.
+/* Close every connection, those a shrink removed included (queries in flight
+ * are cancelled with CL_ERR_RETRY, queued ones complete with CL_ERR_RETRY
+ * before cb), then free the pool.
  * No pool event is reported after this call. */
 int cl_db_pool_close(cl_db_pool_t *pool, cl_db_pool_close_cb cb, void *arg);
 

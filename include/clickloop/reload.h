@@ -2,15 +2,16 @@
  * each change is applied (SIGHUP). main carries the plan out.
  *
  * A setting is applied either in place (the running module takes the new
- * value: batch sizes, log level, aggregation interval, retention policy
- * (switching retention on or off starts or stops its runner), admin
- * listener, Elasticsearch connection settings through a new sink attached to
- * the running indexer) or by restarting the parts that use it:
- * they are drained and closed, then created again from the new configuration
- * exactly as at start-up. Restarting ingest pauses consumption, writes every
- * batch in flight, closes the consumer (which commits the stored offsets) and
- * the pool, so that the new consumer resumes exactly where the old one
- * stopped: no event is lost or stored twice.
+ * value: batch sizes, the MariaDB pool size (the ingest pool opens or closes
+ * connections; no query is interrupted), log level, aggregation interval,
+ * retention policy (switching retention on or off starts or stops its
+ * runner), admin listener, Elasticsearch connection settings through a new
+ * sink attached to the running indexer) or by restarting the parts that use
+ * it: they are drained and closed, then created again from the new
+ * configuration exactly as at start-up. Restarting ingest pauses
+ * consumption, writes every batch in flight, closes the consumer (which
+ * commits the stored offsets) and the pool, so that the new consumer resumes
+ * exactly where the old one stopped: no event is lost or stored twice.
  *
  * cl_reload_plan() is pure. cl_reload_preflight() asks the libraries about
  * the settings that only they can judge (librdkafka properties), so that a
@@ -48,6 +49,7 @@ typedef struct cl_reload_plan_s {
     unsigned restart;          /* parts to stop and create again (CL_PART_*) */
     bool log;                  /* log.level / log.format: set in place */
     bool ingest_params;        /* batch sizes, delay, max in flight: cl_pipeline_set_params */
+    bool pool_size;            /* mariadb.pool_size: cl_db_pool_resize of the ingest pool */
     bool aggregation_interval; /* cl_aggregator_set_interval */
     bool sink;                 /* Elasticsearch connection settings: a new sink */
     bool admin;                /* admin.listen: the listener moves */

@@ -33,7 +33,13 @@
 #include "clickloop/db.h"
 
 /* The schema version this code writes (the last migration). */
-#define CL_STORE_SCHEMA_VERSION 2
+#define CL_STORE_SCHEMA_VERSION 3
+
+/* The collation of every text column, in the schema and in the aggregator's
+ * work tables (they must agree: MariaDB refuses to compare columns of two
+ * collations). A binary NO PAD collation: values are equal only when their
+ * bytes are, so "pad" and "pad " stay two users (store.c explains). */
+#define CL_STORE_TEXT_COLLATION "utf8mb4_nopad_bin"
 
 /* Column limits, as declared in the schema. Character counts are Unicode
  * characters (utf8mb4), byte counts are bytes. */

@@ -760,6 +760,252 @@ def test_late_events_update_exactly_the_affected_documents(make_env, indices, es
                    f"indexed {time.monotonic() - t_late:.1f}s after producing them")
 
 
+# ================================================================ 2b. trailing spaces
+
+def test_values_differing_only_in_trailing_spaces_stay_distinct(make_env, indices, es_url,
+                                                                request):
+    """MariaDB's utf8mb4_bin ignores trailing spaces (PAD SPACE): with it,
+    "pad" and "pad " were one user to COUNT(DISTINCT) and to the window
+    partitions that find a user's next click. Users, URLs and event ids that
+    differ only in trailing spaces must stay distinct rows, users and
+    aggregates."""
+    rng, seed = make_rng()
+    T = T0 + 20 * DAY
+    url = "https://shop.example.com/pad"
+    # Per user, the next click is 2 min later; merged, it would be 1 min.
+    events = [Ev("x", "pad", T, url, "DE"),
+              Ev("x ", "pad ", T + 1 * MINUTE, url, "DE"),
+              Ev("y", "pad", T + 2 * MINUTE, url + " ", "DE"),
+              Ev("y ", "pad ", T + 3 * MINUTE, url + " ", "DE")]
+    search = Search(es_url)
+    index = indices(search)
+    env = make_env()
+    produce_events(env, events, rng)
+    agg_config(env, es_url, index)
+    proc = env.start()
+    want = expected_docs(events, index)
+    got = wait_index_matches(search, index, want, proc, 60, "the aggregates")
+    wait_settled(env, proc)
+    assert_db_agrees(env.db, search.docs(index), want)
+
+    stored = set(env.db.query("SELECT row_key, event_id, user_id, url FROM click_data"))
+    assert stored == {(e.row_key, e.event_id, e.user, e.url) for e in events}
+    assert env.db.scalar("SELECT COUNT(DISTINCT user_id) FROM click_data") == 2
+    stats = sorted(env.db.query("SELECT window_ms, url, clicks, unique_users, "
+                                "time_spent_sum, time_spent_samples FROM agg_stats"))
+    assert stats == sorted((w, u, 2, 2, spent, samples) for w in WINDOWS_MS
+                           for u, spent, samples in ((url, 4 * MINUTE, 2), (url + " ", 0, 0)))
+    assert {d["source"]["unique_users"] for d in got.values()} == {2}
+    harness.report(request, f"seed {seed}: users, URLs and event ids differing only in "
+                   f"trailing spaces: {len(want)} documents, each with 2 unique users")
+
+
+# ================================================================ 2c. retention freezes old windows
+
+RETENTION_DAYS = 30
+# Day windows: the cutoff (now - 30 days) moves by the test's duration only, so
+# whether a window starts before it is settled unless the test runs across a
+# UTC midnight (then the windows of that midnight are left unchecked).
+RETENTION_WINDOWS = ["1d", "7d"]
+RETENTION_WINDOWS_MS = [DAY, 7 * DAY]
+# Windows are frozen from an hour past the cutoff (CL_AGG_RETENTION_MARGIN_MS).
+FREEZE_MARGIN = HOUR
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def frozen_expectation(want_before, events, index, cutoff_lo, cutoff_hi):
+    """(want, unsure): the documents the index must hold when windows that
+    start before the retention cutoff keep their aggregates (want_before) and
+    all others are recomputed from every event. The cutoff used by the runs
+    lies in [cutoff_lo, cutoff_hi]: a window starting in between may be either
+    (unsure, left out of want)."""
+    full = expected_docs(events, index, RETENTION_WINDOWS_MS)
+    want, unsure = {}, set()
+    for doc_id in set(want_before) | set(full):
+        start = int(doc_id.split(":")[1])
+        if cutoff_lo <= start <= cutoff_hi:
+            unsure.add(doc_id)
+            continue
+        doc = want_before.get(doc_id) if start < cutoff_lo else full.get(doc_id)
+        if doc is not None:
+            want[doc_id] = doc
+    return want, unsure
+
+
+def wait_index_matches_but(search, index, want, unsure, proc, timeout, what):
+    """wait_index_matches, ignoring the documents in unsure."""
+    state = {"problems": ["not read yet"]}
+
+    def cond():
+        got = safe_docs(search, index)
+        if got is None:
+            state["problems"] = ["the cluster does not answer"]
+            return None
+        state["problems"] = doc_problems({k: v for k, v in got.items() if k not in unsure}, want)
+        return None if state["problems"] else got
+
+    return harness.wait_until(
+        cond, timeout, what, interval=0.5, check=proc.assert_running,
+        describe=lambda: f"{'; '.join(state['problems'][:8])}; clickloop log ends with:\n"
+                         f"{proc.log_tail(25)}")
+
+
+def day_doc_id(ts, url, country):
+    """The id of the 1d document holding an event."""
+    return f"1d:{ts // DAY * DAY}:{country}:{hashlib.sha256(url.encode()).hexdigest()}"
+
+
+def scrape_or_empty(port):
+    """scrape(), or {} while the admin listener is not up yet."""
+    try:
+        return scrape(port)
+    except requests.RequestException:
+        return {}
+
+
+def wait_stored(env, proc, events, timeout=60):
+    ids = [e.event_id for e in events]
+    marks = ", ".join(["%s"] * len(ids))
+    harness.wait_until(
+        lambda: env.db.scalar(f"SELECT COUNT(*) FROM click_data WHERE event_id IN ({marks})",
+                              ids) == len(ids),
+        timeout, f"events {ids} to be stored", check=proc.assert_running,
+        describe=lambda: proc.log_tail(20))
+
+
+def test_windows_older_than_retention_keep_their_aggregates_when_late_events_arrive(
+        make_env, indices, es_url, request):
+    """With retention on, a window that starts before the retention cutoff has
+    lost (some of) its raw rows: a late event must not make the aggregator
+    recompute it from what is left. Run 1 aggregates with retention off;
+    retention is switched on by SIGHUP and deletes the old rows; then late
+    events arrive: one into a window 40 days old, one whose user's previous
+    click lies just after the cutoff in a day the cutoff cuts through, one
+    into a recent window. Only the recent window changes. After a restart
+    (the aggregator reads raw_days from the configuration), the same holds."""
+    rng, seed = make_rng()
+    t_start = now_ms()
+    cutoff_start = t_start - RETENTION_DAYS * DAY   # the cutoff only moves on from here
+    old = clickstream(rng, (t_start - 40 * DAY) // DAY * DAY + 8 * HOUR, "old", n_users=4)
+    recent = clickstream(rng, (t_start - 3 * DAY) // DAY * DAY + 8 * HOUR, "new", n_users=4)
+    # Around the cutoff, in the day it cuts through: "sam" before it (deleted
+    # by retention), "pia" after it (kept), same URL and country.
+    day = cutoff_start // DAY * DAY
+    sam = [Ev(f"sam-{k}", "sam", day + (cutoff_start - day) * k // 4, URL_PROD, "FR")
+           for k in (1, 2, 3)]
+    pia = Ev("pia-1", "pia", cutoff_start + 10 * MINUTE, URL_PROD, "FR")
+    events = old + recent + sam + [pia]
+
+    search = Search(es_url)
+    index = indices(search)
+    env = make_env()
+    port = free_port()
+
+    def write_config(raw_days):
+        return agg_config(env, es_url, index, admin_port=port,
+                          aggregation={"windows": RETENTION_WINDOWS},
+                          retention={"raw_days": raw_days, "interval": "1h"})
+
+    config = write_config(0)
+    produce_events(env, events, rng)
+    proc = env.start()
+    want_before = expected_docs(events, index, RETENTION_WINDOWS_MS)
+    wait_index_matches(search, index, want_before, proc, 120, "the first aggregates")
+    wait_settled(env, proc)
+    before = search.docs(index)
+    db_before = agg_rows(env.db)
+    assert metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
+                  reason="retention") == 0
+
+    # Retention on, in place; its first run deletes everything before the cutoff.
+    os.replace(write_config(RETENTION_DAYS), config)
+    os.kill(proc.pid, signal.SIGHUP)
+    pruned = {e.event_id for e in old + sam}
+    harness.wait_until(
+        lambda: env.db.scalar("SELECT COUNT(*) FROM click_data WHERE event_time < "
+                              "TIMESTAMP'1970-01-01 00:00:00' + INTERVAL %s MICROSECOND",
+                              (cutoff_start * 1000,)) == 0,
+        60, "retention to delete the rows before the cutoff", check=proc.assert_running,
+        describe=lambda: proc.log_tail(10))
+    assert env.db.count("click_data") == len(events) - len(pruned)
+
+    # Late events. The aggregates of the old window and of the day the cutoff
+    # cuts through would shrink if recomputed from the rows left.
+    old_doc, new_doc = old[0], recent[0]
+    late = [Ev("late-old", "late-oldtimer", old_doc.ts + 1, old_doc.url, old_doc.geo),
+            Ev("late-pia", "pia", pia.ts + 3 * MINUTE, URL_CART, "US"),
+            Ev("late-new", "late-newcomer", new_doc.ts + 1, new_doc.url, new_doc.geo)]
+    cutoff_lo = now_ms() - RETENTION_DAYS * DAY
+    cutoff_hi = cutoff_lo + 4 * MINUTE   # the rest of the test takes far less
+    assert pia.ts > cutoff_hi, "the test ran too slowly: pia's click would be deleted"
+    freeze_lo, freeze_hi = cutoff_lo + FREEZE_MARGIN, cutoff_hi + FREEZE_MARGIN
+    all_events = events + late
+    want, unsure = frozen_expectation(want_before, all_events, index, freeze_lo, freeze_hi)
+    full = expected_docs(all_events, index, RETENTION_WINDOWS_MS)
+    old_id, new_id, edge_id = (day_doc_id(e.ts, e.url, e.country) for e in (old_doc, new_doc, pia))
+    if pia.ts // DAY * DAY == day:   # else the cutoff lies in the last minutes of a day
+        assert want_before[edge_id]["clicks"] == 4, "sam's and pia's clicks share a document"
+        if edge_id not in unsure:
+            assert want[edge_id] == want_before[edge_id]
+    assert want[old_id] == want_before[old_id] and full[old_id] != want_before[old_id]
+    assert want[new_id] == full[new_id] and full[new_id] != want_before[new_id]
+
+    produce_events(env, late, rng)
+    wait_stored(env, proc, late)
+    wait_settled(env, proc)
+    after = wait_index_matches_but(search, index, want, unsure, proc, 60,
+                                   "only the recent window to change")
+    db_after = agg_rows(env.db)
+    frozen = {i for i in want if int(i.split(":")[1]) < freeze_lo}
+    assert old_id in frozen
+    for i in frozen:
+        assert after[i]["version"] == before[i]["version"], f"{i}: a frozen document changed"
+        assert after[i]["source"] == before[i]["source"], f"{i}: a frozen document changed"
+        assert db_after[i] == db_before[i], f"{i}: a frozen agg_stats row changed"
+    assert after[new_id]["version"] > before[new_id]["version"]
+    assert db_after[new_id]["clicks"] == want_before[new_id]["clicks"] + 1
+    assert set(db_after) - unsure == set(want), "agg_stats rows other than the expected"
+    # The late events are stored (retention deletes the old one on its next
+    # run) and consumed from the queue.
+    assert env.db.count("agg_pending") == 0
+    assert env.db.scalar("SELECT COUNT(*) FROM click_data WHERE event_id = 'late-old'") == 1
+    skipped = metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
+                     reason="retention")
+    # At least the old event's day and week, and the day and week of pia's clicks.
+    assert skipped >= 4 - len(unsure), f"{skipped} windows skipped"
+
+    # A restart: the new aggregator takes raw_days from the configuration.
+    assert proc.stop() == 0, proc.log_tail()
+    proc = env.start(config)
+    harness.wait_until(lambda: metric(scrape_or_empty(port), "clickloop_retention_runs_total",
+                                      result="ok") >= 1,
+                       60, "the first retention run after the restart",
+                       check=proc.assert_running, describe=lambda: proc.log_tail(10))
+    late2 = [Ev("late-old-2", "late-oldtimer-2", old_doc.ts + 2, old_doc.url, old_doc.geo),
+             Ev("late-new-2", "late-newcomer-2", new_doc.ts + 2, new_doc.url, new_doc.geo)]
+    produce_events(env, late2, rng)
+    wait_stored(env, proc, late2)
+    wait_settled(env, proc)
+    want2, unsure2 = frozen_expectation(want_before, all_events + late2, index, freeze_lo,
+                                        freeze_hi)
+    after2 = wait_index_matches_but(search, index, want2, unsure2, proc, 60,
+                                    "only the recent window to change after the restart")
+    assert after2[old_id] == before[old_id]
+    assert agg_rows(env.db)[old_id] == db_before[old_id]
+    assert after2[new_id]["version"] > after[new_id]["version"]
+    assert metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
+                  reason="retention") >= 2
+    assert now_ms() - RETENTION_DAYS * DAY <= cutoff_hi, "the test ran longer than planned"
+    harness.report(request, f"seed {seed}: {len(want)} documents; the old window, the day the "
+                   f"cutoff cuts through and their weeks ({len(frozen)} documents) kept "
+                   f"their version through {len(late) + len(late2)} late events, "
+                   f"{len(unsure)} left unchecked (cutoff crossed a window start)")
+    assert proc.stop() == 0, proc.log_tail()
+
+
 # ================================================================ 3. Elasticsearch outage
 
 def test_elasticsearch_outage_then_recovery_converges_without_duplicates(

@@ -6,6 +6,8 @@
 
 #include <stdbool.h>
 
+#include "clickloop/retention.h"
+
 #include "cl_test.h"
 
 #define HOUR_MS UINT64_C(3600000)
@@ -19,16 +21,22 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static cl_buf_t run_sql(const cl_aggregate_spec_t *s, unsigned int *summary)
+static cl_buf_t run_sql_frozen(const cl_aggregate_spec_t *s, int64_t frozen_before_ms,
+                               unsigned int *summary)
 {
     cl_buf_t b;
     cl_buf_init(&b);
     char err[CL_ERR_LEN] = "";
-    int rc = cl_aggregate_run_sql(&b, s, summary, err);
+    int rc = cl_aggregate_run_sql(&b, s, frozen_before_ms, summary, err);
     if (rc != CL_OK)
         fprintf(stderr, "    run_sql failed: %s\n", err);
     CL_ASSERT_INT_EQ(CL_OK, rc);
     return b;
+}
+
+static cl_buf_t run_sql(const cl_aggregate_spec_t *s, unsigned int *summary)
+{
+    return run_sql_frozen(s, CL_AGG_NOTHING_FROZEN, summary);
 }
 
 /* The statement at 0-based `index` of a ";\n"-separated text, copied. */
@@ -163,7 +171,8 @@ static void test_summary_statement_index_points_at_the_summary_select(void)
     CL_ASSERT_STR_CONTAINS(stmt, "SELECT (SELECT COUNT(*) FROM agg_run_claim), "
                                  "(SELECT COUNT(*) FROM agg_run_dirty), "
                                  "(SELECT COUNT(*) FROM agg_run_events), "
-                                 "(SELECT COUNT(*) FROM agg_run_result)");
+                                 "(SELECT COUNT(*) FROM agg_run_result), "
+                                 "@cl_agg_windows_frozen");
     CL_ASSERT(starts_with(stmt, "SELECT"));
     free(stmt);
     cl_buf_free(&b);
@@ -212,6 +221,19 @@ static void test_users_events_are_ordered_by_time_then_row_key(void)
     cl_buf_free(&b);
 }
 
+/* The work tables compare text as the schema does: exact bytes, trailing
+ * spaces included ("pad" and "pad " are two users), and in the same collation
+ * as the tables they are joined with (MariaDB refuses to compare two). */
+static void test_work_tables_use_the_schema_text_collation(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "PRIMARY KEY (row_key), KEY (event_time)) DEFAULT "
+                                   "CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin");
+    CL_ASSERT(strstr(b.data, "utf8mb4_bin") == NULL);
+    cl_buf_free(&b);
+}
+
 static void test_events_without_a_country_count_as_unknown(void)
 {
     unsigned int summary;
@@ -251,6 +273,67 @@ static void test_marked_windows_are_claimed_in_bounded_numbers_when_asked(void)
     cl_buf_free(&b);
 }
 
+static void test_frozen_bound_is_an_hour_past_the_retention_cutoff_while_retention_is_on(void)
+{
+    /* 2024-05-17 12:34:56.789 UTC */
+    int64_t now = INT64_C(1715949296789);
+    int64_t hour = INT64_C(3600000);
+    CL_ASSERT_INT_EQ(cl_retention_cutoff_ms(now, 30) + hour, cl_aggregate_frozen_before_ms(now, 30));
+    CL_ASSERT_INT_EQ(now - 30 * (int64_t)DAY_MS + hour, cl_aggregate_frozen_before_ms(now, 30));
+    CL_ASSERT_INT_EQ(now - (int64_t)DAY_MS + hour, cl_aggregate_frozen_before_ms(now, 1));
+    CL_ASSERT_INT_EQ(now - 36500 * (int64_t)DAY_MS + hour,
+                     cl_aggregate_frozen_before_ms(now, 36500));
+}
+
+static void test_nothing_is_frozen_while_retention_is_off(void)
+{
+    CL_ASSERT_INT_EQ(CL_AGG_NOTHING_FROZEN,
+                     cl_aggregate_frozen_before_ms(INT64_C(1715949296789), 0));
+    CL_ASSERT_INT_EQ(CL_AGG_NOTHING_FROZEN, cl_aggregate_frozen_before_ms(0, 0));
+
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    CL_ASSERT(strstr(b.data, "DELETE FROM agg_run_dirty") == NULL);
+    /* Set on every run all the same: the variable outlives a run in the session. */
+    CL_ASSERT_STR_CONTAINS(b.data, ";\nSET @cl_agg_windows_frozen = 0;\n");
+    cl_buf_free(&b);
+}
+
+static void test_frozen_windows_leave_the_dirty_set_before_the_scan(void)
+{
+    /* A window starting at the bound is kept: only those before it are frozen,
+     * including one that straddles the bound. */
+    unsigned int summary;
+    cl_buf_t b = run_sql_frozen(&spec, INT64_C(1713357296789), &summary);
+    const char *dirty = strstr(b.data, "INSERT INTO agg_run_dirty");
+    const char *frozen =
+        strstr(b.data, ";\nDELETE FROM agg_run_dirty WHERE (TIMESTAMPDIFF(MICROSECOND, "
+                       "TIMESTAMP'1970-01-01 00:00:00', window_start) DIV 1000) < "
+                       "1713357296789;\nSET @cl_agg_windows_frozen = ROW_COUNT();\n");
+    const char *ranges = strstr(b.data, "INSERT INTO agg_run_range");
+    const char *result = strstr(b.data, "INSERT INTO agg_run_result");
+    const char *unqueue =
+        strstr(b.data, "DELETE p FROM agg_run_claim c STRAIGHT_JOIN agg_pending p");
+    const char *unmark = strstr(b.data, "DELETE d FROM agg_run_marks m STRAIGHT_JOIN agg_dirty d");
+    CL_ASSERT(dirty != NULL && frozen != NULL && ranges != NULL && result != NULL &&
+              unqueue != NULL && unmark != NULL);
+    /* Taken out after every touched and marked window is known, before the
+     * ranges to scan are derived; the claimed events and marks are consumed
+     * all the same. */
+    CL_ASSERT(dirty < frozen && frozen < ranges && ranges < result && result < unqueue &&
+              unqueue < unmark);
+    CL_ASSERT(strstr(b.data, "SET @cl_agg_windows_frozen = 0") == NULL);
+    char *stmt = nth_statement(b.data, summary);
+    CL_ASSERT_STR_CONTAINS(stmt, ", @cl_agg_windows_frozen");
+    free(stmt);
+    cl_buf_free(&b);
+
+    /* Any bound works, also one before 1000-01-01 (outside DATETIME). */
+    b = run_sql_frozen(&spec, INT64_C(-40000000000000), &summary);
+    CL_ASSERT_STR_CONTAINS(b.data, "window_start) DIV 1000) < -40000000000000;\n");
+    cl_buf_free(&b);
+}
+
 static void test_run_sql_refuses_a_bad_spec(void)
 {
     cl_aggregate_spec_t s = spec;
@@ -259,7 +342,7 @@ static void test_run_sql_refuses_a_bad_spec(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     unsigned int summary;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_run_sql(&b, &s, &summary, err));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_run_sql(&b, &s, CL_AGG_NOTHING_FROZEN, &summary, err));
     CL_ASSERT_INT_EQ(0, b.len);
     cl_buf_free(&b);
 }
@@ -469,9 +552,13 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_every_configured_window_size_is_recomputed),
     CL_TEST(test_session_timeout_bounds_dwell_time_and_the_previous_click),
     CL_TEST(test_users_events_are_ordered_by_time_then_row_key),
+    CL_TEST(test_work_tables_use_the_schema_text_collation),
     CL_TEST(test_events_without_a_country_count_as_unknown),
     CL_TEST(test_only_changed_aggregates_get_a_new_version),
     CL_TEST(test_marked_windows_are_claimed_in_bounded_numbers_when_asked),
+    CL_TEST(test_frozen_bound_is_an_hour_past_the_retention_cutoff_while_retention_is_on),
+    CL_TEST(test_nothing_is_frozen_while_retention_is_off),
+    CL_TEST(test_frozen_windows_leave_the_dirty_set_before_the_scan),
     CL_TEST(test_run_sql_refuses_a_bad_spec),
     CL_TEST(test_full_recompute_marks_every_window_of_every_size),
     CL_TEST(test_index_select_reads_rows_needing_indexing_in_key_order),

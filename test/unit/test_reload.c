@@ -112,6 +112,20 @@ static void test_batch_size_and_log_level_apply_in_place(void)
         CL_ASSERT_INT_EQ(0, heard.restart[i]);
 }
 
+static void test_pool_size_resizes_the_pool_in_place(void)
+{
+    variant_t a = base_variant(), b = base_variant();
+    b.pool_size = 8;
+    heard_t heard = {0};
+    cl_reload_plan_t p = plan_for(&a, &b, &heard);
+    CL_ASSERT_INT_EQ(0, p.restart);
+    CL_ASSERT(p.pool_size);
+    CL_ASSERT(!p.ingest_params);
+    CL_ASSERT_INT_EQ(1, heard.calls);
+    CL_ASSERT_STR_EQ("mariadb.pool_size", heard.names[0]);
+    CL_ASSERT_INT_EQ(0, heard.restart[0]);
+}
+
 static void test_elasticsearch_connection_settings_replace_the_sink_in_place(void)
 {
     variant_t a = base_variant(), b = base_variant();
@@ -146,21 +160,25 @@ static void test_identical_configurations_change_nothing(void)
     CL_ASSERT_INT_EQ(0, p.changes);
     CL_ASSERT_INT_EQ(0, heard.calls);
     CL_ASSERT_INT_EQ(0, p.restart);
-    CL_ASSERT(!p.log && !p.ingest_params && !p.sink && !p.admin && !p.retention);
+    CL_ASSERT(!p.log && !p.ingest_params && !p.pool_size && !p.sink && !p.admin && !p.retention);
 }
 
 /* ---- restarts ------------------------------------------------------------------ */
 
-static void test_pool_size_restarts_ingest_only(void)
+/* The new pool of the restart has the new size; main resizes nothing. */
+static void test_pool_size_with_kafka_or_host_changes_still_restarts(void)
 {
     variant_t a = base_variant(), b = base_variant();
-    b.pool_size = 8;
-    heard_t heard = {0};
-    cl_reload_plan_t p = plan_for(&a, &b, &heard);
+    b.pool_size = 2;
+    b.kafka_extra = ", \"properties\": {\"fetch.wait.max.ms\": 100}";
+    cl_reload_plan_t p = plan_for(&a, &b, NULL);
     CL_ASSERT_INT_EQ(CL_PART_INGEST, p.restart);
-    CL_ASSERT_INT_EQ(1, heard.calls);
-    CL_ASSERT_STR_EQ("mariadb.pool_size", heard.names[0]);
-    CL_ASSERT_INT_EQ(CL_PART_INGEST, heard.restart[0]);
+    CL_ASSERT(p.pool_size);
+    b = base_variant();
+    b.pool_size = 2;
+    b.host = "127.0.0.2";
+    p = plan_for(&a, &b, NULL);
+    CL_ASSERT_INT_EQ(CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER, p.restart);
 }
 
 static void test_mariadb_host_restarts_every_running_part(void)
@@ -319,10 +337,11 @@ static void test_preflight_never_shows_a_refused_secret_value(void)
 
 static const cl_test_case_t cases[] = {
     CL_TEST(test_batch_size_and_log_level_apply_in_place),
+    CL_TEST(test_pool_size_resizes_the_pool_in_place),
     CL_TEST(test_elasticsearch_connection_settings_replace_the_sink_in_place),
     CL_TEST(test_admin_interval_and_retention_policy_apply_in_place),
     CL_TEST(test_identical_configurations_change_nothing),
-    CL_TEST(test_pool_size_restarts_ingest_only),
+    CL_TEST(test_pool_size_with_kafka_or_host_changes_still_restarts),
     CL_TEST(test_mariadb_host_restarts_every_running_part),
     CL_TEST(test_kafka_settings_and_mapping_restart_ingest),
     CL_TEST(test_index_and_windows_restart_their_parts),

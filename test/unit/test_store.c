@@ -281,7 +281,8 @@ static void test_migration_from_zero_creates_every_table_and_records_the_version
     CL_ASSERT_STR_CONTAINS(b.data, "KEY idx_click_user_time (user_id, event_time)");
     CL_ASSERT_STR_CONTAINS(b.data, "UNIQUE KEY uq_rejected_coordinates (kafka_topic, "
                                    "kafka_partition, kafka_offset)");
-    CL_ASSERT_STR_CONTAINS(b.data, "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin");
+    CL_ASSERT_STR_CONTAINS(b.data,
+                           "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin");
     CL_ASSERT_STR_CONTAINS(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 1) ");
     CL_ASSERT(b.data[b.len - 1] != ';'); /* no empty trailing statement */
     cl_buf_free(&b);
@@ -316,7 +317,59 @@ static void test_migration_from_zero_runs_every_migration_in_order(void)
     const char *v1 = strstr(b.data, "VALUES (1, 1) ");
     const char *pending = strstr(b.data, "agg_pending");
     const char *v2 = strstr(b.data, "VALUES (1, 2) ");
+    const char *convert = strstr(b.data, "ALTER TABLE click_data CONVERT TO");
+    const char *v3 = strstr(b.data, "VALUES (1, 3) ");
     CL_ASSERT(v1 != NULL && pending != NULL && v2 != NULL && v1 < pending && pending < v2);
+    CL_ASSERT(convert != NULL && v3 != NULL && v2 < convert && convert < v3);
+    cl_buf_free(&b);
+}
+
+static void test_migration_from_two_converts_every_table_to_the_no_pad_collation(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(2, &b, err));
+    CL_ASSERT(strstr(b.data, "CREATE TABLE") == NULL);
+    const char *tables[] = {"clickloop_schema", "click_data",  "geo_data",  "user_agent_data",
+                            "rejected_events",  "agg_pending", "agg_dirty", "agg_stats"};
+    for (size_t i = 0; i < CL_ARRAY_LEN(tables); i++) {
+        char want[128];
+        snprintf(want, sizeof want,
+                 "ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin",
+                 tables[i]);
+        CL_ASSERT_STR_CONTAINS(b.data, want);
+    }
+    CL_ASSERT_STR_CONTAINS(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 3) ");
+    cl_buf_free(&b);
+}
+
+/* The users that trailing spaces merged are found by comparing user_id under
+ * the old collation, so the statement must come before the conversion. */
+static void test_migration_from_two_requeues_merged_users_before_converting(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(2, &b, err));
+    const char *requeue = strstr(b.data, "INSERT INTO agg_pending (row_key, user_id, event_time) "
+                                         "SELECT * FROM (SELECT row_key, user_id, event_time "
+                                         "FROM click_data WHERE user_id IN (SELECT user_id FROM "
+                                         "click_data WHERE user_id LIKE '% ')) c "
+                                         "ON DUPLICATE KEY UPDATE");
+    const char *convert = strstr(b.data, "ALTER TABLE click_data CONVERT TO");
+    CL_ASSERT(requeue != NULL && convert != NULL && requeue < convert);
+    cl_buf_free(&b);
+}
+
+/* utf8mb4_bin ignores trailing spaces ("pad" = "pad "). */
+static void test_no_table_is_created_with_a_pad_space_collation(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(0, &b, err));
+    CL_ASSERT(strstr(b.data, "utf8mb4_bin") == NULL);
     cl_buf_free(&b);
 }
 
@@ -358,7 +411,8 @@ static void test_migration_from_a_newer_version_is_refused(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION + 1, &b, err));
-    CL_ASSERT_STR_CONTAINS(err, "database schema version 3 is unknown to this clickloop");
+    CL_ASSERT_STR_CONTAINS(err, "database schema version 4 is unknown to this clickloop, which "
+                                "knows versions 0 to 3");
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(-1, &b, err));
     cl_buf_free(&b);
 }
@@ -380,6 +434,9 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
     CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
     CL_TEST(test_migration_from_zero_runs_every_migration_in_order),
+    CL_TEST(test_migration_from_two_converts_every_table_to_the_no_pad_collation),
+    CL_TEST(test_migration_from_two_requeues_merged_users_before_converting),
+    CL_TEST(test_no_table_is_created_with_a_pad_space_collation),
     CL_TEST(test_every_event_is_queued_for_aggregation_in_the_same_transaction),
     CL_TEST(test_rejected_only_batch_queues_nothing_for_aggregation),
     CL_TEST(test_migration_from_the_latest_version_is_empty),
