@@ -68,26 +68,6 @@ int64_t cl_aggregate_window_start(int64_t ms, uint64_t window_ms)
     return q * w;
 }
 
-int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE])
-{
-    static const struct {
-        uint64_t ms;
-        const char *unit;
-    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}};
-    if (window_ms == 0) {
-        out[0] = '\0';
-        return CL_ERR;
-    }
-    for (size_t i = 0; i < CL_ARRAY_LEN(units); i++) {
-        if (window_ms % units[i].ms == 0) {
-            snprintf(out, CL_AGG_LABEL_SIZE, "%" PRIu64 "%s", window_ms / units[i].ms,
-                     units[i].unit);
-            break;
-        }
-    }
-    return CL_OK;
-}
-
 int cl_aggregate_spec_check(const cl_aggregate_spec_t *spec, char err[CL_ERR_LEN])
 {
     if (spec->window_count == 0 || spec->windows_ms == NULL)
@@ -258,22 +238,43 @@ static void append_dirty(cl_buf_t *b, unsigned int *count, const cl_aggregate_sp
     cl_buf_append_str(b, " s UNION SELECT window_ms, window_start FROM agg_run_marks) w");
 }
 
-/* Take the frozen windows (starting before frozen_before_ms) out of
- * agg_run_dirty, counting them. A marked one loses its mark with the others
- * at the end of the run: recomputing it later would be as wrong as now. The
- * comparison is in milliseconds, so any bound works, in the DATETIME range
- * or not. The variable is set on every run: it outlives the run in the
+/* The bound retention recorded (retention_state, see retention.h) plus the
+ * margin, in ms: a scalar subquery, NULL while there is no row. A plain read
+ * (READ COMMITTED, no lock), so it never waits for retention's upsert. */
+static void append_pruned_bound(cl_buf_t *b)
+{
+    cl_buf_append_str(b, "(SELECT ");
+    append_ms(b, "pruned_before");
+    cl_buf_appendf(b, " + %" PRId64 " FROM retention_state WHERE id = 1)",
+                   CL_AGG_RETENTION_MARGIN_MS);
+}
+
+/* Take the frozen windows out of agg_run_dirty, counting them: those starting
+ * before the larger of frozen_before_ms (the current policy) and the bound
+ * retention recorded, which still holds after raw_days was raised or
+ * retention switched off (frozen_before_ms CL_AGG_NOTHING_FROZEN): the table
+ * is read on every run. With neither, @cl_agg_frozen_before is NULL and the
+ * DELETE takes nothing. A marked window loses its mark with the others at the
+ * end of the run: recomputing it later would be as wrong as now. The
+ * comparison is in milliseconds, so any bound works, in the DATETIME range or
+ * not. The variables are set on every run: they outlive the run in the
  * session. */
 static void append_frozen(cl_buf_t *b, unsigned int *count, int64_t frozen_before_ms)
 {
+    begin_statement(b, count);
+    cl_buf_append_str(b, "SET @cl_agg_frozen_before = ");
     if (frozen_before_ms == CL_AGG_NOTHING_FROZEN) {
-        statement(b, count, "SET @cl_agg_windows_frozen = 0");
-        return;
+        append_pruned_bound(b);
+    } else {
+        /* GREATEST is NULL if an argument is: no row leaves the policy's bound. */
+        cl_buf_appendf(b, "GREATEST(%" PRId64 ", COALESCE(", frozen_before_ms);
+        append_pruned_bound(b);
+        cl_buf_appendf(b, ", %" PRId64 "))", frozen_before_ms);
     }
     begin_statement(b, count);
     cl_buf_append_str(b, "DELETE FROM agg_run_dirty WHERE ");
     append_ms(b, "window_start");
-    cl_buf_appendf(b, " < %" PRId64, frozen_before_ms);
+    cl_buf_append_str(b, " < @cl_agg_frozen_before");
     statement(b, count, "SET @cl_agg_windows_frozen = ROW_COUNT()");
 }
 

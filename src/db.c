@@ -243,6 +243,7 @@ struct cl_db_conn_s {
     char *database;
     unsigned int port;
     unsigned int connect_timeout_s, read_timeout_s, write_timeout_s;
+    char session_init[160]; /* SESSION_INIT_SQL, and max_statement_time if set */
     char addr[INET6_ADDRSTRLEN]; /* numeric address handed to Connector/C */
 
     uv_getaddrinfo_t resolve_req;
@@ -317,6 +318,11 @@ int cl_db_conn_new(uv_loop_t *loop, const cl_db_params_t *p, cl_db_conn_event_cb
     c->connect_timeout_s = ms_to_seconds_up(p->connect_timeout_ms);
     c->read_timeout_s = ms_to_seconds_up(p->read_timeout_ms);
     c->write_timeout_s = ms_to_seconds_up(p->write_timeout_ms);
+    if (p->max_statement_ms > 0)
+        snprintf(c->session_init, sizeof c->session_init, "%s, max_statement_time=%u.%03u",
+                 SESSION_INIT_SQL, p->max_statement_ms / 1000, p->max_statement_ms % 1000);
+    else
+        snprintf(c->session_init, sizeof c->session_init, "%s", SESSION_INIT_SQL);
     c->event_cb = event_cb;
     c->event_arg = event_arg;
     error_clear(&c->error);
@@ -617,7 +623,7 @@ static bool conn_advance(cl_db_conn_t *c)
             return conn_begin_disconnect(c, CL_DB_CONN_EVENT_CONNECT_FAILED, &c->error);
         }
         c->thread_id = mysql_thread_id(c->mysql);
-        return stmt_begin(c, STMT_SESSION_INIT, SESSION_INIT_SQL, strlen(SESSION_INIT_SQL));
+        return stmt_begin(c, STMT_SESSION_INIT, c->session_init, strlen(c->session_init));
     case CONN_QUERY:
         if (c->int_ret != 0)
             return stmt_failed(c);

@@ -287,8 +287,8 @@ static void on_row(void *arg, unsigned int statement, unsigned int field_count,
     ix->cursor = st.key;
     ix->have_cursor = true;
 
-    char window[CL_AGG_LABEL_SIZE];
-    cl_aggregate_window_label(st.key.window_ms, window);
+    char window[CL_ES_WINDOW_LABEL_SIZE];
+    cl_es_window_label(st.key.window_ms, window);
     cl_es_stats_doc_t doc = {
         .window = window,
         .window_start_ms = st.key.window_start_ms,

@@ -764,7 +764,8 @@ static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
     if (r->windows_frozen > 0)
         cl_log_debug("aggregate",
                      "aggregation run: %llu windows left as they were: they start within an "
-                     "hour after the retention cutoff (retention.raw_days = %u) or before (frozen)",
+                     "hour after the retention cutoff (retention.raw_days = %u, or the cutoff "
+                     "retention last deleted by, if later) or before (frozen)",
                      (unsigned long long)r->windows_frozen,
                      (unsigned)app->config->retention.raw_days);
     if (r->rows_changed > 0 && app->indexer != NULL && app->indexing == PART_UP)
@@ -788,6 +789,11 @@ static int start_aggregator(app_t *app)
      * ingest batch needs before the connection counts as lost. */
     if (ap.db.read_timeout_ms < 600000)
         ap.db.read_timeout_ms = 600000;
+    /* A run cut short (read timeout, shutdown) must not go on in the server,
+     * holding the aggregation lock and its row locks: the server aborts its
+     * statements at the same bound. A run is safe to abort (it rolls back and
+     * the next one starts over). */
+    ap.db.max_statement_ms = ap.db.read_timeout_ms;
     ap.interval_ms = c->aggregation.interval_ms;
     ap.retention_raw_days = c->retention.raw_days;
     ap.on_run = on_aggregation_run;

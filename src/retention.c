@@ -12,6 +12,10 @@
  *   table looking for more: a full scan every run. The first id that is not
  *   old is therefore read first into a variable; the range optimizer takes a
  *   user variable as a constant, so the DELETE becomes a primary-key range.
+ * - The pruned bound (retention_state) is upserted with INSERT ... SELECT
+ *   ... WHERE so that the condition on the session variable decides in the
+ *   server, within the same transaction; a SELECT that yields no row
+ *   inserts and locks nothing.
  * - A MEMORY temporary table has fixed-size rows and a 16 MiB default limit:
  *   100 000 keys of VARBINARY(400) would not fit. The default engine is
  *   used. */
@@ -107,6 +111,15 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
     delete_children(out, &n, CL_RETENTION_USER_AGENT_DATA);
     delete_children(out, &n, CL_RETENTION_AGG_PENDING);
     delete_children(out, &n, CL_RETENTION_CLICK_DATA);
+    /* Last before COMMIT, and only when events went: the row lock is held
+     * for the commit alone, and a batch that deletes nothing writes nothing.
+     * Another instance's batch waits here at most for that commit; nothing
+     * else writes the row, and the aggregator's read takes no lock. */
+    statement(out, &n,
+              "INSERT INTO retention_state (id, pruned_before) SELECT 1, '%s' FROM DUAL "
+              "WHERE %s > 0 ON DUPLICATE KEY UPDATE "
+              "pruned_before = GREATEST(pruned_before, VALUES(pruned_before))",
+              cutoff, count_vars[CL_RETENTION_CLICK_DATA]);
     statement(out, &n, "COMMIT");
     statement(out, &n,
               "SET @cl_retention_bound = (SELECT id FROM rejected_events "

@@ -159,6 +159,17 @@ static const char *const migrations[] = {
     "ALTER TABLE agg_pending" TO_TEXT_COLLATION ";\n"
     "ALTER TABLE agg_dirty" TO_TEXT_COLLATION ";\n"
     "ALTER TABLE agg_stats" TO_TEXT_COLLATION,
+    /* 3 -> 4: how far retention has pruned click_data (retention.h), one row
+     * (id = 1) that only retention writes and the aggregator reads, so that
+     * windows whose rows are gone stay frozen after raw_days is raised or
+     * retention is switched off (aggregate.h). No row: nothing pruned yet. A
+     * database pruned by an older clickloop gets its row at the next
+     * retention run that deletes events. */
+    "CREATE TABLE IF NOT EXISTS retention_state ("
+    "id TINYINT UNSIGNED NOT NULL DEFAULT 1, "
+    "pruned_before DATETIME(3) NOT NULL, "
+    "PRIMARY KEY (id), "
+    "CONSTRAINT retention_state_single_row CHECK (id = 1))" TABLE_OPTIONS,
 };
 
 _Static_assert(CL_ARRAY_LEN(migrations) == CL_STORE_SCHEMA_VERSION,

@@ -25,15 +25,21 @@
  * - URLs are compared as bytes (grouped by url_hash = SHA-256 of the URL).
  * - An event without a country (no geo_data row, or a NULL country) counts
  *   under the country "unknown".
- * - With retention on (retention.raw_days > 0), a window that starts before
- *   the retention cutoff (cl_retention_cutoff_ms: now minus raw_days days)
- *   plus a margin of an hour (CL_AGG_RETENTION_MARGIN_MS) is frozen: its raw rows are gone or going, in part if the window
- *   straddles the cutoff, so a recomputation would overwrite a correct
- *   aggregate with a smaller one. A run never recomputes a frozen window; a
- *   late event that touches only frozen windows (its own, or those of the
- *   user's previous click) is stored, claimed and consumed, and changes no
- *   aggregate. A window starting at or after the cutoff needs only rows after
- *   it (the look-ahead for dwell times goes forward), all still there.
+ * - A window that starts before the retention cutoff plus a margin of an
+ *   hour (CL_AGG_RETENTION_MARGIN_MS) is frozen: its raw rows are gone or
+ *   going, in part if the window straddles the cutoff, so a recomputation
+ *   would overwrite a correct aggregate with a smaller one. The cutoff is the
+ *   later of the current one (with retention on, retention.raw_days > 0:
+ *   cl_retention_cutoff_ms, now minus raw_days days) and the one retention
+ *   recorded when it last deleted events (retention_state.pruned_before,
+ *   retention.h), which stays after raw_days is raised or retention is
+ *   switched off: deleted rows do not come back. With neither (retention off
+ *   and never run), nothing is frozen. A run never recomputes a frozen
+ *   window; a late event that touches only frozen windows (its own, or those
+ *   of the user's previous click) is stored, claimed and consumed, and
+ *   changes no aggregate. A window starting at or after the cutoff needs only
+ *   rows after it (the look-ahead for dwell times goes forward), all still
+ *   there.
  *
  * Incremental runs: the store's batch transaction queues every new event in
  * agg_pending (store.h), so the queue is complete in commit order. A run, in
@@ -79,8 +85,6 @@
 #include "clickloop/common.h"
 #include "clickloop/db.h"
 
-/* A window label ("1h", "18446744073709551615ms") and its NUL. */
-#define CL_AGG_LABEL_SIZE 23
 /* Hex digits of url_hash and the NUL. */
 #define CL_AGG_URL_HASH_HEX_SIZE 65
 /* Longest country value ("unknown" or ISO 3166-1 alpha-2); the column holds 16. */
@@ -99,13 +103,12 @@
  * not after ms (floored for negative ms). */
 int64_t cl_aggregate_window_start(int64_t ms, uint64_t window_ms);
 
-/* The label of a window size: the largest unit that divides it, "7d", "1d",
- * "6h", "90m", "15m", "30s", "250ms". Returns 0, or CL_ERR for 0. */
-int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE]);
+/* A window size's label ("1h", "7d") is the document's: cl_es_window_label. */
 
 /* ---- Pure: the run and recompute SQL ------------------------------------ */
 
-/* frozen_before_ms when retention is off: no window is frozen. */
+/* frozen_before_ms when retention is off: the current policy freezes no
+ * window (the bound retention recorded still does, see the rules above). */
 #define CL_AGG_NOTHING_FROZEN INT64_MIN
 
 /* How far past the retention cutoff windows are frozen already. Retention
@@ -115,10 +118,11 @@ int cl_aggregate_window_label(uint64_t window_ms, char out[CL_AGG_LABEL_SIZE]);
  * moment. An hour covers the time between two runs and any sane clock skew. */
 #define CL_AGG_RETENTION_MARGIN_MS INT64_C(3600000)
 
-/* The start before which windows are frozen at wall-clock time now_ms (ms
- * since the epoch, UTC) with retention.raw_days = raw_days: the retention
- * cutoff (cl_retention_cutoff_ms) plus CL_AGG_RETENTION_MARGIN_MS, or
- * CL_AGG_NOTHING_FROZEN for 0 (retention off). */
+/* The start before which the current policy freezes windows at wall-clock
+ * time now_ms (ms since the epoch, UTC) with retention.raw_days = raw_days:
+ * the retention cutoff (cl_retention_cutoff_ms) plus
+ * CL_AGG_RETENTION_MARGIN_MS, or CL_AGG_NOTHING_FROZEN for 0 (retention
+ * off). The run SQL adds the bound retention recorded. */
 int64_t cl_aggregate_frozen_before_ms(int64_t now_ms, uint32_t raw_days);
 
 /* What to aggregate over. */
@@ -151,10 +155,12 @@ const char *cl_aggregate_unlock_sql(void);
 /* Append the SQL of one run (session settings, temporary work tables, then
  * the transaction described at the top of this file, ending in COMMIT) for
  * the multi-statement API, and set *summary_statement to the index of the
- * summary SELECT. Windows starting before frozen_before_ms (ms since the
- * epoch; CL_AGG_NOTHING_FROZEN: none) are frozen. The text depends only on
- * the spec and that bound: a runner builds it for each run, as the bound
- * moves with the clock. */
+ * summary SELECT. Windows starting before the larger of frozen_before_ms
+ * (ms since the epoch; CL_AGG_NOTHING_FROZEN: no bound of its own) and
+ * retention_state.pruned_before + CL_AGG_RETENTION_MARGIN_MS (read by the
+ * run, on every run; no row: no bound) are frozen. The text depends only on
+ * the spec and frozen_before_ms: a runner builds it for each run, as that
+ * bound moves with the clock. */
 int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec, int64_t frozen_before_ms,
                          unsigned int *summary_statement, char err[CL_ERR_LEN]);
 
@@ -265,7 +271,8 @@ typedef struct cl_aggregator_params_s {
     cl_aggregate_spec_t spec; /* the array is copied */
     uint64_t interval_ms;     /* > 0 */
     /* retention.raw_days: windows older than that are frozen (see the rules
-     * above); 0: retention is off and nothing is frozen. */
+     * above); 0: retention is off, and only the windows before the bound
+     * retention recorded earlier stay frozen. */
     uint32_t retention_raw_days;
     /* Called after every run, timer-started or manual (main logs it); may be
      * NULL. */

@@ -55,6 +55,12 @@ typedef struct cl_db_params_s {
      * [d/2, d] with d = min(backoff_max_ms, backoff_min_ms * 2^k). */
     unsigned int backoff_min_ms;
     unsigned int backoff_max_ms;
+    /* 0, or the server-side bound on every statement of the session
+     * (max_statement_time, ms precision): a statement that the client gave up
+     * on (read timeout, shutdown) would otherwise keep running on the server,
+     * holding its locks, until it ends by itself. Only for statements that are
+     * safe to abort and run again from scratch. */
+    unsigned int max_statement_ms;
 } cl_db_params_t;
 
 /* Check params; fills err with a sentence naming the field. */
@@ -144,7 +150,8 @@ int cl_db_conn_new(uv_loop_t *loop, const cl_db_params_t *params, cl_db_conn_eve
 /* Start connecting a disconnected connection; the outcome arrives as a
  * CONNECTED or CONNECT_FAILED event. On connect the session runs
  * `SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',
- * time_zone='+00:00'` with the utf8mb4 character set. */
+ * time_zone='+00:00'` (and max_statement_time when params->max_statement_ms
+ * is set) with the utf8mb4 character set. */
 int cl_db_conn_connect(cl_db_conn_t *conn, char err[CL_ERR_LEN]);
 
 /* Run `sql` (one or more statements separated by ';') on an idle connection.

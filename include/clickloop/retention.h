@@ -12,7 +12,11 @@
  *
  * One batch is one multi-statement query (cl_retention_batch_sql): one
  * transaction deletes up to batch_rows events, children first, picked through
- * idx_click_event_time in event-time order; then one statement deletes up to
+ * idx_click_event_time in event-time order, and, when it deleted any, raises
+ * retention_state.pruned_before to the cutoff (never lowers it). That row
+ * outlives the policy: the aggregator keeps the windows before it frozen even
+ * after raw_days is raised or retention is switched off, since their rows
+ * stay deleted (aggregate.h). Then one statement deletes up to
  * batch_rows rejected events in id order, below the first id that is not old
  * (rejected events arrive in id order, so the old ones are a prefix and the
  * scan stays a primary-key range instead of the whole table). Both run in READ
@@ -63,7 +67,9 @@ int64_t cl_retention_cutoff_ms(int64_t now_ms, uint32_t raw_days);
 /* Append the SQL of one batch (statements separated by ";\n", for the
  * multi-statement API) that deletes at most batch_rows (1 ..
  * CL_RETENTION_MAX_BATCH_ROWS) events older than cutoff_ms with their child
- * rows, and at most batch_rows rejected events older than it, and set
+ * rows, recording the cutoff in retention_state.pruned_before in the same
+ * transaction when it deleted an event (the larger of the two is kept), then
+ * at most batch_rows rejected events older than it, and set
  * *summary_statement to the index of the SELECT that reports, as one row of
  * CL_RETENTION_TABLE_COUNT columns in cl_retention_table_t order, the rows it
  * deleted from each table. CL_ERR for arguments out of range (cutoff outside

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 HOST = "127.0.0.1"
 SOURCE_ROOT = Path(os.environ.get("CLICKLOOP_SOURCE_ROOT",
                                   Path(__file__).resolve().parents[2]))
@@ -132,3 +134,15 @@ def http():
     import requests
     with requests.Session() as session:
         yield session
+
+
+@pytest.fixture
+def env(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path, request):
+    """An ingest environment of its own (topic, database, config) for the test;
+    test files needing other topic settings define their own `env`."""
+    e = harness.IngestEnv(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path,
+                          request.node.name)
+    try:
+        yield e
+    finally:
+        e.close()

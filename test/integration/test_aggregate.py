@@ -119,7 +119,7 @@ def port_free(port):
 
 
 def window_label(ms):
-    """Like cl_aggregate_window_label: the largest unit that divides it."""
+    """Like cl_es_window_label: the largest unit that divides it."""
     for unit_ms, unit in ((DAY, "d"), (HOUR, "h"), (MINUTE, "m"), (1000, "s"), (1, "ms")):
         if ms % unit_ms == 0:
             return f"{ms // unit_ms}{unit}"
@@ -885,7 +885,10 @@ def test_windows_older_than_retention_keep_their_aggregates_when_late_events_arr
     events arrive: one into a window 40 days old, one whose user's previous
     click lies just after the cutoff in a day the cutoff cuts through, one
     into a recent window. Only the recent window changes. After a restart
-    (the aggregator reads raw_days from the configuration), the same holds."""
+    (the aggregator reads raw_days from the configuration), the same holds;
+    and again once retention is switched off by SIGHUP: the deleted rows stay
+    deleted, so the windows before the cutoff retention recorded
+    (retention_state) stay frozen."""
     rng, seed = make_rng()
     t_start = now_ms()
     cutoff_start = t_start - RETENTION_DAYS * DAY   # the cutoff only moves on from here
@@ -999,10 +1002,45 @@ def test_windows_older_than_retention_keep_their_aggregates_when_late_events_arr
     assert metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
                   reason="retention") >= 2
     assert now_ms() - RETENTION_DAYS * DAY <= cutoff_hi, "the test ran longer than planned"
+
+    # Retention off, in place. Its runs recorded their cutoff; the last one,
+    # after the restart, deleted the first late event.
+    pruned_before = env.db.scalar(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', pruned_before) "
+        "DIV 1000 FROM retention_state WHERE id = 1")
+    assert pruned_before is not None and cutoff_lo <= pruned_before <= cutoff_hi, \
+        f"retention_state.pruned_before {pruned_before} not in [{cutoff_lo}, {cutoff_hi}]"
+    reloads = proc.log_text().count("reloaded ")
+    os.replace(write_config(0), config)
+    os.kill(proc.pid, signal.SIGHUP)
+    harness.wait_until(lambda: proc.log_text().count("reloaded ") > reloads, 30,
+                       "the reload that switches retention off", check=proc.assert_running,
+                       describe=lambda: proc.log_tail(10))
+    skipped_on = metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
+                        reason="retention")
+    late3 = [Ev("late-old-3", "late-oldtimer-3", old_doc.ts + 3, old_doc.url, old_doc.geo),
+             Ev("late-new-3", "late-newcomer-3", new_doc.ts + 3, new_doc.url, new_doc.geo)]
+    produce_events(env, late3, rng)
+    wait_stored(env, proc, late3)
+    wait_settled(env, proc)
+    # Recomputed from the rows left, the old window would hold the three late
+    # events only.
+    want3, unsure3 = frozen_expectation(want_before, all_events + late2 + late3, index,
+                                        freeze_lo, freeze_hi)
+    after3 = wait_index_matches_but(search, index, want3, unsure3, proc, 60,
+                                    "only the recent window to change with retention off")
+    assert after3[old_id] == before[old_id]
+    assert agg_rows(env.db)[old_id] == db_before[old_id]
+    assert after3[new_id]["version"] > after2[new_id]["version"]
+    # The old event's day and week.
+    assert metric(scrape(port), "clickloop_aggregation_windows_skipped_total",
+                  reason="retention") >= skipped_on + 2
+    assert env.db.scalar("SELECT COUNT(*) FROM click_data WHERE event_id = 'late-old-3'") == 1
     harness.report(request, f"seed {seed}: {len(want)} documents; the old window, the day the "
                    f"cutoff cuts through and their weeks ({len(frozen)} documents) kept "
-                   f"their version through {len(late) + len(late2)} late events, "
-                   f"{len(unsure)} left unchecked (cutoff crossed a window start)")
+                   f"their version through {len(late) + len(late2) + len(late3)} late events, "
+                   f"the last ones with retention off; {len(unsure)} left unchecked (cutoff "
+                   f"crossed a window start)")
     assert proc.stop() == 0, proc.log_tail()
 
 

@@ -61,16 +61,6 @@ def make_rng():
     return random.Random(seed), seed
 
 
-@pytest.fixture
-def env(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path, request):
-    e = harness.IngestEnv(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path,
-                          request.node.name)
-    try:
-        yield e
-    finally:
-        e.close()
-
-
 # ---------------------------------------------------------------- event generation
 
 def pointer_tokens(pointer):

@@ -36,16 +36,6 @@ CATCH_UP = 300
 DRAIN_TIMEOUT_S = 30
 
 
-@pytest.fixture
-def env(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path, request):
-    e = harness.IngestEnv(clickloop_bin, kafka_bootstrap, mariadb_params, tmp_path,
-                          request.node.name)
-    try:
-        yield e
-    finally:
-        e.close()
-
-
 # ---------------------------------------------------------------- helpers
 
 def free_port():

@@ -6,7 +6,7 @@ The earlier schema is written out here as clickloop of schema version 2
 created it (src/store.c of that version), not derived from the current code,
 which no longer produces it. Its text columns used utf8mb4_bin, a PAD SPACE
 collation: "pad" and "pad " compared equal. Migration 3 converts them to
-utf8mb4_nopad_bin.
+utf8mb4_nopad_bin; migration 4 adds retention_state.
 
 Each test has its own topic, group and database (harness.IngestEnv); clickloop
 runs with aggregation off, so the rows written before the migration stay as
@@ -23,7 +23,7 @@ import harness
 from harness import Message
 
 NO_PAD = "utf8mb4_nopad_bin"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 V2_TABLE_OPTIONS = (" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin "
                     "ROW_FORMAT=DYNAMIC")
@@ -63,7 +63,9 @@ V2_SCHEMA = [s + V2_TABLE_OPTIONS for s in (
 )]
 DATA_TABLES = ["click_data", "geo_data", "user_agent_data", "rejected_events", "agg_pending",
                "agg_dirty", "agg_stats"]
-TABLES = ["clickloop_schema"] + DATA_TABLES
+# Tables that version 2 did not have.
+NEW_TABLES = ["retention_state"]
+TABLES = ["clickloop_schema"] + DATA_TABLES + NEW_TABLES
 TEXT_COLUMNS = {
     ("click_data", "event_id"), ("click_data", "user_id"), ("click_data", "url"),
     ("click_data", "kafka_topic"), ("geo_data", "country"), ("geo_data", "city"),
@@ -180,7 +182,7 @@ def test_migration_from_version_2_makes_text_columns_no_pad_and_keeps_the_data(e
     env.produce([Message(new_event)])
     env.wait_caught_up(rows=len(V2_EVENTS) + 1, rejected=1, timeout=60)
     assert proc.stop() == 0, proc.log_tail()
-    assert "schema migrated from version 2 to 3" in proc.log_text()
+    assert "schema migrated from version 2 to 4" in proc.log_text()
 
     columns, tables = collations(env.db)
     assert columns == {c: NO_PAD for c in TEXT_COLUMNS}
@@ -197,19 +199,22 @@ def test_migration_from_version_2_makes_text_columns_no_pad_and_keeps_the_data(e
     assert pending == set(MERGED_USERS_EVENTS + V2_PENDING + [new_key])
 
 
-def test_migration_to_version_3_run_again_changes_nothing(env):
+def test_migrations_from_version_2_run_again_change_nothing(env):
     """An interrupted migration is run again from its start: converting
-    converted tables must neither fail nor change a row."""
+    converted tables and creating existing ones must neither fail nor change
+    a row."""
     create_v2_database(env.db)
     run_until_migrated(env)
-    migrated = snapshot(env.db)
+    env.db.query("INSERT INTO retention_state (id, pruned_before) "
+                 "VALUES (1, '2024-04-17 12:00:00.123')")
+    migrated = snapshot(env.db, tables=DATA_TABLES + NEW_TABLES)
     statements = create_statements(env.db)
     env.db.query("UPDATE clickloop_schema SET version = 2")
 
     proc = run_until_migrated(env)
-    assert "schema migrated from version 2 to 3" in proc.log_text()
+    assert "schema migrated from version 2 to 4" in proc.log_text()
     assert create_statements(env.db) == statements
-    assert snapshot(env.db) == migrated
+    assert snapshot(env.db, tables=DATA_TABLES + NEW_TABLES) == migrated
 
 
 def test_new_database_gets_the_schema_of_a_migrated_one(env, mariadb_params):
@@ -220,7 +225,7 @@ def test_new_database_gets_the_schema_of_a_migrated_one(env, mariadb_params):
         config = env.write_config(overrides={"mariadb": {"database": fresh.name}},
                                   name="fresh.json")
         proc = run_until_migrated(env, config, fresh)
-        assert "schema migrated from version 0 to 3" in proc.log_text()
+        assert "schema migrated from version 0 to 4" in proc.log_text()
         assert create_statements(fresh) == create_statements(env.db)
         assert collations(fresh) == collations(env.db)
     finally:

@@ -90,24 +90,6 @@ static void test_week_windows_align_to_the_epoch(void)
     CL_ASSERT_INT_EQ(thursday, cl_aggregate_window_start(thursday, 7 * DAY_MS));
 }
 
-static void test_window_labels_use_the_largest_unit_that_divides(void)
-{
-    char out[CL_AGG_LABEL_SIZE];
-    const struct {
-        uint64_t ms;
-        const char *label;
-    } labels[] = {{HOUR_MS, "1h"},     {DAY_MS, "1d"},
-                  {15 * 60000, "15m"}, {90 * 60000, "90m"},
-                  {7 * DAY_MS, "7d"},  {36 * HOUR_MS, "36h"},
-                  {30000, "30s"},      {250, "250ms"},
-                  {1, "1ms"},          {UINT64_MAX, "18446744073709551615ms"}};
-    for (size_t i = 0; i < CL_ARRAY_LEN(labels); i++) {
-        CL_ASSERT_INT_EQ(CL_OK, cl_aggregate_window_label(labels[i].ms, out));
-        CL_ASSERT_STR_EQ(labels[i].label, out);
-    }
-    CL_ASSERT_INT_EQ(CL_ERR, cl_aggregate_window_label(0, out));
-}
-
 static void test_spec_check_refuses_what_the_sql_cannot_handle(void)
 {
     char err[CL_ERR_LEN];
@@ -285,31 +267,53 @@ static void test_frozen_bound_is_an_hour_past_the_retention_cutoff_while_retenti
                      cl_aggregate_frozen_before_ms(now, 36500));
 }
 
-static void test_nothing_is_frozen_while_retention_is_off(void)
+#define PRUNED_BOUND                                                                               \
+    "(SELECT (TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', pruned_before) DIV "      \
+    "1000) + 3600000 FROM retention_state WHERE id = 1)"
+#define DELETE_FROZEN                                                                              \
+    "DELETE FROM agg_run_dirty WHERE (TIMESTAMPDIFF(MICROSECOND, "                                 \
+    "TIMESTAMP'1970-01-01 00:00:00', window_start) DIV 1000) < @cl_agg_frozen_before;\n"           \
+    "SET @cl_agg_windows_frozen = ROW_COUNT();\n"
+
+static void test_current_policy_freezes_nothing_while_retention_is_off(void)
 {
     CL_ASSERT_INT_EQ(CL_AGG_NOTHING_FROZEN,
                      cl_aggregate_frozen_before_ms(INT64_C(1715949296789), 0));
     CL_ASSERT_INT_EQ(CL_AGG_NOTHING_FROZEN, cl_aggregate_frozen_before_ms(0, 0));
+}
 
+/* Rows retention deleted stay deleted after raw_days is raised or set to 0:
+ * the bound it recorded (plus the margin, in ms) freezes on every run, also
+ * with retention off now; without a row the bound is NULL, nothing frozen. */
+static void test_recorded_pruned_bound_freezes_while_retention_is_off(void)
+{
     unsigned int summary;
     cl_buf_t b = run_sql(&spec, &summary);
-    CL_ASSERT(strstr(b.data, "DELETE FROM agg_run_dirty") == NULL);
-    /* Set on every run all the same: the variable outlives a run in the session. */
-    CL_ASSERT_STR_CONTAINS(b.data, ";\nSET @cl_agg_windows_frozen = 0;\n");
+    const char *dirty = strstr(b.data, "INSERT INTO agg_run_dirty");
+    const char *frozen =
+        strstr(b.data, ";\nSET @cl_agg_frozen_before = " PRUNED_BOUND ";\n" DELETE_FROZEN);
+    const char *ranges = strstr(b.data, "INSERT INTO agg_run_range");
+    CL_ASSERT(dirty != NULL && frozen != NULL && ranges != NULL);
+    CL_ASSERT(dirty < frozen && frozen < ranges);
+    CL_ASSERT(strstr(b.data, "@cl_agg_frozen_before = GREATEST") == NULL);
+    CL_ASSERT(strstr(b.data, "SET @cl_agg_windows_frozen = 0") == NULL);
+    char *stmt = nth_statement(b.data, summary);
+    CL_ASSERT_STR_CONTAINS(stmt, ", @cl_agg_windows_frozen");
+    free(stmt);
     cl_buf_free(&b);
 }
 
 static void test_frozen_windows_leave_the_dirty_set_before_the_scan(void)
 {
     /* A window starting at the bound is kept: only those before it are frozen,
-     * including one that straddles the bound. */
+     * including one that straddles the bound. The bound is the policy's, or
+     * the recorded one when that is later. */
     unsigned int summary;
     cl_buf_t b = run_sql_frozen(&spec, INT64_C(1713357296789), &summary);
     const char *dirty = strstr(b.data, "INSERT INTO agg_run_dirty");
     const char *frozen =
-        strstr(b.data, ";\nDELETE FROM agg_run_dirty WHERE (TIMESTAMPDIFF(MICROSECOND, "
-                       "TIMESTAMP'1970-01-01 00:00:00', window_start) DIV 1000) < "
-                       "1713357296789;\nSET @cl_agg_windows_frozen = ROW_COUNT();\n");
+        strstr(b.data, ";\nSET @cl_agg_frozen_before = GREATEST(1713357296789, "
+                       "COALESCE(" PRUNED_BOUND ", 1713357296789));\n" DELETE_FROZEN);
     const char *ranges = strstr(b.data, "INSERT INTO agg_run_range");
     const char *result = strstr(b.data, "INSERT INTO agg_run_result");
     const char *unqueue =
@@ -322,7 +326,6 @@ static void test_frozen_windows_leave_the_dirty_set_before_the_scan(void)
      * all the same. */
     CL_ASSERT(dirty < frozen && frozen < ranges && ranges < result && result < unqueue &&
               unqueue < unmark);
-    CL_ASSERT(strstr(b.data, "SET @cl_agg_windows_frozen = 0") == NULL);
     char *stmt = nth_statement(b.data, summary);
     CL_ASSERT_STR_CONTAINS(stmt, ", @cl_agg_windows_frozen");
     free(stmt);
@@ -330,7 +333,8 @@ static void test_frozen_windows_leave_the_dirty_set_before_the_scan(void)
 
     /* Any bound works, also one before 1000-01-01 (outside DATETIME). */
     b = run_sql_frozen(&spec, INT64_C(-40000000000000), &summary);
-    CL_ASSERT_STR_CONTAINS(b.data, "window_start) DIV 1000) < -40000000000000;\n");
+    CL_ASSERT_STR_CONTAINS(b.data, "SET @cl_agg_frozen_before = GREATEST(-40000000000000, "
+                                   "COALESCE(" PRUNED_BOUND ", -40000000000000));\n");
     cl_buf_free(&b);
 }
 
@@ -544,7 +548,6 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_window_start_of_a_boundary_is_the_boundary),
     CL_TEST(test_window_start_floors_before_1970),
     CL_TEST(test_week_windows_align_to_the_epoch),
-    CL_TEST(test_window_labels_use_the_largest_unit_that_divides),
     CL_TEST(test_spec_check_refuses_what_the_sql_cannot_handle),
     CL_TEST(test_lock_is_taken_without_waiting_and_named_per_database),
     CL_TEST(test_run_is_one_read_committed_transaction),
@@ -557,7 +560,8 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_only_changed_aggregates_get_a_new_version),
     CL_TEST(test_marked_windows_are_claimed_in_bounded_numbers_when_asked),
     CL_TEST(test_frozen_bound_is_an_hour_past_the_retention_cutoff_while_retention_is_on),
-    CL_TEST(test_nothing_is_frozen_while_retention_is_off),
+    CL_TEST(test_current_policy_freezes_nothing_while_retention_is_off),
+    CL_TEST(test_recorded_pruned_bound_freezes_while_retention_is_off),
     CL_TEST(test_frozen_windows_leave_the_dirty_set_before_the_scan),
     CL_TEST(test_run_sql_refuses_a_bad_spec),
     CL_TEST(test_full_recompute_marks_every_window_of_every_size),

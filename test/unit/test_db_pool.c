@@ -24,6 +24,7 @@ typedef struct {
     unsigned int accepted;
     unsigned int open; /* accepted and not yet closed by either side */
     unsigned int held; /* queries whose answer waits for fake_release */
+    char first_query[256]; /* text of the first COM_QUERY (the session set-up) */
 } fake_server_t;
 
 struct fake_conn_s {
@@ -133,6 +134,12 @@ static void fake_packet(fake_conn_t *c, unsigned char seq, const unsigned char *
     if (len > 0 && p[0] == 0x01) { /* COM_QUIT */
         fake_conn_close(c);
         return;
+    }
+    if (len > 0 && p[0] == 0x03 && c->server->first_query[0] == '\0') {
+        size_t n = len - 1 < sizeof c->server->first_query - 1 ? len - 1
+                                                                : sizeof c->server->first_query - 1;
+        memcpy(c->server->first_query, p + 1, n);
+        c->server->first_query[n] = '\0';
     }
     if (len > 0 && p[0] == 0x03 && memmem(p + 1, len - 1, "hold", 4) != NULL) {
         c->held = true;
@@ -283,7 +290,8 @@ static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
     }
 }
 
-static void world_open(world_t *w, unsigned int size, unsigned int backoff_min_ms)
+static void world_open_bounded(world_t *w, unsigned int size, unsigned int backoff_min_ms,
+                               unsigned int max_statement_ms)
 {
     memset(w, 0, sizeof *w);
     mysql_library_init(0, NULL, NULL);
@@ -302,9 +310,15 @@ static void world_open(world_t *w, unsigned int size, unsigned int backoff_min_m
         .write_timeout_ms = 5000,
         .backoff_min_ms = backoff_min_ms,
         .backoff_max_ms = 2 * backoff_min_ms,
+        .max_statement_ms = max_statement_ms,
     };
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_open(&w->loop, &p, size, on_pool_event, w, &w->pool, err));
+}
+
+static void world_open(world_t *w, unsigned int size, unsigned int backoff_min_ms)
+{
+    world_open_bounded(w, size, backoff_min_ms, 0);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -573,7 +587,24 @@ static void test_resize_refuses_zero_and_a_closing_pool(void)
     world_close(&w);
 }
 
+static void test_session_set_up_bounds_statements_only_when_asked(void)
+{
+    world_t w;
+    world_open_bounded(&w, 1, 100, 601500);
+    CL_ASSERT(run_until(&w, connected_is, 1));
+    CL_ASSERT_STR_CONTAINS(w.server.first_query, "SET SESSION sql_mode=");
+    CL_ASSERT_STR_CONTAINS(w.server.first_query, ", max_statement_time=601.500");
+    world_close(&w);
+
+    world_open(&w, 1, 100);
+    CL_ASSERT(run_until(&w, connected_is, 1));
+    CL_ASSERT_STR_CONTAINS(w.server.first_query, "SET SESSION sql_mode=");
+    CL_ASSERT(strstr(w.server.first_query, "max_statement_time") == NULL);
+    world_close(&w);
+}
+
 static const cl_test_case_t cases[] = {
+    CL_TEST(test_session_set_up_bounds_statements_only_when_asked),
     CL_TEST(test_growing_connects_the_new_connections_and_uses_them),
     CL_TEST(test_shrinking_closes_idle_connections_at_once),
     CL_TEST(test_growing_after_a_shrink_reuses_the_lowest_free_numbers),

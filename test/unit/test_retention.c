@@ -73,6 +73,32 @@ static void test_batch_deletes_children_then_events_in_one_transaction(void)
     cl_buf_free(&b);
 }
 
+/* The bound the aggregator freezes by after raw_days is raised or retention
+ * is switched off: raised (never lowered) in the events' transaction, after
+ * their deletion, only when click_data lost rows. */
+static void test_batch_records_the_cutoff_when_it_deleted_events(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    unsigned summary = 0;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_retention_batch_sql(&b, INT64_C(1715949296789), 500, &summary, err));
+    const char *counted = strstr(b.data, "SET @cl_retention_click_data = ROW_COUNT();\n");
+    const char *record = strstr(b.data, ";\nINSERT INTO retention_state (id, pruned_before) "
+                                        "SELECT 1, '2024-05-17 12:34:56.789' FROM DUAL "
+                                        "WHERE @cl_retention_click_data > 0 "
+                                        "ON DUPLICATE KEY UPDATE pruned_before = "
+                                        "GREATEST(pruned_before, VALUES(pruned_before));\n"
+                                        "COMMIT;\n");
+    CL_ASSERT(counted != NULL && record != NULL);
+    CL_ASSERT(counted < record);
+    /* Once per batch, inside the transaction. */
+    CL_ASSERT(strstr(b.data, "retention_state") == record + strlen(";\nINSERT INTO "));
+    CL_ASSERT(strstr(strstr(record, "COMMIT"), "retention_state") == NULL);
+    CL_ASSERT(strstr(b.data, "START TRANSACTION") < record);
+    cl_buf_free(&b);
+}
+
 static void test_rejected_events_are_deleted_below_the_first_young_id(void)
 {
     cl_buf_t b;
@@ -144,6 +170,7 @@ static void test_table_names_match_the_schema(void)
 static const cl_test_case_t cases[] = {
     CL_TEST(test_cutoff_is_now_minus_whole_days),
     CL_TEST(test_batch_deletes_children_then_events_in_one_transaction),
+    CL_TEST(test_batch_records_the_cutoff_when_it_deleted_events),
     CL_TEST(test_rejected_events_are_deleted_below_the_first_young_id),
     CL_TEST(test_summary_is_the_last_statement_with_one_column_per_table),
     CL_TEST(test_arguments_out_of_range_are_refused),

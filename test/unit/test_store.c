@@ -308,6 +308,26 @@ static void test_migration_from_one_adds_the_aggregation_tables_only(void)
     cl_buf_free(&b);
 }
 
+static void test_migration_from_three_adds_the_retention_state_only(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(3, &b, err));
+    CL_ASSERT_STR_EQ("CREATE TABLE IF NOT EXISTS retention_state ("
+                     "id TINYINT UNSIGNED NOT NULL DEFAULT 1, "
+                     "pruned_before DATETIME(3) NOT NULL, "
+                     "PRIMARY KEY (id), "
+                     "CONSTRAINT retention_state_single_row CHECK (id = 1)) "
+                     "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin "
+                     "ROW_FORMAT=DYNAMIC;\n"
+                     "INSERT INTO clickloop_schema (id, version) VALUES (1, 4) "
+                     "ON DUPLICATE KEY UPDATE version = VALUES(version), "
+                     "applied_at = CURRENT_TIMESTAMP(3)",
+                     b.data);
+    cl_buf_free(&b);
+}
+
 static void test_migration_from_zero_runs_every_migration_in_order(void)
 {
     cl_buf_t b;
@@ -319,8 +339,11 @@ static void test_migration_from_zero_runs_every_migration_in_order(void)
     const char *v2 = strstr(b.data, "VALUES (1, 2) ");
     const char *convert = strstr(b.data, "ALTER TABLE click_data CONVERT TO");
     const char *v3 = strstr(b.data, "VALUES (1, 3) ");
+    const char *state = strstr(b.data, "CREATE TABLE IF NOT EXISTS retention_state");
+    const char *v4 = strstr(b.data, "VALUES (1, 4) ");
     CL_ASSERT(v1 != NULL && pending != NULL && v2 != NULL && v1 < pending && pending < v2);
     CL_ASSERT(convert != NULL && v3 != NULL && v2 < convert && convert < v3);
+    CL_ASSERT(state != NULL && v4 != NULL && v3 < state && state < v4);
     cl_buf_free(&b);
 }
 
@@ -330,7 +353,10 @@ static void test_migration_from_two_converts_every_table_to_the_no_pad_collation
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(2, &b, err));
-    CL_ASSERT(strstr(b.data, "CREATE TABLE") == NULL);
+    /* The first table it creates belongs to migration 4. */
+    const char *create = strstr(b.data, "CREATE TABLE");
+    const char *v3 = strstr(b.data, "VALUES (1, 3) ");
+    CL_ASSERT(create != NULL && v3 != NULL && v3 < create);
     const char *tables[] = {"clickloop_schema", "click_data",  "geo_data",  "user_agent_data",
                             "rejected_events",  "agg_pending", "agg_dirty", "agg_stats"};
     for (size_t i = 0; i < CL_ARRAY_LEN(tables); i++) {
@@ -411,8 +437,8 @@ static void test_migration_from_a_newer_version_is_refused(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION + 1, &b, err));
-    CL_ASSERT_STR_CONTAINS(err, "database schema version 4 is unknown to this clickloop, which "
-                                "knows versions 0 to 3");
+    CL_ASSERT_STR_CONTAINS(err, "database schema version 5 is unknown to this clickloop, which "
+                                "knows versions 0 to 4");
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(-1, &b, err));
     cl_buf_free(&b);
 }
@@ -433,6 +459,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_datetime_refuses_values_outside_the_column_range),
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
     CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
+    CL_TEST(test_migration_from_three_adds_the_retention_state_only),
     CL_TEST(test_migration_from_zero_runs_every_migration_in_order),
     CL_TEST(test_migration_from_two_converts_every_table_to_the_no_pad_collation),
     CL_TEST(test_migration_from_two_requeues_merged_users_before_converting),
