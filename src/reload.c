@@ -55,6 +55,7 @@ typedef struct {
     unsigned wanted; /* parts running in either configuration */
     cl_reload_change_cb cb;
     void *arg;
+    unsigned restart; /* with cb: the whole plan's restarts (second pass) */
 } planner_t;
 
 static bool is(const char *name, const char *setting)
@@ -119,13 +120,32 @@ static unsigned classify(planner_t *p, const char *name)
     return CL_PARTS_ALL; /* a setting this code does not know: the safe way */
 }
 
+/* The part that applies an in-place setting: when another setting restarts
+ * that part, the restart is what applies this one too (the new part starts
+ * from the new configuration and main skips the in-place step). */
+static unsigned in_place_owner(const char *name)
+{
+    if (under(name, "ingest.") || is(name, "mariadb.pool_size"))
+        return CL_PART_INGEST;
+    if (under(name, "aggregation."))
+        return CL_PART_AGGREGATOR;
+    if (under(name, "elasticsearch."))
+        return CL_PART_INDEXER;
+    if (under(name, "retention."))
+        return CL_PART_RETENTION;
+    return 0;
+}
+
 static void on_difference(const char *name, void *data)
 {
     planner_t *p = data;
     unsigned restart = classify(p, name) & p->wanted;
     p->plan->restart |= restart;
-    if (p->cb != NULL)
-        p->cb(p->arg, name, restart);
+    if (p->cb == NULL)
+        return;
+    if (restart == 0)
+        restart = in_place_owner(name) & p->restart;
+    p->cb(p->arg, name, restart);
 }
 
 void cl_reload_plan(const cl_config_t *old, const cl_config_t *next, cl_reload_plan_t *plan,
@@ -135,10 +155,19 @@ void cl_reload_plan(const cl_config_t *old, const cl_config_t *next, cl_reload_p
     planner_t p = {
         .plan = plan,
         .wanted = cl_reload_parts_wanted(old) | cl_reload_parts_wanted(next),
-        .cb = cb,
-        .arg = arg,
     };
     plan->changes = cl_config_diff(old, next, on_difference, &p);
+    if (cb == NULL)
+        return;
+    /* Report each change once the whole plan is known, so that an in-place
+     * setting of a part that restarts anyway is reported as the restart. */
+    cl_reload_plan_t scratch;
+    memset(&scratch, 0, sizeof scratch);
+    p.plan = &scratch;
+    p.cb = cb;
+    p.arg = arg;
+    p.restart = plan->restart;
+    cl_config_diff(old, next, on_difference, &p);
 }
 
 /* ---- Preflight ------------------------------------------------------------------ */

@@ -57,8 +57,10 @@ typedef struct cl_reload_plan_s {
     int changes;    /* settings that differ */
 } cl_reload_plan_t;
 
-/* Called once per changed setting, in cl_config_diff order: its name and the
- * parts restarted for it (0: applied in place). */
+/* Called once per changed setting, in cl_config_diff order, after the whole
+ * plan is known: its name and the parts whose restart applies it (0: applied
+ * in place; a setting that could change in place reports the restart of its
+ * part when another setting restarts that part). */
 typedef void (*cl_reload_change_cb)(void *arg, const char *name, unsigned restart);
 
 /* Compare two valid configurations and fill *plan; cb may be NULL. A setting

@@ -409,6 +409,8 @@ def test_sighup_changing_kafka_settings_reconnects_ingest_without_loss(env, requ
     assert ('kafka.properties[\\"fetch.wait.max.ms\\"] changed: applied by reconnecting ingest'
             in proc.log_text()), proc.log_tail(20)
     assert "pool resized" not in proc.log_text()
+    # The pool size is reported as applied by that restart, not in place.
+    assert "mariadb.pool_size changed: applied by reconnecting ingest" in proc.log_text()
     harness.wait_until(lambda: metric_now(port, "clickloop_dependency_connections",
                                       dependency="mariadb") == 2, 60,
                        "the new pool of 2 connections", check=proc.assert_running)

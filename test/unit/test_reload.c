@@ -171,9 +171,14 @@ static void test_pool_size_with_kafka_or_host_changes_still_restarts(void)
     variant_t a = base_variant(), b = base_variant();
     b.pool_size = 2;
     b.kafka_extra = ", \"properties\": {\"fetch.wait.max.ms\": 100}";
-    cl_reload_plan_t p = plan_for(&a, &b, NULL);
+    heard_t heard = {0};
+    cl_reload_plan_t p = plan_for(&a, &b, &heard);
     CL_ASSERT_INT_EQ(CL_PART_INGEST, p.restart);
     CL_ASSERT(p.pool_size);
+    /* Reported as applied by the restart, which opens the new pool. */
+    CL_ASSERT_INT_EQ(2, heard.calls);
+    for (int i = 0; i < heard.calls; i++)
+        CL_ASSERT_INT_EQ(CL_PART_INGEST, heard.restart[i]);
     b = base_variant();
     b.pool_size = 2;
     b.host = "127.0.0.2";
