@@ -69,16 +69,21 @@ static bool under(const char *name, const char *prefix)
 }
 
 /* The parts that must restart for a change of `name`, before they are
- * filtered by what runs; 0 with the in-place flag set for the others. */
-static unsigned classify(planner_t *p, const char *name)
+ * filtered by what runs; 0 with the in-place flag set for the others, and
+ * *owner set to the part that applies such a setting: when another setting
+ * restarts that part, the restart is what applies this one too (the new part
+ * starts from the new configuration and main skips the in-place step). */
+static unsigned classify(planner_t *p, const char *name, unsigned *owner)
 {
     cl_reload_plan_t *plan = p->plan;
+    *owner = 0;
     if (under(name, "kafka.") || is(name, "ingest.max_event_bytes") ||
         under(name, "ingest.mapping."))
         return CL_PART_INGEST;
     if (is(name, "mariadb.pool_size")) {
         /* Only the ingest pool has this size; the others use one connection. */
         plan->pool_size = true;
+        *owner = CL_PART_INGEST;
         return 0;
     }
     if (under(name, "mariadb."))
@@ -86,12 +91,14 @@ static unsigned classify(planner_t *p, const char *name)
     if (is(name, "ingest.batch_max_events") || is(name, "ingest.batch_max_delay") ||
         is(name, "ingest.max_in_flight_events")) {
         plan->ingest_params = true;
+        *owner = CL_PART_INGEST;
         return 0;
     }
     if (is(name, "aggregation.enabled"))
         return CL_PART_AGGREGATOR | CL_PART_INDEXER;
     if (is(name, "aggregation.interval")) {
         plan->aggregation_interval = true;
+        *owner = CL_PART_AGGREGATOR;
         return 0;
     }
     if (is(name, "aggregation.windows") || is(name, "aggregation.session_timeout"))
@@ -100,6 +107,7 @@ static unsigned classify(planner_t *p, const char *name)
         return CL_PART_INDEXER; /* documents already sent name the old index */
     if (under(name, "elasticsearch.")) {
         plan->sink = true;
+        *owner = CL_PART_INDEXER;
         return 0;
     }
     if (is(name, "admin.listen")) {
@@ -113,6 +121,7 @@ static unsigned classify(planner_t *p, const char *name)
     if (under(name, "retention.")) {
         /* Also switching it on or off: main starts or stops the runner. */
         plan->retention = true;
+        *owner = CL_PART_RETENTION;
         return 0;
     }
     if (under(name, "shutdown."))
@@ -120,31 +129,16 @@ static unsigned classify(planner_t *p, const char *name)
     return CL_PARTS_ALL; /* a setting this code does not know: the safe way */
 }
 
-/* The part that applies an in-place setting: when another setting restarts
- * that part, the restart is what applies this one too (the new part starts
- * from the new configuration and main skips the in-place step). */
-static unsigned in_place_owner(const char *name)
-{
-    if (under(name, "ingest.") || is(name, "mariadb.pool_size"))
-        return CL_PART_INGEST;
-    if (under(name, "aggregation."))
-        return CL_PART_AGGREGATOR;
-    if (under(name, "elasticsearch."))
-        return CL_PART_INDEXER;
-    if (under(name, "retention."))
-        return CL_PART_RETENTION;
-    return 0;
-}
-
 static void on_difference(const char *name, void *data)
 {
     planner_t *p = data;
-    unsigned restart = classify(p, name) & p->wanted;
+    unsigned owner;
+    unsigned restart = classify(p, name, &owner) & p->wanted;
     p->plan->restart |= restart;
     if (p->cb == NULL)
         return;
     if (restart == 0)
-        restart = in_place_owner(name) & p->restart;
+        restart = owner & p->restart;
     p->cb(p->arg, name, restart);
 }
 
