@@ -691,6 +691,38 @@ def test_aggregates_match_independent_computation_on_elasticsearch_and_opensearc
         proc.assert_running()
 
 
+def test_events_of_many_users_in_one_millisecond_are_aggregated(make_env, indices, es_url,
+                                                                 request):
+    """Issue 9's reproduction: events of different users stamped with the same
+    millisecond once failed every run on a duplicate key (equal intervals in
+    the range merge), so nothing was ever indexed. Two such events, then 200,
+    then ties within one user too, in one stream."""
+    rng, seed = make_rng()
+    T = T0 + 20 * DAY + 12 * HOUR
+    events = [Ev("tie-a0", "ua0", T, URL_HOME, "DE"), Ev("tie-a1", "ua1", T, URL_HOME, "DE")]
+    events += [Ev(f"tie-b{i}", f"ub{i}", T, rng.choice(URLS), rng.choice(GEOS))
+               for i in range(200)]
+    # One user, five events in one millisecond, then one a minute later.
+    events += [Ev(f"tie-c{i}", "uc", T + 2 * HOUR, URL_CART, "fr") for i in range(5)]
+    events.append(Ev("tie-c9", "uc", T + 2 * HOUR + MINUTE, URL_HOME, "fr"))
+    search = Search(es_url)
+    index = indices(search)
+    env = make_env()
+    want = expected_docs(events, index, windows_ms=[HOUR, DAY], timeout_ms=30 * MINUTE)
+    produce_events(env, events, rng)
+    # The windows and session timeout of config.example.json, as in the issue.
+    agg_config(env, es_url, index, aggregation={"windows": ["1h", "1d"],
+                                                "session_timeout": "30m"})
+    proc = env.start()
+    wait_index_matches(search, index, want, proc, 120, "the tied events to be aggregated")
+    wait_settled(env, proc)
+    assert not doc_problems(search.docs(index), want)
+    assert env.db.count("agg_pending") == 0
+    harness.report(request, f"seed {seed}: {len(events)} events in 4 milliseconds -> "
+                   f"{len(want)} documents, all as computed")
+    proc.assert_running()
+
+
 # ================================================================ 2. late events
 
 def test_late_events_update_exactly_the_affected_documents(make_env, indices, es_url, request):

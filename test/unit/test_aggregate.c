@@ -192,6 +192,30 @@ static void test_session_timeout_bounds_dwell_time_and_the_previous_click(void)
     cl_buf_free(&b);
 }
 
+/* Issue 9: two equal intervals (two users' events in one millisecond) were
+ * ordered one way by the LAG and the other way by the running SUM, so two
+ * islands began at one start and the range table's key refused the second:
+ * every run failed. The merge must read each interval once. */
+static void test_range_merges_read_distinct_intervals(void)
+{
+    unsigned int summary;
+    cl_buf_t b = run_sql(&spec, &summary);
+    unsigned int merges = 0;
+    for (unsigned int i = 0;; i++) {
+        char *stmt = nth_statement(b.data, i);
+        bool end = stmt[0] == '\0';
+        if (strstr(stmt, "GROUP BY island") != NULL) {
+            merges++;
+            CL_ASSERT_STR_CONTAINS(stmt, "FROM (SELECT DISTINCT s, e FROM (SELECT ");
+        }
+        free(stmt);
+        if (end)
+            break;
+    }
+    CL_ASSERT_INT_EQ(2, merges); /* previous-event ranges and window ranges */
+    cl_buf_free(&b);
+}
+
 static void test_users_events_are_ordered_by_time_then_row_key(void)
 {
     unsigned int summary;
@@ -554,6 +578,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_summary_statement_index_points_at_the_summary_select),
     CL_TEST(test_every_configured_window_size_is_recomputed),
     CL_TEST(test_session_timeout_bounds_dwell_time_and_the_previous_click),
+    CL_TEST(test_range_merges_read_distinct_intervals),
     CL_TEST(test_users_events_are_ordered_by_time_then_row_key),
     CL_TEST(test_work_tables_use_the_schema_text_collation),
     CL_TEST(test_events_without_a_country_count_as_unknown),
