@@ -741,15 +741,35 @@ static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
 {
     app_t *app = arg;
     cl_telemetry_aggregation_run(app->telemetry, r);
+    if (r->held_row_key[0] != '\0')
+        cl_log_error("aggregate",
+                     "event %s failed aggregation alone and is held (agg_held, with the "
+                     "error); other events go on; delete its agg_held row to retry it: %s",
+                     r->held_row_key, r->message);
+    if (r->mark_dropped)
+        cl_log_error("aggregate",
+                     "a marked window failed its recomputation alone and its mark was "
+                     "dropped; others go on: %s",
+                     r->message);
     if (r->status != CL_OK) {
-        /* A run cancelled by a stop is expected, not worth a warning. */
-        cl_log(app->aggregation == PART_STOPPING ? CL_LOG_DEBUG
-               : r->status == CL_ERR             ? CL_LOG_ERROR
-                                                 : CL_LOG_WARN,
-               "aggregate", "aggregation run failed: %s; the next run picks its work up",
-               r->message);
+        /* One line per change of state, not per run: a failure that repeats
+         * says so once (the metrics and /readyz show it goes on). A run
+         * cancelled by a stop is expected, not worth a warning. */
+        bool quiet = app->aggregation == PART_STOPPING || !r->new_failure;
+        cl_log(quiet                   ? CL_LOG_DEBUG
+               : r->status == CL_ERR ? CL_LOG_ERROR
+                                     : CL_LOG_WARN,
+               "aggregate", "aggregation run failed (%llu in a row): %s; the next run %s",
+               (unsigned long long)r->consecutive_failures, r->message,
+               r->status == CL_ERR ? "isolates what failed or retries it"
+                                   : "picks its work up");
         return;
     }
+    if (r->recovered_after > 0)
+        cl_log_info("aggregate",
+                    "aggregation recovered: runs succeed again with full claims after %llu "
+                    "failed run(s)",
+                    (unsigned long long)r->recovered_after);
     if (r->skipped_locked) {
         cl_log_debug("aggregate", "another instance holds the aggregation lock; run skipped");
         return;
@@ -1041,6 +1061,15 @@ static bool readiness(void *arg, cl_buf_t *missing)
     if (app->source == NULL || cl_kafka_source_assigned_count(app->source) == 0) {
         cl_buf_append_str(missing, "no Kafka partitions assigned\n");
         ok = false;
+    }
+    if (app->aggregator != NULL) {
+        cl_aggregator_stats_t as;
+        cl_aggregator_stats(app->aggregator, &as);
+        if (as.failing) {
+            cl_buf_appendf(missing, "aggregation failing (%llu runs in a row): %s\n",
+                           (unsigned long long)as.consecutive_failures, as.last_error);
+            ok = false;
+        }
     }
     return ok;
 }

@@ -37,12 +37,14 @@
 
 static const char *const table_names[CL_RETENTION_TABLE_COUNT] = {
     "click_data", "geo_data", "user_agent_data", "agg_pending", "rejected_events",
+    "agg_done",   "agg_users",
 };
 
 /* Session variables that carry each DELETE's row count to the summary. */
 static const char *const count_vars[CL_RETENTION_TABLE_COUNT] = {
     "@cl_retention_click_data",  "@cl_retention_geo_data",        "@cl_retention_user_agent_data",
-    "@cl_retention_agg_pending", "@cl_retention_rejected_events",
+    "@cl_retention_agg_pending", "@cl_retention_rejected_events", "@cl_retention_agg_done",
+    "@cl_retention_agg_users",
 };
 
 const char *cl_retention_table_name(cl_retention_table_t table)
@@ -110,6 +112,7 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
     delete_children(out, &n, CL_RETENTION_GEO_DATA);
     delete_children(out, &n, CL_RETENTION_USER_AGENT_DATA);
     delete_children(out, &n, CL_RETENTION_AGG_PENDING);
+    delete_children(out, &n, CL_RETENTION_AGG_DONE);
     delete_children(out, &n, CL_RETENTION_CLICK_DATA);
     /* Last before COMMIT, and only when events went: the row lock is held
      * for the commit alone, and a batch that deletes nothing writes nothing.
@@ -121,6 +124,12 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
               "pruned_before = GREATEST(pruned_before, VALUES(pruned_before))",
               cutoff, count_vars[CL_RETENTION_CLICK_DATA]);
     statement(out, &n, "COMMIT");
+    /* A window starting before the cutoff is frozen (aggregate.h): its
+     * users are never looked up again. */
+    statement(out, &n,
+              "DELETE FROM agg_users WHERE window_start < '%s' ORDER BY window_start LIMIT %" PRIu32,
+              cutoff, batch_rows);
+    statement(out, &n, "SET %s = ROW_COUNT()", count_vars[CL_RETENTION_AGG_USERS]);
     statement(out, &n,
               "SET @cl_retention_bound = (SELECT id FROM rejected_events "
               "WHERE rejected_at >= '%s' ORDER BY id LIMIT 1)",
@@ -131,8 +140,8 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
               INT64_MAX, cutoff, batch_rows);
     statement(out, &n, "SET %s = ROW_COUNT()", count_vars[CL_RETENTION_REJECTED_EVENTS]);
     *summary_statement = n;
-    statement(out, &n, "SELECT %s, %s, %s, %s, %s", count_vars[0], count_vars[1], count_vars[2],
-              count_vars[3], count_vars[4]);
+    statement(out, &n, "SELECT %s, %s, %s, %s, %s, %s, %s", count_vars[0], count_vars[1],
+              count_vars[2], count_vars[3], count_vars[4], count_vars[5], count_vars[6]);
     return CL_OK;
 }
 
@@ -245,7 +254,8 @@ static void on_batch_done(void *arg, const cl_db_result_t *res)
     rt->stats.batches++;
     /* A full batch may have left more behind; a short one found the end. */
     bool more = rt->batch_rows_deleted[CL_RETENTION_CLICK_DATA] >= rt->batch_rows ||
-                rt->batch_rows_deleted[CL_RETENTION_REJECTED_EVENTS] >= rt->batch_rows;
+                rt->batch_rows_deleted[CL_RETENTION_REJECTED_EVENTS] >= rt->batch_rows ||
+                rt->batch_rows_deleted[CL_RETENTION_AGG_USERS] >= rt->batch_rows;
     if (rt->state == RT_CLOSING || !more) {
         run_finish(rt, CL_OK, 0, "");
         return;

@@ -170,6 +170,39 @@ static const char *const migrations[] = {
     "pruned_before DATETIME(3) NOT NULL, "
     "PRIMARY KEY (id), "
     "CONSTRAINT retention_state_single_row CHECK (id = 1))" TABLE_OPTIONS,
+    /* 4 -> 5: incremental aggregation (aggregate.h). agg_done holds the key
+     * of every aggregated event, so that an event delivered again (and
+     * queued again) is not counted twice; agg_users the distinct users of
+     * every aggregate, keyed by window start first so that retention prunes
+     * old windows by a key range; agg_held the events a run failed on alone.
+     * Of an existing database, the events aggregated so far (stored and no
+     * longer pending) are recorded as done, and every window in agg_stats is
+     * marked for a recomputation, which rebuilds its agg_users rows: until
+     * it has run, the window's unique users may be overcounted by new
+     * events (the runs work through the marks newest first). On a large
+     * table this makes the migration and those runs long, once. */
+    "CREATE TABLE IF NOT EXISTS agg_done ("
+    "row_key VARBINARY(400) NOT NULL, "
+    "PRIMARY KEY (row_key))" TABLE_OPTIONS ";\n"
+    "CREATE TABLE IF NOT EXISTS agg_users ("
+    "window_start DATETIME(3) NOT NULL, "
+    "window_ms BIGINT NOT NULL, "
+    "url_hash BINARY(32) NOT NULL, "
+    "country VARCHAR(16) NOT NULL, "
+    "user_id VARCHAR(256) NOT NULL, "
+    "PRIMARY KEY (window_start, window_ms, url_hash, country, user_id))" TABLE_OPTIONS ";\n"
+    "CREATE TABLE IF NOT EXISTS agg_held ("
+    "row_key VARBINARY(400) NOT NULL, "
+    "reason VARCHAR(1024) NOT NULL, "
+    "held_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), "
+    "PRIMARY KEY (row_key))" TABLE_OPTIONS ";\n"
+    "INSERT INTO agg_done (row_key) "
+    "SELECT * FROM (SELECT c.row_key FROM click_data c WHERE NOT EXISTS "
+    "(SELECT 1 FROM agg_pending p WHERE p.row_key = c.row_key)) d "
+    "ON DUPLICATE KEY UPDATE agg_done.row_key = agg_done.row_key;\n"
+    "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
+    "SELECT * FROM (SELECT DISTINCT window_ms, window_start, NOW(6) FROM agg_stats) w "
+    "ON DUPLICATE KEY UPDATE marked_at = agg_dirty.marked_at",
 };
 
 _Static_assert(CL_ARRAY_LEN(migrations) == CL_STORE_SCHEMA_VERSION,

@@ -28,6 +28,8 @@ struct cl_telemetry_s {
     cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
     cl_counter_t *agg_runs, *agg_windows, *agg_windows_skipped, *agg_rows, *agg_events;
+    cl_counter_t *agg_isolated;
+    cl_gauge_t *agg_failing, *agg_failures, *agg_claim_limit;
     cl_counter_t *es_docs, *es_requests;
     cl_gauge_t *es_pending;
     cl_histogram_t *agg_duration;
@@ -103,6 +105,22 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                      NULL);
     t->agg_events = cl_metrics_counter(m, "clickloop_aggregation_events_claimed_total",
                                        "New events taken up by aggregation runs.", NULL);
+    t->agg_isolated = cl_metrics_counter(
+        m, "clickloop_aggregation_isolated_total",
+        "What aggregation runs set aside after it failed alone, by kind (event: held in "
+        "agg_held with the error, never claimed again; mark: a marked window dropped).",
+        "kind", NULL);
+    t->agg_failing = cl_metrics_gauge(m, "clickloop_aggregation_failing",
+                                      "1 while the last aggregation runs (3 or more in a row) "
+                                      "failed.",
+                                      NULL);
+    t->agg_failures = cl_metrics_gauge(m, "clickloop_aggregation_consecutive_failures",
+                                       "Aggregation runs failed in a row (0 after a success).",
+                                       NULL);
+    t->agg_claim_limit = cl_metrics_gauge(m, "clickloop_aggregation_claim_limit",
+                                          "Most events the next aggregation run claims (halved "
+                                          "after failures on the data, to isolate them).",
+                                          NULL);
     t->agg_duration = cl_metrics_histogram(m, "clickloop_aggregation_run_duration_seconds",
                                            "Duration of aggregation runs.", duration_bounds,
                                            CL_ARRAY_LEN(duration_bounds), NULL);
@@ -192,6 +210,8 @@ static void add_aggregator(cl_aggregator_stats_t *to, const cl_aggregator_stats_
     to->windows_recomputed += from->windows_recomputed;
     to->rows_changed += from->rows_changed;
     to->windows_frozen += from->windows_frozen;
+    to->events_held += from->events_held;
+    to->marks_dropped += from->marks_dropped;
 }
 
 static void add_sink(cl_es_sink_stats_t *to, const cl_es_sink_stats_t *from)
@@ -303,6 +323,15 @@ static void collect_aggregator(cl_telemetry_t *t)
     cl_counter_set(t->agg_windows_skipped, CL_LABELS("retention"), (double)as.windows_frozen);
     cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
     cl_counter_set(t->agg_events, NULL, (double)as.events_claimed);
+    cl_counter_set(t->agg_isolated, CL_LABELS("event"), (double)as.events_held);
+    cl_counter_set(t->agg_isolated, CL_LABELS("mark"), (double)as.marks_dropped);
+    /* The state is the live aggregator's alone. */
+    cl_aggregator_stats_t live = {0};
+    if (t->src.aggregator != NULL)
+        cl_aggregator_stats(t->src.aggregator, &live);
+    cl_gauge_set(t->agg_failing, NULL, live.failing ? 1.0 : 0.0);
+    cl_gauge_set(t->agg_failures, NULL, (double)live.consecutive_failures);
+    cl_gauge_set(t->agg_claim_limit, NULL, (double)live.claim_limit);
 }
 
 static void collect_sink(cl_telemetry_t *t)

@@ -42,22 +42,42 @@
  *   there.
  *
  * Incremental runs: the store's batch transaction queues every new event in
- * agg_pending (store.h), so the queue is complete in commit order. A run, in
- * one READ COMMITTED transaction, claims the pending events, finds the
- * windows they touch (each event's own windows, and the windows of the same
- * user's previous event when its dwell time may change, that is when it lies
- * within the session timeout), adds the windows an
- * operator marked in agg_dirty, sets the frozen ones aside (counted, their
- * marks consumed), recomputes the others completely, writes
- * the rows that changed into agg_stats (bumping `version`, setting
- * `needs_index`), and deletes what it claimed. The cost of a run follows the
- * events inside the windows it recomputes, not the size of the table: the
- * scans are index ranges over the touched windows, plus one session timeout
- * past each so that dwell times see the next click. READ COMMITTED keeps the
- * reads of click_data free of gap locks, so ingestion never waits for a run;
- * every statement sees at least the events the run claimed (committed
- * together with their pending rows), and events that arrive during the run
- * stay queued for the next one.
+ * agg_pending (store.h), so the queue is complete in commit order; a run
+ * claims at most a bounded number of them and adds what they change to
+ * agg_stats, so that its cost follows the events it takes in, not the size
+ * of the windows they fall in:
+ * - agg_done holds the key of every aggregated event. The events a run
+ *   works on are those plus the claimed ones not among them ("new"); an
+ *   event delivered again after it was aggregated is queued again by the
+ *   store, claimed, found in agg_done, and changes nothing. Pending events
+ *   the run did not claim are left out of every statement, as if they had
+ *   not arrived.
+ * - clicks are additive: each new event adds one to its cell in each window.
+ * - unique users: agg_users holds the distinct users of every cell (window
+ *   size, window start, URL, country); a new event whose user is not yet in
+ *   its cell adds the row and one unique user. Exact for every window size.
+ * - time spent: only a new event and the user's previous click (in
+ *   (event_time, row_key) order) can change, and only within one session
+ *   timeout of the new event. The run reads each claimed user's events in
+ *   [t - timeout, t + timeout] around the claimed times through
+ *   idx_click_user_time, gives each new event its time spent, and moves the
+ *   previous click's dwell time from its old next click to the new one.
+ * Windows an operator marked in agg_dirty are recomputed whole instead (and
+ * their agg_users rows rebuilt); the changes of claimed events to marked
+ * windows are left to that recomputation. Frozen windows (above) are set
+ * aside, counted, and their marks consumed. All of it in one READ COMMITTED
+ * transaction that also records the claimed events in agg_done and removes
+ * them from agg_pending: READ COMMITTED keeps the reads of click_data free of
+ * gap locks, so ingestion never waits for a run.
+ *
+ * A run that fails on the data (an error that is not the operator's, see
+ * cl_aggregate_error_is_operators) is retried with half the claim, down to a
+ * single event; an event that fails alone is held (agg_held, with the
+ * server's error) and never claimed again until an operator deletes its
+ * agg_held row; a marked window that fails alone loses its mark. Everything
+ * else goes on. Failures that are the operator's (a missing table, missing
+ * privileges, a read-only server, a full disk) hold everything back and are
+ * retried at every interval.
  *
  * The runner (cl_aggregator_t) issues that SQL from the loop on a pool of one
  * connection of its own, never two runs at once, and with several clickloop
@@ -89,6 +109,8 @@
 #define CL_AGG_URL_HASH_HEX_SIZE 65
 /* Longest country value ("unknown" or ISO 3166-1 alpha-2); the column holds 16. */
 #define CL_AGG_COUNTRY_MAX_LEN 16
+/* What agg_held.reason holds, in characters. */
+#define CL_AGG_HELD_REASON_MAX_CHARS 1024
 /* What agg_stats.index_error holds, in characters. */
 #define CL_AGG_INDEX_ERROR_MAX_CHARS 1024
 /* Largest window and session timeout accepted: keeps the SQL arithmetic far
@@ -149,20 +171,51 @@ const char *cl_aggregate_unlock_sql(void);
 
 /* Statement index (0-based) in the run SQL of the SELECT that reports the
  * run, as one row of CL_AGG_SUMMARY_FIELDS columns: events claimed, windows
- * recomputed, events scanned, agg_stats rows changed, windows left frozen. */
+ * changed or recomputed, events read, agg_stats rows changed, windows left
+ * frozen. */
 #define CL_AGG_SUMMARY_FIELDS 5
+
+/* Most events one run claims: bounds a run's length and its transaction
+ * while a backlog is worked off, and is where the halving on failure
+ * starts. */
+#define CL_AGG_MAX_CLAIM 50000
+
+/* What one run does. */
+typedef struct cl_aggregate_run_plan_s {
+    const cl_aggregate_spec_t *spec;
+    /* Windows starting before the larger of this (ms since the epoch;
+     * CL_AGG_NOTHING_FROZEN: no bound of its own) and
+     * retention_state.pruned_before + CL_AGG_RETENTION_MARGIN_MS (read by
+     * the run; no row: no bound) are frozen. */
+    int64_t frozen_before_ms;
+    size_t claim_limit; /* pending events to claim, in key order; 0: none */
+    size_t marks_limit; /* marked windows to recompute, newest first; 0: none */
+} cl_aggregate_run_plan_t;
 
 /* Append the SQL of one run (session settings, temporary work tables, then
  * the transaction described at the top of this file, ending in COMMIT) for
  * the multi-statement API, and set *summary_statement to the index of the
- * summary SELECT. Windows starting before the larger of frozen_before_ms
- * (ms since the epoch; CL_AGG_NOTHING_FROZEN: no bound of its own) and
- * retention_state.pruned_before + CL_AGG_RETENTION_MARGIN_MS (read by the
- * run, on every run; no row: no bound) are frozen. The text depends only on
- * the spec and frozen_before_ms: a runner builds it for each run, as that
- * bound moves with the clock. */
-int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec, int64_t frozen_before_ms,
+ * summary SELECT. The text depends only on the plan: a runner builds it for
+ * each run, as the frozen bound moves with the clock. */
+int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_run_plan_t *plan,
                          unsigned int *summary_statement, char err[CL_ERR_LEN]);
+
+/* Append the statements that hold the first claimable pending event (the one
+ * a run with claim_limit 1 claims) with `reason` in agg_held, so that no run
+ * claims it again. `escape` as in store.h. */
+int cl_aggregate_hold_sql(cl_buf_t *out, const char *reason,
+                          size_t (*escape)(char *to, const char *from, size_t len),
+                          char err[CL_ERR_LEN]);
+
+/* Append the statement that removes the mark a run with marks_limit 1
+ * recomputes (the newest). */
+const char *cl_aggregate_drop_mark_sql(void);
+
+/* Whether a permanent MariaDB error is the operator's to fix (schema,
+ * privileges, a read-only server, a full disk) rather than caused by the
+ * data a run took in: the runner holds everything back on the first kind
+ * and isolates the data on the second. */
+bool cl_aggregate_error_is_operators(unsigned int mariadb_error);
 
 /* Append one statement that marks every window of every configured size
  * that holds at least one event as dirty, so that the following runs
@@ -258,6 +311,19 @@ typedef struct cl_aggregator_run_result_s {
     uint64_t rows_changed;       /* agg_stats rows inserted or changed */
     uint64_t windows_frozen;     /* (size, start) pairs touched but frozen */
     uint64_t duration_ms;        /* from taking the lock to the end */
+    /* Failures in a row, this one included (0 after a success). */
+    uint64_t consecutive_failures;
+    /* A failure unlike the one before in its episode (the first failure,
+     * or another error): worth a log line; repeats of one failure, also
+     * between the successful runs that isolate it, are not. */
+    bool new_failure;
+    /* The end of an episode of failures: the first success with nothing left
+     * to isolate, after recovered_after failed runs. */
+    uint64_t recovered_after;
+    /* Isolation after a failure on the data: the event held (its row key,
+     * sanitized, "" if none) or the marked window dropped by this run. */
+    const char *held_row_key;
+    bool mark_dropped;
 } cl_aggregator_run_result_t;
 
 typedef void (*cl_aggregator_run_cb)(void *arg, const cl_aggregator_run_result_t *result);
@@ -283,6 +349,10 @@ typedef struct cl_aggregator_params_s {
     void *db_event_arg;
 } cl_aggregator_params_t;
 
+/* Failed runs in a row after which the aggregator counts as failing
+ * (readiness says so): one failure may be a blip, three are a state. */
+#define CL_AGG_FAILING_AFTER 3
+
 typedef struct cl_aggregator_stats_s {
     uint64_t runs; /* completed with status 0 and the lock taken */
     uint64_t runs_failed;
@@ -293,6 +363,14 @@ typedef struct cl_aggregator_stats_s {
     uint64_t rows_changed;       /* summed over runs */
     uint64_t windows_frozen;     /* summed over runs */
     uint64_t last_duration_ms;
+    uint64_t events_held;   /* events held after failing alone (agg_held) */
+    uint64_t marks_dropped; /* marked windows dropped after failing alone */
+    uint64_t consecutive_failures;
+    size_t claim_limit; /* of the next run: halved on failures of the data */
+    /* Failing: CL_AGG_FAILING_AFTER runs in a row have failed; last_error
+     * says how (valid until the next run ends). */
+    bool failing;
+    const char *last_error;
     bool running;
 } cl_aggregator_stats_t;
 

@@ -4,8 +4,9 @@
  *
  * What goes: click_data rows whose event_time lies before the cutoff (now
  * minus raw_days days, UTC), with the geo_data, user_agent_data and
- * agg_pending rows of the same row keys, and rejected_events rows whose
- * rejected_at lies before it. The aggregates in agg_stats stay: they outlive
+ * agg_pending and agg_done rows of the same row keys, rejected_events rows
+ * whose rejected_at lies before it, and the agg_users rows (aggregate.h) of
+ * windows starting before it, which are frozen and never counted again. The aggregates in agg_stats stay: they outlive
  * the events they were computed from. An event deleted while still pending
  * aggregation is simply never aggregated (its windows were old anyway);
  * deleting its agg_pending row keeps that queue bounded.
@@ -16,8 +17,9 @@
  * retention_state.pruned_before to the cutoff (never lowers it). That row
  * outlives the policy: the aggregator keeps the windows before it frozen even
  * after raw_days is raised or retention is switched off, since their rows
- * stay deleted (aggregate.h). Then one statement deletes up to
- * batch_rows rejected events in id order, below the first id that is not old
+ * stay deleted (aggregate.h). Then one statement deletes up to batch_rows
+ * agg_users rows (a key range: the key begins with the window start) and one
+ * up to batch_rows rejected events in id order, below the first id that is not old
  * (rejected events arrive in id order, so the old ones are a prefix and the
  * scan stays a primary-key range instead of the whole table). Both run in READ
  * COMMITTED: no gap locks, and reads take no locks, so the writers of new
@@ -48,6 +50,8 @@ typedef enum {
     CL_RETENTION_USER_AGENT_DATA,
     CL_RETENTION_AGG_PENDING,
     CL_RETENTION_REJECTED_EVENTS,
+    CL_RETENTION_AGG_DONE,
+    CL_RETENTION_AGG_USERS,
     CL_RETENTION_TABLE_COUNT,
 } cl_retention_table_t;
 

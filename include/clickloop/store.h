@@ -33,7 +33,7 @@
 #include "clickloop/db.h"
 
 /* The schema version this code writes (the last migration). */
-#define CL_STORE_SCHEMA_VERSION 4
+#define CL_STORE_SCHEMA_VERSION 5
 
 /* The collation of every text column, in the schema and in the aggregator's
  * work tables (they must agree: MariaDB refuses to compare columns of two

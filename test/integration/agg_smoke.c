@@ -16,6 +16,7 @@
  *      window boundaries, an event on 9999-12-31) -> one run -> agg_stats
  *      equals the brute force; the index read side parses and marks rows
  *   2. nothing new -> a run changes nothing; a redelivered batch -> nothing
+ *      (its events are in agg_done)
  *   3. late events into old windows -> exactly the rows whose values change
  *      get a new version, and only they need indexing again
  *   4. another session holds the lock -> the run is skipped
@@ -881,9 +882,10 @@ static void advance(void)
         run_now();
         break;
     case 14:
+        /* Claimed again, found in agg_done: not counted twice. */
         CHECK(S.last.status == CL_OK && S.last.events_claimed == 50 &&
-                  S.last.windows_recomputed > 0 && S.last.rows_changed == 0,
-              "a redelivered batch recomputes its windows and changes no row");
+                  S.last.windows_recomputed == 0 && S.last.rows_changed == 0,
+              "a redelivered batch is claimed and changes no row");
         note("step 3: late events into old windows");
         read_stats();
         break;

@@ -65,29 +65,27 @@ AVG_REL_TOL = 1e-6
 AVG_ABS_TOL = 0.0005
 
 # test_incremental_run_costs_a_fraction_of_full_recompute: 1 000 000 events
-# over 60 days from 20 000 users, windows 1h and 1d, then 1 000 new events
-# into the last day; the full recompute is the first run (it claims all
-# 1 000 000 events), the incremental one the run(s) claiming the 1 000.
-# Measured on 2 cores (MariaDB 10.11, plain build, other suites running on the
-# same machine), with the aggregation SQL as it was before commit fa7c206
-# (predecessor of each claimed event by a correlated MAX):
-#   full 88.5 s / incremental 1.14 s (ratio 78); full 106.1 s / incremental
-#   0.83 s (ratio 127); with 5 000 users: full 234.9 s / incremental 6.6 s (36).
-# With fa7c206 (predecessors through agg_run_prev_range) the full run does not
-# finish: merging one interval per claimed event with MAX() OVER (ORDER BY ...
-# ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) is quadratic in MariaDB
-# 10.11 (5 000 rows 0.46 s, 10 000 1.9 s, 20 000 7.4 s, 40 000 30 s); the
-# statement was still running after 900 s. The test then fails at
-# BENCH_FULL_RUN_DEADLINE_S.
-# The assertion is the acceptance bound: incremental < full / 5.
+# over 60 days from 20 000 users, windows 1h and 1d. The backlog is taken in
+# by incremental runs of at most CL_AGG_MAX_CLAIM events; then every window is
+# marked and recomputed whole (the full recompute, which must change no row:
+# the incremental history equals it); then 1 000 new events go into the last
+# day and the run(s) claiming them are the incremental cost.
+# Measured on 2 cores (MariaDB 10.11, plain build, other work on the machine)
+# with incremental runs (schema 5): backlog 20 runs, 231 s; full recompute
+# 1 500 windows in 8 runs, 167 s; 1 000 new events: one run of 0.27 s (ratio
+# 609). Before (runs recomputing every touched window whole): full 88.5-132 s,
+# incremental 0.8-2.0 s (ratio 36-127, lower with fewer users).
+# The assertion is the acceptance bound: incremental < full / 5. It runs in
+# the plain build only (CLICKLOOP_SANITIZED): the cost is MariaDB's, the same
+# in both builds, and it is the longest test of the suite.
 BENCH_EVENTS = 1_000_000
 BENCH_DAYS = 60
 BENCH_NEW_EVENTS = 1_000
 BENCH_USERS = 20_000
 BENCH_MIN_RATIO = 5
-# The full run must end within this (it keeps the file within ~10 minutes on
-# 2 cores): 2-4 x the times measured above.
-BENCH_FULL_RUN_DEADLINE_S = 360
+# The backlog and the full recompute must each end within this: about 4 x
+# the times measured above.
+BENCH_FULL_RUN_DEADLINE_S = 900
 
 RUN_LINE = re.compile(r"aggregation run: (\d+) new events, (\d+) windows recomputed "
                       r"\((\d+) events scanned\), (\d+) rows changed in (\d+) ms")
@@ -720,6 +718,78 @@ def test_events_of_many_users_in_one_millisecond_are_aggregated(make_env, indice
     assert env.db.count("agg_pending") == 0
     harness.report(request, f"seed {seed}: {len(events)} events in 4 milliseconds -> "
                    f"{len(want)} documents, all as computed")
+    proc.assert_running()
+
+
+def test_an_event_that_fails_aggregation_alone_is_held_and_the_rest_goes_on(
+        make_env, indices, es_url, request):
+    """Issue 9: no single input may put the aggregator in a loop of identical
+    failures. A trigger makes MariaDB refuse one event for good (SQLSTATE
+    45000 whenever it would be recorded as aggregated), as a value the server
+    refuses would: runs fail, halve their claim down to that event, hold it
+    in agg_held with the server's error, and aggregate every other event. The
+    failure is visible (a metric, /readyz, one log line rather than one per
+    run); deleting the agg_held row (after the cause is gone) retries it."""
+    rng, seed = make_rng()
+    T = T0 + 30 * DAY
+    events = clickstream(rng, T, "iso", n_users=6)
+    poison = events[len(events) // 2]
+    search = Search(es_url)
+    index = indices(search)
+    env = make_env()
+    admin = free_port()
+    agg_config(env, es_url, index, admin_port=admin)
+    proc = env.start()
+    harness.wait_until(lambda: env.db.table_exists("agg_done"), 60, "the schema",
+                       check=proc.assert_running)
+    env.db.query(
+        "CREATE TRIGGER poison BEFORE INSERT ON agg_done FOR EACH ROW "
+        "IF NEW.row_key = %s THEN SIGNAL SQLSTATE '45000' "
+        "SET MESSAGE_TEXT = 'this event cannot be aggregated'; END IF", (poison.row_key,))
+    produce_events(env, events, rng)
+
+    readiness = []
+
+    def held():
+        try:
+            r = requests.get(f"http://{harness.HOST}:{admin}/readyz", timeout=5)
+            readiness.append((r.status_code, r.text))
+        except requests.RequestException:
+            pass
+        return env.db.query("SELECT row_key, reason FROM agg_held")
+    rows = harness.wait_until(held, 180, "the poison event to be held", interval=0.3,
+                              check=proc.assert_running, describe=lambda: proc.log_tail(10))
+    assert [bytes(r[0]) for r in rows] == [poison.row_key]
+    assert "this event cannot be aggregated" in rows[0][1]
+    assert any(code == 503 and "aggregation failing" in text
+               and "this event cannot be aggregated" in text for code, text in readiness), \
+        readiness[-3:]
+
+    # Every other event is aggregated, exactly.
+    rest = [e for e in events if e is not poison]
+    wait_index_matches(search, index, expected_docs(rest, index), proc, 120,
+                       "the other events' aggregates")
+    m = scrape(admin)
+    assert metric(m, "clickloop_aggregation_isolated_total", kind="event") == 1
+    harness.wait_until(lambda: metric(scrape(admin), "clickloop_aggregation_failing") == 0 and
+                       requests.get(f"http://{harness.HOST}:{admin}/readyz",
+                                    timeout=5).status_code == 200,
+                       30, "readiness back", check=proc.assert_running)
+    failed_lines = [line for line in proc.log_text().splitlines()
+                    if "aggregation run failed" in line and "level=debug" not in line]
+    runs_failed = metric(m, "clickloop_aggregation_runs_total", result="failed")
+    assert runs_failed >= 3 and len(failed_lines) == 1, (runs_failed, failed_lines)
+    assert "is held" in proc.log_text()
+
+    # The cause removed and the hold released, the event is aggregated.
+    env.db.query("DROP TRIGGER poison")
+    env.db.query("DELETE FROM agg_held")
+    wait_index_matches(search, index, expected_docs(events, index), proc, 60,
+                       "the released event's aggregates")
+    wait_settled(env, proc)
+    harness.report(request, f"seed {seed}: {len(events)} events, one refused by the server: "
+                   f"held after {runs_failed:.0f} failed runs logged in one line; the others "
+                   f"aggregated meanwhile; released and aggregated after")
     proc.assert_running()
 
 
@@ -1454,6 +1524,8 @@ def bench_messages(n, rng, start_ms, span_ms, tag, users=BENCH_USERS):
         yield Message(payload.encode())
 
 
+@pytest.mark.skipif(os.environ.get("CLICKLOOP_SANITIZED", "none") != "none",
+                    reason="a benchmark of MariaDB's work: run in the plain build only")
 def test_incremental_run_costs_a_fraction_of_full_recompute(make_env, request):
     rng, seed = make_rng()
     env = make_env()
@@ -1482,17 +1554,42 @@ def test_incremental_run_costs_a_fraction_of_full_recompute(make_env, request):
     def runs():
         return [tuple(map(int, m.groups())) for m in RUN_LINE.finditer(proc.log_text())]
 
-    harness.wait_until(lambda: runs(), BENCH_FULL_RUN_DEADLINE_S,
-                       f"the full aggregation run over {BENCH_EVENTS} events", interval=0.5,
+    # The backlog: runs of at most CL_AGG_MAX_CLAIM events each, every one
+    # costing what it claims.
+    harness.wait_until(lambda: sum(r[0] for r in runs()) >= BENCH_EVENTS,
+                       BENCH_FULL_RUN_DEADLINE_S,
+                       f"the aggregation runs over {BENCH_EVENTS} events", interval=0.5,
                        check=proc.assert_running,
                        describe=lambda: f"statements running in MariaDB (id, s, text): "
                                         f"{statements_running(env.db)}; clickloop log ends "
                                         f"with:\n{proc.log_tail(5)}")
-    full = runs()[0]
-    assert full[0] == BENCH_EVENTS, f"the first run claimed {full[0]} events: {full}"
-    full_ms = full[4]
+    backlog = runs()
+    assert sum(r[0] for r in backlog) == BENCH_EVENTS, backlog
+    backlog_ms = sum(r[4] for r in backlog)
     assert env.db.scalar("SELECT SUM(clicks) FROM agg_stats WHERE window_ms = %s",
                          (DAY,)) == BENCH_EVENTS
+
+    # A full recompute (every window marked, as an operator does) changes no
+    # row: the incremental history equals it.
+    before = env.db.query("SELECT window_ms, window_start, url_hash, country, clicks, "
+                          "unique_users, time_spent_sum, time_spent_samples, version "
+                          "FROM agg_stats ORDER BY 1, 2, 3, 4")
+    n_before = len(runs())
+    env.db.query("INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
+                 "SELECT DISTINCT window_ms, window_start, NOW(6) FROM agg_stats")
+    n_marked = env.db.count("agg_dirty")
+    # Each marked window is recomputed by exactly one run, which logs it.
+    harness.wait_until(lambda: sum(r[1] for r in runs()[n_before:]) >= n_marked,
+                       BENCH_FULL_RUN_DEADLINE_S, "the full recompute", interval=0.5,
+                       check=proc.assert_running, describe=lambda: proc.log_tail(5))
+    assert env.db.count("agg_dirty") == 0
+    recompute = runs()[n_before:]
+    full_ms = sum(r[4] for r in recompute)
+    assert sum(r[3] for r in recompute) == 0, recompute
+    assert env.db.query("SELECT window_ms, window_start, url_hash, country, clicks, "
+                        "unique_users, time_spent_sum, time_spent_samples, version "
+                        "FROM agg_stats ORDER BY 1, 2, 3, 4") == before
+    full = (BENCH_EVENTS, sum(r[1] for r in recompute), sum(r[2] for r in recompute), 0)
 
     # 1 000 new events into the last day.
     n_before = len(runs())
@@ -1510,8 +1607,10 @@ def test_incremental_run_costs_a_fraction_of_full_recompute(make_env, request):
     m = scrape_safe(proc, env)
     harness.report(request,
                    f"seed {seed}: produced {BENCH_EVENTS} events in {t_produced - t0:.1f}s, "
-                   f"stored in {t_loaded - t_produced:.1f}s; full recompute: {full[0]} events, "
-                   f"{full[1]} windows, {full[2]} scanned, {full[3]} rows in {full_ms} ms; "
+                   f"stored in {t_loaded - t_produced:.1f}s; backlog: {len(backlog)} runs, "
+                   f"{backlog_ms} ms; full recompute of {n_marked} marked windows: "
+                   f"{len(recompute)} runs, {full[1]} windows, {full[2]} scanned, 0 rows "
+                   f"changed in {full_ms} ms; "
                    f"incremental: {len(incremental)} run(s) "
                    f"{[(r[0], r[1], r[2], r[3], r[4]) for r in incremental]} "
                    f"(events, windows, scanned, rows, ms) = {inc_ms} ms; ratio "

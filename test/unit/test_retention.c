@@ -61,8 +61,14 @@ static void test_batch_deletes_children_then_events_in_one_transaction(void)
     const char *geo = strstr(sql, "DELETE t FROM retention_batch k STRAIGHT_JOIN geo_data t");
     const char *ua = strstr(sql, "STRAIGHT_JOIN user_agent_data t");
     const char *pending = strstr(sql, "STRAIGHT_JOIN agg_pending t");
+    const char *done = strstr(sql, "STRAIGHT_JOIN agg_done t");
     const char *click = strstr(sql, "STRAIGHT_JOIN click_data t");
     const char *commit = strstr(sql, ";\nCOMMIT");
+    /* The users of frozen windows go by a key range, outside the events'
+     * transaction. */
+    const char *users = strstr(sql, "DELETE FROM agg_users WHERE window_start < "
+                                    "'2024-05-17 12:34:56.789' ORDER BY window_start LIMIT 500");
+    CL_ASSERT(done != NULL && users != NULL && pending < done && done < click && commit < users);
     CL_ASSERT(begin != NULL && pick != NULL && geo != NULL && ua != NULL && pending != NULL &&
               click != NULL && commit != NULL);
     if (begin && pick && geo && ua && pending && click && commit) {
@@ -128,7 +134,8 @@ static void test_summary_is_the_last_statement_with_one_column_per_table(void)
     CL_ASSERT_INT_EQ(count_statements(b.data) - 1, summary);
     CL_ASSERT_STR_EQ("SELECT @cl_retention_click_data, @cl_retention_geo_data, "
                      "@cl_retention_user_agent_data, @cl_retention_agg_pending, "
-                     "@cl_retention_rejected_events",
+                     "@cl_retention_rejected_events, @cl_retention_agg_done, "
+                     "@cl_retention_agg_users",
                      nth_statement(b.data, summary, stmt, sizeof stmt));
     /* Every variable the summary reads is set right after its DELETE. */
     for (int t = 0; t < CL_RETENTION_TABLE_COUNT; t++) {
@@ -164,6 +171,8 @@ static void test_table_names_match_the_schema(void)
     CL_ASSERT_STR_EQ("user_agent_data", cl_retention_table_name(CL_RETENTION_USER_AGENT_DATA));
     CL_ASSERT_STR_EQ("agg_pending", cl_retention_table_name(CL_RETENTION_AGG_PENDING));
     CL_ASSERT_STR_EQ("rejected_events", cl_retention_table_name(CL_RETENTION_REJECTED_EVENTS));
+    CL_ASSERT_STR_EQ("agg_done", cl_retention_table_name(CL_RETENTION_AGG_DONE));
+    CL_ASSERT_STR_EQ("agg_users", cl_retention_table_name(CL_RETENTION_AGG_USERS));
     CL_ASSERT_STR_EQ("unknown", cl_retention_table_name(CL_RETENTION_TABLE_COUNT));
 }
 

@@ -314,6 +314,10 @@ static void test_migration_from_three_adds_the_retention_state_only(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(3, &b, err));
+    /* Version 4 ends where the next migration begins. */
+    char *next = strstr(b.data, ";\nCREATE TABLE IF NOT EXISTS agg_done");
+    CL_ASSERT(next != NULL);
+    *next = '\0';
     CL_ASSERT_STR_EQ("CREATE TABLE IF NOT EXISTS retention_state ("
                      "id TINYINT UNSIGNED NOT NULL DEFAULT 1, "
                      "pruned_before DATETIME(3) NOT NULL, "
@@ -325,6 +329,34 @@ static void test_migration_from_three_adds_the_retention_state_only(void)
                      "ON DUPLICATE KEY UPDATE version = VALUES(version), "
                      "applied_at = CURRENT_TIMESTAMP(3)",
                      b.data);
+    cl_buf_free(&b);
+}
+
+/* Incremental aggregation: the new tables, the events aggregated so far
+ * recorded as done (stored and no longer pending), and every aggregated
+ * window marked for the recomputation that builds its users. */
+static void test_migration_from_four_records_done_events_and_marks_aggregated_windows(void)
+{
+    cl_buf_t b;
+    cl_buf_init(&b);
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_store_migration_sql(4, &b, err));
+    const char *done = strstr(b.data, "CREATE TABLE IF NOT EXISTS agg_done (");
+    const char *users = strstr(b.data, "CREATE TABLE IF NOT EXISTS agg_users (");
+    const char *held = strstr(b.data, "CREATE TABLE IF NOT EXISTS agg_held (");
+    const char *fill = strstr(b.data, "INSERT INTO agg_done (row_key) SELECT * FROM (SELECT "
+                                      "c.row_key FROM click_data c WHERE NOT EXISTS (SELECT 1 "
+                                      "FROM agg_pending p WHERE p.row_key = c.row_key)) d");
+    const char *mark = strstr(b.data, "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
+                                      "SELECT * FROM (SELECT DISTINCT window_ms, window_start, "
+                                      "NOW(6) FROM agg_stats) w");
+    const char *version = strstr(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 5)");
+    CL_ASSERT(done != NULL && users != NULL && held != NULL && fill != NULL && mark != NULL &&
+              version != NULL);
+    CL_ASSERT(done < fill && fill < mark && mark < version);
+    /* Window start first: retention prunes old windows by a key range. */
+    CL_ASSERT_STR_CONTAINS(users, "PRIMARY KEY (window_start, window_ms, url_hash, country, "
+                                  "user_id))");
     cl_buf_free(&b);
 }
 
@@ -437,8 +469,8 @@ static void test_migration_from_a_newer_version_is_refused(void)
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(CL_STORE_SCHEMA_VERSION + 1, &b, err));
-    CL_ASSERT_STR_CONTAINS(err, "database schema version 5 is unknown to this clickloop, which "
-                                "knows versions 0 to 4");
+    CL_ASSERT_STR_CONTAINS(err, "database schema version 6 is unknown to this clickloop, which "
+                                "knows versions 0 to 5");
     CL_ASSERT_INT_EQ(CL_ERR, cl_store_migration_sql(-1, &b, err));
     cl_buf_free(&b);
 }
@@ -460,6 +492,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
     CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
     CL_TEST(test_migration_from_three_adds_the_retention_state_only),
+    CL_TEST(test_migration_from_four_records_done_events_and_marks_aggregated_windows),
     CL_TEST(test_migration_from_zero_runs_every_migration_in_order),
     CL_TEST(test_migration_from_two_converts_every_table_to_the_no_pad_collation),
     CL_TEST(test_migration_from_two_requeues_merged_users_before_converting),
