@@ -27,7 +27,8 @@ twice, gaps of exactly the session timeout and one millisecond either side,
 events on window boundaries of every size, explicit time_spent_ms (0, large,
 fractional), missing and NULL countries, every timestamp form the parser
 takes. Windows: 1m, 45m (not a divisor of an hour), 1h, 1d, 7d (aligned to
-the epoch, a Thursday); session timeout 5m; retention off.
+the epoch, a Thursday); session timeout 5m; retention off. One case lies at
+the epoch, one at the end of the DATETIME range (9999-12-31T23:59:59.999Z).
 
 The run: the main stream settles (agg_pending empty, nothing needing
 indexing), then every agg_stats row and every document equals the oracle and
@@ -99,6 +100,11 @@ LATE_BATCHES = 2
 FIRST_DAY = 1_704_067_200_000          # 2024-01-01T00:00:00Z, a Monday
 SPAN_DAYS = 120
 BUSY_DAY = FIRST_DAY + 59 * DAY        # 2024-02-29
+# The range of event times (event.h): the epoch to the last ms of 9999. Case
+# 0 starts at the epoch, case 1 ends at the last millisecond.
+TS_MAX = 253_402_300_799_999
+# Integers below this are Unix seconds, at or above it milliseconds (event.h).
+EPOCH_MS_FROM = 100_000_000_000
 
 # avg_time_spent_ms is written with "%.3f" (es_doc.c) from a double division:
 # the document holds the average rounded to 0.0005 ms, plus the division's and
@@ -288,15 +294,18 @@ def wire_timestamp(rng, ms):
     t or a space, no fraction or digits past the millisecond (cut); Unix
     milliseconds, whole seconds, or seconds with a fraction."""
     form = rng.randrange(10)
-    if form == 6:
+    if form == 6 and ms >= EPOCH_MS_FROM:
         return ms
-    if form == 7:
-        return ms // 1000 if ms % 1000 == 0 else ms
+    if form in (6, 7) and ms % 1000 == 0:
+        return ms // 1000
     if form == 8:
         text = float_seconds_text(ms)
-        return RawNumber(text) if text is not None else ms
+        if text is not None:
+            return RawNumber(text)
     offset_min = rng.choice([60, 120, 330, -300, -570, 14 * 60, -12 * 60]) \
         if form in (1, 2) else 0
+    if not 0 <= ms + offset_min * MINUTE <= TS_MAX:
+        offset_min = 0      # the local date must lie in 1970..9999 too
     d = EPOCH + dt.timedelta(milliseconds=ms + offset_min * MINUTE)
     sep = {3: "t", 4: " "}.get(form, "T")
     text = d.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
@@ -390,7 +399,11 @@ class Case:
         self.users = self._make_users()
         self.urls = self._make_urls()
         self.home = {u[0]: rng.choice(GEO_CODES + UNKNOWN_FORMS) for u in self.users}
-        if rng.random() < 0.2:
+        if index == 0:
+            self.base = rng.randrange(0, HOUR)
+        elif index == 1:
+            self.base = TS_MAX - rng.randrange(0, 6 * HOUR)
+        elif rng.random() < 0.2:
             self.base = BUSY_DAY + rng.randrange(0, 20 * HOUR)
         elif rng.random() < 0.15:
             # Just before a 7d boundary (the epoch's Thursdays).
@@ -469,6 +482,7 @@ class Case:
                 value, wire = random_spent(rng)
         elif spent is not None:
             value, wire = spent, spent
+        ts = min(max(ts, 0), TS_MAX)       # the epoch and end-of-time cases
         e = Event(self, event_id, user, ts, url or rng.choice(self.urls), geo, value, wire)
         self.events.append(e)
         return e
@@ -479,6 +493,8 @@ class Case:
     def main_events(self):
         """The case's events for the main stream."""
         rng, t0 = self.rng, self.base
+        if t0 < DAY:
+            self.add(self.user(), 0, spent=None)       # 1970-01-01T00:00:00.000Z
         for u in self.users:                       # sessions
             t = t0 + rng.randrange(0, 4 * HOUR)
             for _ in range(rng.randint(1, 6)):
@@ -708,6 +724,10 @@ def coverage(sent, rows):
             seen["time_spent_ms > 1e9"] += 1
         if r.country == "unknown":
             seen["unknown country"] += 1
+        if r.ts == 0:
+            seen["at the epoch"] += 1
+        if r.ts == TS_MAX:
+            seen["at the last millisecond of 9999"] += 1
     seen["users sharing one ms"] = sum(1 for us in users_per_ms.values() if len(us) > 1)
     per_key = defaultdict(int)
     for d in sent:
@@ -727,7 +747,8 @@ REQUIRED_EDGES = [
     "keyless tie, byte order against offset order",
     "keyed tie, byte order against numeric order", "users sharing one ms",
     "time_spent_ms 0", "time_spent_ms > 1e9", "unknown country", "event_id delivered twice",
-    "keyless payload stored twice",
+    "keyless payload stored twice", "at the epoch",
+    "at the last millisecond of 9999",
 ] + [f"at a {window_label(w)} boundary" for w in WINDOWS_MS]
 
 
