@@ -33,7 +33,8 @@ the epoch, one at the end of the DATETIME range (9999-12-31T23:59:59.999Z).
 The run: the main stream settles (agg_pending empty, nothing needing
 indexing), then every agg_stats row and every document equals the oracle and
 there are no others. Two late batches follow (events minutes to days late,
-into windows indexed already); after each, again everything equals the oracle
+into windows indexed already, each produced in parts while aggregation runs
+go on); after each, again everything equals the oracle
 and exactly the rows whose aggregate changed got a new version. Then the
 group is rewound and part of the topic delivered again: nothing changes, not
 even a version. Last, every window of every size holding an event is marked
@@ -566,6 +567,13 @@ class Case:
                                                          TIMEOUT_MS + 1]), spent=None))
         elif kind == "same_ms":
             out.append(self.add(u, pick.ts, spent=None))
+        elif kind == "interleave":
+            # Several late clicks inside one user's session, aggregated in
+            # one run or in consecutive ones.
+            mine = [e.ts for e in known if e.user_id == u[0]]
+            lo, hi = min(mine) - MINUTE, max(mine) + MINUTE
+            for _ in range(rng.randint(2, 4)):
+                out.append(self.add(u, rng.randint(lo, hi)))
         elif kind == "extend_last":
             # A user's last click gains a dwell time from a click on another
             # URL: its documents change without a click more.
@@ -596,9 +604,12 @@ class Case:
         return out
 
 
-LATE_KINDS = ["between", "after_exact", "before_exact", "same_ms", "extend_last",
-              "days_late", "minutes_late", "boundary", "new_user", "duplicate",
-              "keyless_again"]
+LATE_KINDS = ["between", "after_exact", "before_exact", "same_ms", "interleave",
+              "extend_last", "days_late", "minutes_late", "boundary", "new_user",
+              "duplicate", "keyless_again"]
+# A late batch is produced in this many parts, one after the other without
+# waiting, so that aggregation runs start while parts are still arriving.
+LATE_PARTS = 6
 
 
 class Stream:
@@ -1146,7 +1157,9 @@ def test_random_streams_match_the_oracle(world, request):
     # Late batches, each after the previous one was aggregated and indexed.
     for k, batch in enumerate(late, 1):
         t0 = time.monotonic()
-        run.produce(batch)
+        for part in range(LATE_PARTS):
+            if batch[part::LATE_PARTS]:
+                run.produce(batch[part::LATE_PARTS])
         rows = run.settle(f"late batch {k}")
         want_after, stats_after = run.check(f"after late batch {k}", rows)
         changed, dwell_only = run.check_versions(f"late batch {k}", want, stats, want_after,
