@@ -297,7 +297,7 @@ def wire_timestamp(rng, ms):
     form = rng.randrange(10)
     if form == 6 and ms >= EPOCH_MS_FROM:
         return ms
-    if form in (6, 7) and ms % 1000 == 0:
+    if form in (6, 7) and ms % 1000 == 0 and ms // 1000 < EPOCH_MS_FROM:
         return ms // 1000
     if form == 8:
         text = float_seconds_text(ms)
@@ -496,6 +496,8 @@ class Case:
         rng, t0 = self.rng, self.base
         if t0 < DAY:
             self.add(self.user(), 0, spent=None)       # 1970-01-01T00:00:00.000Z
+        if t0 > TS_MAX - DAY:
+            self.add(self.user(), TS_MAX, spent=None)  # 9999-12-31T23:59:59.999Z
         for u in self.users:                       # sessions
             t = t0 + rng.randrange(0, 4 * HOUR)
             for _ in range(rng.randint(1, 6)):
@@ -1123,6 +1125,58 @@ def test_oracle_follows_the_documented_rules_on_a_hand_computed_stream():
     assert floor_window(T, WEEK) == 1_703_721_600_000
     # Seconds with a fraction are read as the parser reads them.
     assert float_seconds_text(1_715_904_000_123) == "1715904000.123"
+
+
+RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?"
+                     r"(?:[Zz]|([+-])(\d\d):?(\d\d))")
+
+
+def read_message(value):
+    """(event_id, user_id, ms, url, country, time spent) of a generated
+    message, read by the rules of event.h (a model for the generator's own
+    check, not of the C parser)."""
+    m = json.loads(value)
+    ts = m["timestamp"]
+    if isinstance(ts, str):
+        y, mo, d, h, mi, sec, frac, sign, zh, zm = RFC3339.fullmatch(ts).groups()
+        assert 1970 <= int(y) <= 9999, ts
+        days = (dt.date(int(y), int(mo), int(d)) - dt.date(1970, 1, 1)).days
+        ms = (days * 86400 + int(h) * 3600 + int(mi) * 60 + int(sec)) * 1000 \
+            + int((frac or "0")[:3].ljust(3, "0"))
+        if sign:
+            ms -= (1 if sign == "+" else -1) * (int(zh) * 60 + int(zm)) * MINUTE
+    else:
+        t = ts if ts >= EPOCH_MS_FROM else ts * 1000
+        ms = math.floor(t + 0.0005) if isinstance(ts, float) else t
+    country = m.get("country")
+    spent = m.get("time_spent_ms")
+    if isinstance(spent, float):
+        spent = math.floor(spent + 0.5)      # to the nearest (no .5 is generated)
+    return (m.get("event_id"), str(m["user_id"]), ms, m["url"],
+            country.upper() if country else "unknown", spent)
+
+
+def test_generated_messages_mean_what_the_oracle_assumes():
+    """Every message of a generated stream, read by the rules of event.h,
+    holds exactly the event the oracle counts (guards the generator)."""
+    stream = Stream(random.Random(12345), 60)
+    batches = [stream.main_batch()] + [stream.late_batch(k + 1) for k in range(LATE_BATCHES)]
+    n = 0
+    for d in (d for b in batches for d in b):
+        e = d.event
+        assert read_message(d.value) == (e.event_id, e.user_id, e.ts, e.url, e.country,
+                                         e.spent), d.value
+        assert 0 <= e.ts <= TS_MAX and d.partition in range(harness.DEFAULT_PARTITIONS)
+        n += 1
+    assert n > 2000
+    # Every timestamp form at the edges of the range and of the seconds rule.
+    rng = random.Random(1)
+    for ms in (0, 1, 999, 1000, 60_000, EPOCH_MS_FROM - 1, EPOCH_MS_FROM, EPOCH_MS_FROM * 1000,
+               FIRST_DAY, FIRST_DAY + 123, TS_MAX - 999, TS_MAX - 1000, TS_MAX):
+        for _ in range(100):
+            value = serialise(rng, {"user_id": "u", "url": "x",
+                                    "timestamp": wire_timestamp(rng, ms)})
+            assert read_message(value)[2] == ms, value
 
 
 def test_random_streams_match_the_oracle(world, request):
