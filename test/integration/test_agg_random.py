@@ -21,8 +21,9 @@ es_doc.h, not from the SQL:
 The cases mix many users and URLs (names differing only in case, trailing
 spaces or Unicode normalisation, integer user ids also sent as strings), ties
 across users and within one user in one millisecond (event ids and derived
-keys whose byte order differs from their numeric order), bursts, duplicates by
-event_id in other serialisations, keyless events and keyless payloads sent
+keys whose byte order differs from their numeric order), quotes, backslashes
+and control characters in ids and URLs, bursts, duplicates by event_id in
+other serialisations, keyless events and keyless payloads sent
 twice, gaps of exactly the session timeout and one millisecond either side,
 events on window boundaries of every size, explicit time_spent_ms (0, large,
 fractional), missing and NULL countries, every timestamp form the parser
@@ -292,8 +293,9 @@ class RawNumber(str):
 def wire_timestamp(rng, ms):
     """The instant ms in one of the timestamp forms of event.h: RFC 3339 with
     Z, z, an offset with or without a colon, "+00:00"/"-00:00", a lower-case
-    t or a space, no fraction or digits past the millisecond (cut); Unix
-    milliseconds, whole seconds, or seconds with a fraction."""
+    t or a space, no fraction or digits past the millisecond (cut), a leap
+    second for :59.999; Unix milliseconds, whole seconds, or seconds with a
+    fraction."""
     form = rng.randrange(10)
     if form == 6 and ms >= EPOCH_MS_FROM:
         return ms
@@ -309,11 +311,15 @@ def wire_timestamp(rng, ms):
         offset_min = 0      # the local date must lie in 1970..9999 too
     d = EPOCH + dt.timedelta(milliseconds=ms + offset_min * MINUTE)
     sep = {3: "t", 4: " "}.get(form, "T")
-    text = d.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
-    if form == 5:
-        text += f".{ms % 1000:03d}{rng.randrange(1000):03d}"
-    elif ms % 1000 != 0 or rng.random() < 0.5:
-        text += f".{ms % 1000:03d}"
+    if ms % MINUTE == MINUTE - 1 and rng.random() < 0.4:
+        # A leap second: ":60" (any fraction) is :59.999 of the minute.
+        text = d.strftime(f"%Y-%m-%d{sep}%H:%M:60") + rng.choice(["", ".0", ".5", ".999999"])
+    else:
+        text = d.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+        if form == 5:
+            text += f".{ms % 1000:03d}{rng.randrange(1000):03d}"
+        elif ms % 1000 != 0 or rng.random() < 0.5:
+            text += f".{ms % 1000:03d}"
     if form == 9:
         return text + rng.choice(["+00:00", "-00:00"])
     if offset_min == 0:
@@ -420,7 +426,8 @@ class Case:
         users = []
         for j in range(rng.randint(2, 5)):
             users.append((f"{tag}-u{j}", [f"{tag}-u{j}"]))
-        extra = rng.sample(["case", "space", "nfd", "int", "unicode"], rng.randint(1, 3))
+        extra = rng.sample(["case", "space", "nfd", "int", "unicode", "escapes"],
+                           rng.randint(1, 3))
         for kind in extra:
             if kind == "case":
                 users += [(f"{tag}-Ann", [f"{tag}-Ann"]), (f"{tag}-ann", [f"{tag}-ann"])]
@@ -433,15 +440,18 @@ class Case:
             elif kind == "int":
                 n = 10**9 + self.index * 100 + rng.randrange(100)
                 users.append((str(n), [n, str(n)]))   # the integer is stored as its text
-            else:
+            elif kind == "unicode":
                 users.append((f"{tag}-ユーザー-😀", [f"{tag}-ユーザー-😀"]))
+            else:
+                users += [(x, [x]) for x in (f"{tag}-o'brien", f"{tag}-back\\slash\"",
+                                             f"{tag}-tab\tnl\n")]
         return users
 
     def _make_urls(self):
         rng, tag = self.rng, self.tag
         root = f"https://shop.test/{tag}"
         urls = [f"{root}/p{j}" for j in range(rng.randint(2, 4))]
-        extra = rng.sample(["case", "slash", "space", "utf8", "escaped", "long"],
+        extra = rng.sample(["case", "slash", "space", "utf8", "escaped", "long", "odd"],
                            rng.randint(1, 3))
         for kind in extra:
             if kind == "case":
@@ -454,6 +464,10 @@ class Case:
                 urls += [f"{root}/ü?q=ñ", unicodedata.normalize("NFD", f"{root}/ü?q=ñ")]
             elif kind == "escaped":
                 urls += [f"{root}/%C3%BC", f"{root}/%c3%bc"]
+            elif kind == "odd":
+                # What SQL and JSON must escape, and what JSON may leave raw.
+                urls += [f"{root}/q?a=\"b\"&c=\\d'e", f"{root}/tab\tnl\n\x01\x7f",
+                         f"{root}/\u2028\u2029😀"]
             elif rng.random() < 0.5:
                 n = rng.randrange(2_000, 12_000)
                 urls.append(f"{root}/search?q=" + "".join(
@@ -522,10 +536,12 @@ class Case:
             for u in rng.sample(self.users, rng.randint(2, len(self.users))):
                 self.add(u, t)
         if rng.random() < 0.6:                     # one user, several events in one ms
-            # Ids whose byte order is not their numeric order ("-10" < "-9").
+            # Ids whose byte order is not their numeric order ("-10" < "-9"),
+            # and UTF-8 ones, whose bytes sort after every ASCII letter.
             u, t = self.user(), t0 + rng.randrange(0, 3 * HOUR)
             self.seq += 1
-            for n in rng.sample([1, 2, 9, 10, 11, 100], rng.randint(2, 4)):
+            for n in rng.sample([1, 2, 9, 10, 11, 100, "Z", "a", "é", "😀", "o'k", "b\\s"],
+                                rng.randint(2, 4)):
                 self.add(u, t, event_id=f"{self.tag}-t{self.seq}-{n}", spent=None)
             self.add(u, t + rng.choice([1, 1000, TIMEOUT_MS]), spent=None)
         if rng.random() < 0.3:                     # event ids differing only in case
@@ -1141,8 +1157,8 @@ def read_message(value):
         y, mo, d, h, mi, sec, frac, sign, zh, zm = RFC3339.fullmatch(ts).groups()
         assert 1970 <= int(y) <= 9999, ts
         days = (dt.date(int(y), int(mo), int(d)) - dt.date(1970, 1, 1)).days
-        ms = (days * 86400 + int(h) * 3600 + int(mi) * 60 + int(sec)) * 1000 \
-            + int((frac or "0")[:3].ljust(3, "0"))
+        millis = 999 if sec == "60" else int((frac or "0")[:3].ljust(3, "0"))
+        ms = (days * 86400 + int(h) * 3600 + int(mi) * 60 + min(int(sec), 59)) * 1000 + millis
         if sign:
             ms -= (1 if sign == "+" else -1) * (int(zh) * 60 + int(zm)) * MINUTE
     else:
@@ -1171,8 +1187,9 @@ def test_generated_messages_mean_what_the_oracle_assumes():
     assert n > 2000
     # Every timestamp form at the edges of the range and of the seconds rule.
     rng = random.Random(1)
-    for ms in (0, 1, 999, 1000, 60_000, EPOCH_MS_FROM - 1, EPOCH_MS_FROM, EPOCH_MS_FROM * 1000,
-               FIRST_DAY, FIRST_DAY + 123, TS_MAX - 999, TS_MAX - 1000, TS_MAX):
+    for ms in (0, 1, 999, 1000, 59_999, 60_000, EPOCH_MS_FROM - 1, EPOCH_MS_FROM,
+               EPOCH_MS_FROM * 1000, FIRST_DAY, FIRST_DAY + 123, FIRST_DAY - 1, TS_MAX - 999,
+               TS_MAX - 1000, TS_MAX):
         for _ in range(100):
             value = serialise(rng, {"user_id": "u", "url": "x",
                                     "timestamp": wire_timestamp(rng, ms)})
