@@ -43,8 +43,8 @@ in agg_dirty, as an operator would: the full recompute changes no row.
 
 Settings (environment):
   CLICKLOOP_RANDOM_SEED   the seed (default: random; always printed)
-  CLICKLOOP_RANDOM_CASES  cases in the stream (default 200: about 8 000
-                          events, 30 000 documents)
+  CLICKLOOP_RANDOM_CASES  cases in the stream (default 300: about 13 000
+                          events, 46 000 documents)
   CLICKLOOP_RANDOM_ONLY   comma-separated case tags (e.g. c0012,c0107): run
                           only those cases of the seed's stream, to reduce a
                           failure (cases do not interact)
@@ -94,7 +94,7 @@ WINDOWS_MS = [MINUTE, 45 * MINUTE, HOUR, DAY, WEEK]
 SESSION_TIMEOUT = "5m"
 TIMEOUT_MS = 5 * MINUTE
 
-DEFAULT_CASES = 200
+DEFAULT_CASES = 300
 LATE_BATCHES = 2
 
 # Cases start within these days (2024-01-01 on), a fifth of them on one busy
