@@ -851,22 +851,24 @@ class Index:
 
 class Row:
     __slots__ = ("values", "version", "indexed_version", "needs_index", "index_error", "url",
-                 "country")
+                 "country", "updated_at")
 
 
 def stats_rows(db):
     """{document id: Row} of agg_stats, the id made from the row's key."""
     out = {}
     for (w, start, h, country, url, clicks, users, spent, samples, version, indexed, needs,
-         error) in db.query(
+         error, updated_at) in db.query(
             "SELECT window_ms, TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', "
             "window_start) DIV 1000, LOWER(HEX(url_hash)), country, url, clicks, unique_users, "
             "time_spent_sum, time_spent_samples, version, indexed_version, needs_index, "
-            "index_error FROM agg_stats"):
+            "index_error, TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', "
+            "updated_at) DIV 1000 FROM agg_stats"):
         r = Row()
         r.values = (int(clicks), int(users), int(spent), int(samples))
         r.version, r.indexed_version = int(version), int(indexed)
         r.needs_index, r.index_error, r.url, r.country = int(needs), error, url, country
+        r.updated_at = int(updated_at)
         out[f"{window_label(int(w))}:{int(start)}:{country}:{h}"] = r
     return out
 
@@ -982,6 +984,9 @@ class Run:
                     problems[i].append(p)
                 if r is not None and docs[i][1] != r.version:
                     problems[i].append(f"_version {docs[i][1]}, agg_stats.version {r.version}")
+                if r is not None and docs[i][2].get("updated_at") != r.updated_at:
+                    problems[i].append(f"updated_at {docs[i][2].get('updated_at')}, "
+                                       f"agg_stats.updated_at {r.updated_at}")
         count = self.index.count()
         if count != len(want):
             problems["(index)"].append(f"{count} documents, want {len(want)}")
@@ -1001,9 +1006,11 @@ class Run:
             if i in changed and old is not None and r.version <= old.version:
                 problems[i].append(f"changed {old.values} -> {r.values} but version "
                                    f"{old.version} -> {r.version}")
-            if i not in changed and (old is None or r.version != old.version):
-                problems[i].append(f"unchanged {r.values} but version "
-                                   f"{old and old.version} -> {r.version}")
+            if i not in changed and (old is None or (r.version, r.updated_at)
+                                     != (old.version, old.updated_at)):
+                problems[i].append(f"unchanged {r.values} but (version, updated_at) "
+                                   f"{old and (old.version, old.updated_at)} -> "
+                                   f"{(r.version, r.updated_at)}")
         if problems:
             raise AssertionError(self.explain(what, problems))
         dwell_only = [i for i in changed if i in want_before
@@ -1308,13 +1315,11 @@ def try_set_offsets(env, offsets):
 
 
 def unchanged(run, what, before, after):
-    """agg_stats rows, values and versions, are what they were."""
-    diff = {i: [f"{before[i].values if i in before else None} v"
-                f"{before[i].version if i in before else None} -> "
-                f"{after[i].values if i in after else None} v"
-                f"{after[i].version if i in after else None}"]
-            for i in set(before) | set(after)
-            if i not in before or i not in after or before[i].values != after[i].values
-            or before[i].version != after[i].version}
+    """agg_stats rows are what they were: values, version and updated_at."""
+    def state(rows, i):
+        r = rows.get(i)
+        return None if r is None else (r.values, r.version, r.updated_at)
+    diff = {i: [f"(values, version, updated_at) {state(before, i)} -> {state(after, i)}"]
+            for i in set(before) | set(after) if state(before, i) != state(after, i)}
     if diff:
         raise AssertionError(run.explain(f"{what} changed agg_stats rows", diff))
