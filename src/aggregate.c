@@ -716,16 +716,26 @@ int cl_aggregate_run_sql(cl_buf_t *out, const cl_aggregate_run_plan_t *plan,
     return CL_OK;
 }
 
+/* A reason for a text column: ill-formed UTF-8 as '?', cut at max_chars
+ * characters, escaped for a quoted literal. The caller frees it. */
+static char *escaped_reason(const char *reason, size_t max_chars,
+                            size_t (*escape)(char *to, const char *from, size_t len))
+{
+    size_t len;
+    char *text = cl_utf8_sanitize(reason, max_chars, &len);
+    char *escaped = cl_xmalloc(2 * len + 1);
+    escape(escaped, text, len);
+    free(text);
+    return escaped;
+}
+
 int cl_aggregate_hold_sql(cl_buf_t *out, const char *reason,
                           size_t (*escape)(char *to, const char *from, size_t len),
                           char err[CL_ERR_LEN])
 {
     if (reason == NULL)
         return cl_errorf(err, "aggregate: holding an event needs a reason");
-    size_t len;
-    char *text = cl_utf8_sanitize(reason, CL_AGG_HELD_REASON_MAX_CHARS, &len);
-    char *escaped = cl_xmalloc(2 * len + 1);
-    escape(escaped, text, len);
+    char *escaped = escaped_reason(reason, CL_AGG_HELD_REASON_MAX_CHARS, escape);
     /* The same event a run with claim_limit 1 claims (append_claim). */
     cl_buf_appendf(out,
                    "SET @cl_agg_hold = (SELECT p.row_key FROM agg_pending p WHERE NOT EXISTS "
@@ -736,7 +746,6 @@ int cl_aggregate_hold_sql(cl_buf_t *out, const char *reason,
                    "SELECT @cl_agg_hold FROM DUAL WHERE @cl_agg_hold IS NOT NULL",
                    escaped);
     free(escaped);
-    free(text);
     return CL_OK;
 }
 
@@ -983,17 +992,13 @@ int cl_aggregate_mark_failed_sql(cl_buf_t *out, const cl_aggregate_key_t *key, u
         return CL_ERR;
     if (reason == NULL)
         return cl_errorf(err, "aggregate: a failure needs a reason");
-    size_t len;
-    char *text = cl_utf8_sanitize(reason, CL_AGG_INDEX_ERROR_MAX_CHARS, &len);
-    char *escaped = cl_xmalloc(2 * len + 1);
-    escape(escaped, text, len);
+    char *escaped = escaped_reason(reason, CL_AGG_INDEX_ERROR_MAX_CHARS, escape);
     cl_buf_appendf(out,
                    "UPDATE agg_stats SET index_error = '%s', needs_index = (version <> %" PRIu64
                    ") WHERE ",
                    escaped, version);
     append_key_match(out, "", key);
     free(escaped);
-    free(text);
     return CL_OK;
 }
 
@@ -1036,7 +1041,7 @@ struct cl_aggregator_s {
     iso_state_t iso;
     size_t run_claim_limit; /* of the run in flight */
     size_t run_marks_limit;
-    char held_key[128];
+    char held_key[512]; /* 100 characters of UTF-8 at most */
     char last_error[CL_ERR_LEN]; /* of the episode of failures in progress */
     unsigned int last_error_code;
     uint64_t episode_failures;
@@ -1185,9 +1190,12 @@ static void on_isolated_row(void *arg, unsigned int statement, unsigned int fiel
     CL_UNUSED(statement);
     if (field_count != 1 || values[0] == NULL)
         return;
+    CL_UNUSED(lengths);
+    /* For a log line: valid UTF-8, the first 100 characters (a row key ends at
+     * a NUL byte here, which no event id holds: the parser refuses it). */
     size_t len;
-    char *key = cl_utf8_sanitize(values[0], lengths[0], &len);
-    snprintf(agg->held_key, sizeof agg->held_key, "%s", key);
+    char *key = cl_utf8_sanitize(values[0], 100, &len);
+    snprintf(agg->held_key, sizeof agg->held_key, "%.*s", (int)len, key);
     free(key);
 }
 
