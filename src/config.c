@@ -226,6 +226,8 @@ static const field_t mariadb_fields[] = {
     F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1)),
     F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1)),
     F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1)),
+    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's counts. */
+    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB),
 };
 
 static const field_t ingest_fields[] = {

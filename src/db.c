@@ -190,31 +190,43 @@ const char *cl_db_error_class_name(cl_db_error_class_t cls)
     return "unknown";
 }
 
+/* The byte that follows the backslash when `c` must be escaped, else 0. */
+static char escape_code(char c)
+{
+    switch (c) {
+    case '\0': return '0';
+    case '\n': return 'n';
+    case '\r': return 'r';
+    case '\032': return 'Z';
+    case '\\':
+    case '\'':
+    case '"': return c;
+    default: return 0;
+    }
+}
+
 size_t cl_db_escape_string(char *to, const char *from, size_t len)
 {
     char *out = to;
     for (size_t i = 0; i < len; i++) {
-        char c = from[i];
-        char esc = 0;
-        switch (c) {
-        case '\0': esc = '0'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\032': esc = 'Z'; break;
-        case '\\':
-        case '\'':
-        case '"': esc = c; break;
-        default: break;
-        }
+        char esc = escape_code(from[i]);
         if (esc != 0) {
             *out++ = '\\';
             *out++ = esc;
         } else {
-            *out++ = c;
+            *out++ = from[i];
         }
     }
     *out = '\0';
     return (size_t)(out - to);
+}
+
+size_t cl_db_escaped_length(const char *from, size_t len)
+{
+    size_t n = len;
+    for (size_t i = 0; i < len; i++)
+        n += escape_code(from[i]) != 0;
+    return n;
 }
 
 static bool is_empty(const char *s) { return s == NULL || s[0] == '\0'; }

@@ -972,7 +972,7 @@ static int start_ingest_store(app_t *app)
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
     db_params_from_config(app->config, &dbp);
-    cl_store_params_t sp = {0};
+    cl_store_params_t sp = {.max_packet_bytes = app->config->mariadb.max_allowed_packet};
     app->ingest = PART_STARTING;
     if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,
                         &app->pool, err) != CL_OK) {
@@ -1012,7 +1012,8 @@ static void start_parts(app_t *app, unsigned parts)
 /* Admin listener                                                            */
 /* ======================================================================== */
 
-/* /readyz: ready while running with partitions assigned and MariaDB up. */
+/* /readyz: ready while running with partitions assigned, MariaDB up and taking
+ * ingest batches. */
 static bool readiness(void *arg, cl_buf_t *missing)
 {
     app_t *app = arg;
@@ -1040,6 +1041,11 @@ static bool readiness(void *arg, cl_buf_t *missing)
     }
     if (app->source == NULL || cl_kafka_source_assigned_count(app->source) == 0) {
         cl_buf_append_str(missing, "no Kafka partitions assigned\n");
+        ok = false;
+    }
+    const char *blocked = app->store != NULL ? cl_store_blocked(app->store) : NULL;
+    if (blocked != NULL) {
+        cl_buf_appendf(missing, "MariaDB refuses ingest batches (retrying): %s\n", blocked);
         ok = false;
     }
     return ok;

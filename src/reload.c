@@ -78,8 +78,8 @@ static unsigned classify(planner_t *p, const char *name, unsigned *owner)
     cl_reload_plan_t *plan = p->plan;
     *owner = 0;
     if (under(name, "kafka.") || is(name, "ingest.max_event_bytes") ||
-        under(name, "ingest.mapping."))
-        return CL_PART_INGEST;
+        under(name, "ingest.mapping.") || is(name, "mariadb.max_allowed_packet"))
+        return CL_PART_INGEST; /* the packet limit is read when the store starts */
     if (is(name, "mariadb.pool_size")) {
         /* Only the ingest pool has this size; the others use one connection. */
         plan->pool_size = true;

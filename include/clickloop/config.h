@@ -51,6 +51,7 @@ typedef struct cl_config_mariadb_s {
     uint64_t write_timeout_ms;
     uint64_t reconnect_min_backoff_ms;
     uint64_t reconnect_max_backoff_ms;
+    uint64_t max_allowed_packet; /* bytes; the server's own limit counts if smaller */
 } cl_config_mariadb_t;
 
 typedef struct cl_config_ingest_s {

@@ -115,6 +115,9 @@ const char *cl_db_error_class_name(cl_db_error_class_t cls);
  * a live connection. Never use this for multi-byte character sets such as
  * GBK or SJIS, where 0x5C can be the second byte of a character. */
 size_t cl_db_escape_string(char *to, const char *from, size_t len);
+/* The length cl_db_escape_string() would return, without writing: for sizing
+ * statements before they are built. */
+size_t cl_db_escaped_length(const char *from, size_t len);
 
 /* ---- One connection ---------------------------------------------------- */
 
