@@ -122,6 +122,39 @@ def services(*args, timeout=600):
     return r.stdout
 
 
+# ---------------------------------------------------------------- the admin listener
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=10):
+    """(status, body text) of GET http://HOST:port/path; (0, reason) when
+    nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def metrics(port):
+    """{(sample name, frozenset of labels): value} from /metrics, parsed by
+    the reference parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    status, text = http_get(port, "/metrics")
+    assert status == 200, (status, text[:200])
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 # ---------------------------------------------------------------- MariaDB
 
 class Database:
