@@ -176,6 +176,8 @@ static void pipeline_params_from_config(const cl_config_t *c, cl_telemetry_t *t,
     p->max_in_flight_events = c->ingest.max_in_flight_events;
     p->batch_max_bytes = CL_BATCH_MAX_BYTES;
     p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
+    p->time_window.max_age_ms = c->ingest.max_event_age_ms;
+    p->time_window.max_future_skew_ms = c->ingest.max_future_skew_ms;
 }
 
 static void apply_log_config(const cl_config_t *c)

@@ -283,14 +283,20 @@ static void row_from_event(cl_store_row_t *r, const cl_event_t *e)
 
 /* Parse and check one message: 0 with *ev filled and *sql_bytes its share of
  * a batch's SQL, or CL_ERR with the reason. Past the event rules, an event
- * must be storable (a limit of the schema the event rules do not cover) and
- * small enough to be written at all under the packet limit. */
+ * must be dated within the event-time window around now, storable (a limit
+ * of the schema the event rules do not cover) and small enough to be written
+ * at all under the packet limit. */
 static int accept_message(cl_pipeline_t *p, const rd_kafka_message_t *msg, const char *topic,
                           cl_event_t *ev, size_t *sql_bytes, char reason[CL_ERR_LEN])
 {
     if (cl_event_parse(p->parser, msg->payload, msg->len, topic, msg->partition, msg->offset, ev,
                        reason) != CL_OK)
         return CL_ERR;
+    if (cl_event_check_time_window(ev->ts_ms, cl_wall_ms(), &p->params.time_window, reason) !=
+        CL_OK) {
+        cl_event_clear(ev);
+        return CL_ERR;
+    }
     cl_store_row_t row;
     row_from_event(&row, ev);
     size_t budget = sql_budget(p);

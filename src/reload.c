@@ -89,7 +89,8 @@ static unsigned classify(planner_t *p, const char *name, unsigned *owner)
     if (under(name, "mariadb."))
         return CL_PARTS_ALL; /* every part has a connection of its own */
     if (is(name, "ingest.batch_max_events") || is(name, "ingest.batch_max_delay") ||
-        is(name, "ingest.max_in_flight_events")) {
+        is(name, "ingest.max_in_flight_events") || is(name, "ingest.max_event_age") ||
+        is(name, "ingest.max_future_skew")) {
         plan->ingest_params = true;
         *owner = CL_PART_INGEST;
         return 0;

@@ -49,6 +49,9 @@ typedef struct {
     size_t batch_max_bytes;
     /* Raw payloads of rejected messages are kept up to this many bytes. */
     size_t max_rejected_payload_bytes;
+    /* Events whose time is outside this window around the moment they are
+     * consumed are rejected (event.h). */
+    cl_event_time_window_t time_window;
     /* Optional: told about every committed batch, for the latency histogram:
      * events (valid + rejected) and milliseconds from the batch's first
      * message to its commit. */

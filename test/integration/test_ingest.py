@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import signal
 import time
 
 import pytest
@@ -801,7 +802,87 @@ def test_missing_table_holds_offsets_and_readiness_until_the_operator_fixes_it(e
     assert proc.stop() == 0
 
 
-# ---------------------------------------------------------------- 7. memory under a backlog
+# ---------------------------------------------------------------- 7. event-time window
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+def dated(event_id, ts_ms, partition=0):
+    return Message(json.dumps({"event_id": event_id, "user_id": "u", "timestamp": ts_ms,
+                               "url": "https://example.com/"}).encode(), partition=partition)
+
+
+def rejected_reasons(env):
+    return {(r[0], r[1]): r[2] for r in env.db.query(
+        "SELECT kafka_partition, kafka_offset, reason FROM rejected_events")}
+
+
+def test_event_time_window_defaults_reject_too_old_and_too_far_ahead_at_the_edges(env, request):
+    """The default window, 400 days back and 1 hour ahead of the time of
+    consumption. An edge is exact where the clock moving on between producing
+    and consuming cannot blur it: 400 days and 1 ms old is refused, exactly 1
+    hour ahead is accepted. On the other side of each edge the events are 2
+    minutes inside or outside (the unit tests pin both edges to the ms)."""
+    env.write_config(overrides={"ingest": {"max_event_age": DELETE, "max_future_skew": DELETE}})
+    now_ms = int(time.time() * 1000)
+    cases = {
+        "old-edge-minus-1ms": (now_ms - 400 * DAY_MS - 1, "ingest.max_event_age"),
+        "old-2min-inside": (now_ms - 400 * DAY_MS + 120_000, None),
+        "year-2001": (1_000_000_000_000, "ingest.max_event_age"),
+        "now": (now_ms, None),
+        "future-edge-exact": (now_ms + HOUR_MS, None),
+        "future-2min-outside": (now_ms + HOUR_MS + 120_000, "ingest.max_future_skew"),
+        "year-2033": (2_000_000_000_000, "ingest.max_future_skew"),
+    }
+    msgs = {name: dated(name, ts, i % 4) for i, (name, (ts, _)) in enumerate(cases.items())}
+    env.produce(list(msgs.values()))
+    env.start()
+    want_stored = {name for name, (_, why) in cases.items() if why is None}
+    env.wait_caught_up(len(want_stored), len(cases) - len(want_stored), timeout=120)
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    assert stored == want_stored
+    reasons = rejected_reasons(env)
+    for name, (ts, why) in cases.items():
+        if why is None:
+            continue
+        reason = reasons[(msgs[name].partition, msgs[name].offset)]
+        assert why in reason and reason.startswith("timestamp: "), (name, reason)
+    harness.report(request, f"e.g. {reasons[(msgs['year-2033'].partition, msgs['year-2033'].offset)]}")
+
+
+def test_event_time_window_is_reloaded_in_place_on_sighup(env, request):
+    config = env.write_config(overrides={"ingest": {"max_event_age": "1h",
+                                                    "max_future_skew": "1m"}})
+    now_ms = int(time.time() * 1000)
+    env.produce([dated("before-2h-old", now_ms - 2 * HOUR_MS),
+                 dated("before-5m-ahead", now_ms + 300_000, 1),
+                 dated("before-now", now_ms, 2), dated("before-now-too", now_ms, 3)])
+    proc = env.start()
+    env.wait_caught_up(2, 2, timeout=120)
+
+    cfg = json.loads(config.read_text())
+    cfg["ingest"].update({"max_event_age": "1d", "max_future_skew": "10m"})
+    config.write_text(json.dumps(cfg))
+    os.kill(proc.pid, signal.SIGHUP)
+    harness.wait_until(lambda: "reloaded" in proc.log_text(), 60, "the reload",
+                       check=proc.assert_running)
+    log = proc.log_text()
+    assert "ingest.max_event_age changed: applied in place" in log, log
+    assert "ingest.max_future_skew changed: applied in place" in log, log
+    assert "restarting" not in log
+
+    now_ms = int(time.time() * 1000)
+    env.produce([dated("after-2h-old", now_ms - 2 * HOUR_MS, 2),
+                 dated("after-5m-ahead", now_ms + 300_000, 3),
+                 dated("after-2d-old", now_ms - 2 * DAY_MS, 0)])
+    env.wait_caught_up(4, 3, timeout=120)
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    assert stored == {"before-now", "before-now-too", "after-2h-old", "after-5m-ahead"}
+    assert proc.stop() == 0
+
+
+# ---------------------------------------------------------------- 8. memory under a backlog
 
 def backlog_messages(n, rng):
     countries = ["US", "DE", "FR", "JP", "BR", "IN", "GB"]
@@ -809,7 +890,9 @@ def backlog_messages(n, rng):
     browsers = ["Firefox", "Chrome", "Safari", "Edge"]
     oses = ["Linux", "Windows", "macOS", "Android", "iOS"]
     ua = "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
-    base_ms = 1_760_000_000_000
+    # An hour-aligned start a day ago, well inside the default event-time
+    # window (the test runs with every ingest setting at its default).
+    base_ms = (int(time.time()) // 3600 - 24) * 3_600_000
     for i in range(n):
         j = rng.randrange(7)
         payload = (f'{{"event_id":"bl-{i}-{rng.getrandbits(40):010x}","user_id":"user-{rng.randrange(50000)}",'
