@@ -755,34 +755,6 @@ const char *cl_aggregate_drop_mark_sql(void)
     return "DELETE FROM agg_dirty ORDER BY window_start DESC, window_ms LIMIT 1";
 }
 
-bool cl_aggregate_error_is_operators(unsigned int code)
-{
-    switch (code) {
-    case 1044: /* ER_DBACCESS_DENIED_ERROR */
-    case 1045: /* ER_ACCESS_DENIED_ERROR */
-    case 1049: /* ER_BAD_DB_ERROR */
-    case 1054: /* ER_BAD_FIELD_ERROR: a column is missing */
-    case 1109: /* ER_UNKNOWN_TABLE */
-    case 1142: /* ER_TABLEACCESS_DENIED_ERROR */
-    case 1143: /* ER_COLUMNACCESS_DENIED_ERROR */
-    case 1146: /* ER_NO_SUCH_TABLE */
-    case 1227: /* ER_SPECIFIC_ACCESS_DENIED_ERROR */
-    case 1036: /* ER_OPEN_AS_READONLY */
-    case 1030: /* ER_GET_ERRNO: the storage engine failed */
-    case 1026: /* ER_ERROR_ON_WRITE */
-    case 1021: /* ER_DISK_FULL */
-    case 1114: /* ER_RECORD_FILE_FULL */
-    case 1290: /* ER_OPTION_PREVENTS_STATEMENT: read-only */
-    case 1836: /* ER_READ_ONLY_MODE */
-    case 1792: /* ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION */
-    case 1037: /* ER_OUTOFMEMORY */
-    case 1041: /* ER_OUT_OF_RESOURCES */
-        return true;
-    default:
-        return false;
-    }
-}
-
 int cl_aggregate_full_recompute_sql(cl_buf_t *out, const cl_aggregate_spec_t *spec,
                                     char err[CL_ERR_LEN])
 {
@@ -1265,7 +1237,10 @@ static void on_run_done(void *arg, const cl_db_result_t *res)
         run_finish(agg);
         return;
     }
-    if (res->status == CL_ERR && !cl_aggregate_error_is_operators(res->error_code) &&
+    /* Only a failure on the data is isolated (db.h classifies): what an
+     * operator must fix, or an error nobody classified, holds everything
+     * back rather than setting innocent events aside one by one. */
+    if (res->status == CL_ERR && cl_db_error_classify(res->error_code) == CL_DB_ERROR_DATA &&
         isolate(agg))
         return;
     unlock(agg);

@@ -226,6 +226,8 @@ static const field_t mariadb_fields[] = {
     F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1)),
     F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1)),
     F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1)),
+    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's counts. */
+    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB),
 };
 
 static const field_t ingest_fields[] = {
@@ -234,6 +236,9 @@ static const field_t ingest_fields[] = {
     /* The lower bound is ingest.batch_max_events, checked across fields. */
     F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000),
     F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB),
+    /* The event-time window (event.h); 100 years is as good as no bound. */
+    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(36500)),
+    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(36500)),
     F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping),
 };
 

@@ -51,72 +51,126 @@
 
 /* ---- Pure helpers ------------------------------------------------------- */
 
+/* Every MariaDB client and server error number clickloop knows what to do
+ * about, by what it means for the statement that got it (db.h). Codes not
+ * listed are CL_DB_ERROR_PERMANENT. */
+static const struct {
+    unsigned int code;
+    cl_db_error_class_t cls;
+} error_classes[] = {
+    /* The server or the network went away, or the connection is unusable. */
+    {CR_UNKNOWN_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_SOCKET_CREATE_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_CONNECTION_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_CONN_HOST_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_IPSOCK_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_SERVER_GONE_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_SERVER_HANDSHAKE_ERR, CL_DB_ERROR_CONNECTION},
+    {CR_SERVER_LOST, CL_DB_ERROR_CONNECTION},
+    {CR_COMMANDS_OUT_OF_SYNC, CL_DB_ERROR_CONNECTION},
+    {CR_SSL_CONNECTION_ERROR, CL_DB_ERROR_CONNECTION},
+    {CR_MALFORMED_PACKET, CL_DB_ERROR_CONNECTION},
+    {CR_SERVER_LOST_EXTENDED, CL_DB_ERROR_CONNECTION},
+    {CR_ERR_NET_READ, CL_DB_ERROR_CONNECTION},
+    {CR_ERR_NET_WRITE, CL_DB_ERROR_CONNECTION},
+    {ER_CON_COUNT_ERROR, CL_DB_ERROR_CONNECTION},     /* 1040 too many connections */
+    {ER_SERVER_SHUTDOWN, CL_DB_ERROR_CONNECTION},     /* 1053 */
+    {ER_FORCING_CLOSE, CL_DB_ERROR_CONNECTION},       /* 1080 */
+    {ER_ABORTING_CONNECTION, CL_DB_ERROR_CONNECTION}, /* 1152 */
+    {ER_NET_READ_ERROR_FROM_PIPE, CL_DB_ERROR_CONNECTION},
+    {ER_NET_FCNTL_ERROR, CL_DB_ERROR_CONNECTION},
+    {ER_NET_PACKETS_OUT_OF_ORDER, CL_DB_ERROR_CONNECTION},
+    {ER_NET_UNCOMPRESS_ERROR, CL_DB_ERROR_CONNECTION},
+    {ER_NET_READ_ERROR, CL_DB_ERROR_CONNECTION},
+    {ER_NET_READ_INTERRUPTED, CL_DB_ERROR_CONNECTION},
+    {ER_NET_ERROR_ON_WRITE, CL_DB_ERROR_CONNECTION},
+    {ER_NET_WRITE_INTERRUPTED, CL_DB_ERROR_CONNECTION}, /* 1161 */
+    {ER_TOO_MANY_USER_CONNECTIONS, CL_DB_ERROR_CONNECTION},
+    {ER_USER_LIMIT_REACHED, CL_DB_ERROR_CONNECTION},
+    {ER_CONNECTION_KILLED, CL_DB_ERROR_CONNECTION}, /* 1927 KILL CONNECTION */
+
+    /* The same statement may succeed if run again; the connection is fine. */
+    {ER_LOCK_WAIT_TIMEOUT, CL_DB_ERROR_TRANSIENT},        /* 1205 */
+    {ER_LOCK_DEADLOCK, CL_DB_ERROR_TRANSIENT},            /* 1213 */
+    {ER_LOCK_TABLE_FULL, CL_DB_ERROR_TRANSIENT},          /* 1206 */
+    {ER_QUERY_INTERRUPTED, CL_DB_ERROR_TRANSIENT},        /* 1317 KILL QUERY */
+    {ER_STATEMENT_TIMEOUT, CL_DB_ERROR_TRANSIENT},        /* 1969 max_statement_time */
+    {ER_OUT_OF_RESOURCES, CL_DB_ERROR_TRANSIENT},         /* 1041 */
+    {ER_OUTOFMEMORY, CL_DB_ERROR_TRANSIENT},              /* 1037 */
+    {ER_TOO_MANY_CONCURRENT_TRXS, CL_DB_ERROR_TRANSIENT}, /* 1637 */
+
+    /* The server, its schema or its privileges are not what clickloop needs:
+     * whatever the data, nothing succeeds until an operator acts. */
+    {ER_ACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR},   /* 1045 */
+    {ER_DBACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR}, /* 1044 */
+    {ER_BAD_DB_ERROR, CL_DB_ERROR_OPERATOR},          /* 1049 */
+    {ER_HOST_IS_BLOCKED, CL_DB_ERROR_OPERATOR},       /* 1129 */
+    {ER_HOST_NOT_PRIVILEGED, CL_DB_ERROR_OPERATOR},   /* 1130 */
+    {ER_NOT_SUPPORTED_AUTH_MODE, CL_DB_ERROR_OPERATOR},
+    {ER_ACCESS_DENIED_NO_PASSWORD_ERROR, CL_DB_ERROR_OPERATOR},
+    {ER_MUST_CHANGE_PASSWORD_LOGIN, CL_DB_ERROR_OPERATOR},
+    {CR_UNKNOWN_HOST, CL_DB_ERROR_OPERATOR},
+    {CR_VERSION_ERROR, CL_DB_ERROR_OPERATOR},
+    {CR_CANT_READ_CHARSET, CL_DB_ERROR_OPERATOR},
+    {CR_AUTH_PLUGIN_CANNOT_LOAD, CL_DB_ERROR_OPERATOR},
+    {CR_AUTH_PLUGIN_ERR, CL_DB_ERROR_OPERATOR},
+    /* privileges revoked */
+    {ER_TABLEACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR},     /* 1142 */
+    {ER_COLUMNACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR},    /* 1143 */
+    {ER_SPECIFIC_ACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR}, /* 1227 */
+    {ER_PROCACCESS_DENIED_ERROR, CL_DB_ERROR_OPERATOR},      /* 1370 */
+    /* a table or a column missing or altered */
+    {ER_NO_SUCH_TABLE, CL_DB_ERROR_OPERATOR},           /* 1146 */
+    {ER_NO_SUCH_TABLE_IN_ENGINE, CL_DB_ERROR_OPERATOR}, /* 1932 */
+    {ER_BAD_TABLE_ERROR, CL_DB_ERROR_OPERATOR},         /* 1051 */
+    {ER_UNKNOWN_TABLE, CL_DB_ERROR_OPERATOR},           /* 1109 */
+    {ER_BAD_FIELD_ERROR, CL_DB_ERROR_OPERATOR},         /* 1054 */
+    {ER_WRONG_VALUE_COUNT_ON_ROW, CL_DB_ERROR_OPERATOR}, /* 1136 */
+    {ER_NO_DEFAULT_FOR_FIELD, CL_DB_ERROR_OPERATOR},    /* 1364: a NOT NULL column was added */
+    {ER_VIEW_INVALID, CL_DB_ERROR_OPERATOR},            /* 1356 */
+    /* a read-only server (--read-only, e.g. a replica after a failover) */
+    {ER_OPTION_PREVENTS_STATEMENT, CL_DB_ERROR_OPERATOR}, /* 1290 */
+    {ER_READ_ONLY_MODE, CL_DB_ERROR_OPERATOR},            /* 1836 */
+    /* a full disk or table */
+    {ER_DISK_FULL, CL_DB_ERROR_OPERATOR},        /* 1021 */
+    {ER_RECORD_FILE_FULL, CL_DB_ERROR_OPERATOR}, /* 1114 */
+    {ER_ERROR_ON_WRITE, CL_DB_ERROR_OPERATOR},   /* 1026 */
+    {ER_GET_ERRNO, CL_DB_ERROR_OPERATOR},        /* 1030: the engine's errno, ENOSPC... */
+
+    /* A value of the statement is refused (strict mode, a constraint, a
+     * trigger), or the statement is too large for the server's packet: a
+     * smaller statement without the culprit succeeds. */
+    {ER_DATA_TOO_LONG, CL_DB_ERROR_DATA},                   /* 1406 */
+    {ER_TRUNCATED_WRONG_VALUE_FOR_FIELD, CL_DB_ERROR_DATA}, /* 1366 */
+    {ER_TRUNCATED_WRONG_VALUE, CL_DB_ERROR_DATA},           /* 1292 */
+    {ER_WARN_DATA_OUT_OF_RANGE, CL_DB_ERROR_DATA},          /* 1264 */
+    {ER_BAD_NULL_ERROR, CL_DB_ERROR_DATA},                  /* 1048 */
+    {ER_WARN_NULL_TO_NOTNULL, CL_DB_ERROR_DATA},            /* 1263 */
+    {ER_INVALID_CHARACTER_STRING, CL_DB_ERROR_DATA},        /* 1300 */
+    {ER_CANNOT_CONVERT_CHARACTER, CL_DB_ERROR_DATA},        /* 1977 */
+    {ER_DIVISION_BY_ZERO, CL_DB_ERROR_DATA},                /* 1365 */
+    {ER_ILLEGAL_VALUE_FOR_TYPE, CL_DB_ERROR_DATA},          /* 1367 */
+    {ER_WRONG_VALUE_FOR_TYPE, CL_DB_ERROR_DATA},            /* 1411 */
+    {ER_DATETIME_FUNCTION_OVERFLOW, CL_DB_ERROR_DATA},      /* 1441 */
+    {ER_TOO_BIG_ROWSIZE, CL_DB_ERROR_DATA},                 /* 1118 */
+    {ER_CONSTRAINT_FAILED, CL_DB_ERROR_DATA},               /* 4025 CHECK */
+    {ER_SIGNAL_EXCEPTION, CL_DB_ERROR_DATA},                /* 1644 a trigger's SIGNAL */
+    {ER_DUP_ENTRY, CL_DB_ERROR_DATA},                       /* 1062 a unique key added */
+    {ER_DUP_ENTRY_WITH_KEY_NAME, CL_DB_ERROR_DATA},         /* 1586 */
+    {ER_NO_REFERENCED_ROW_2, CL_DB_ERROR_DATA},             /* 1452 a foreign key added */
+    /* The server refuses the statement and closes the connection (08S01);
+     * the client refuses to send it. */
+    {ER_NET_PACKET_TOO_LARGE, CL_DB_ERROR_DATA}, /* 1153 */
+    {CR_NET_PACKET_TOO_LARGE, CL_DB_ERROR_DATA}, /* 2020 */
+};
+
 cl_db_error_class_t cl_db_error_classify(unsigned int code)
 {
-    switch (code) {
-    /* The server or the network went away, or the connection is unusable. */
-    case CR_UNKNOWN_ERROR:
-    case CR_SOCKET_CREATE_ERROR:
-    case CR_CONNECTION_ERROR:
-    case CR_CONN_HOST_ERROR:
-    case CR_IPSOCK_ERROR:
-    case CR_SERVER_GONE_ERROR:
-    case CR_SERVER_HANDSHAKE_ERR:
-    case CR_SERVER_LOST:
-    case CR_COMMANDS_OUT_OF_SYNC:
-    case CR_SSL_CONNECTION_ERROR:
-    case CR_MALFORMED_PACKET:
-    case CR_SERVER_LOST_EXTENDED:
-    case CR_ERR_NET_READ:
-    case CR_ERR_NET_WRITE:
-    case ER_CON_COUNT_ERROR:          /* 1040 too many connections */
-    case ER_SERVER_SHUTDOWN:          /* 1053 */
-    case ER_FORCING_CLOSE:            /* 1080 */
-    case ER_ABORTING_CONNECTION:      /* 1152 */
-    case ER_NET_READ_ERROR_FROM_PIPE: /* 1154 */
-    case ER_NET_FCNTL_ERROR:
-    case ER_NET_PACKETS_OUT_OF_ORDER:
-    case ER_NET_UNCOMPRESS_ERROR:
-    case ER_NET_READ_ERROR:
-    case ER_NET_READ_INTERRUPTED:
-    case ER_NET_ERROR_ON_WRITE:
-    case ER_NET_WRITE_INTERRUPTED: /* 1161 */
-    case ER_TOO_MANY_USER_CONNECTIONS:
-    case ER_USER_LIMIT_REACHED:
-    case ER_CONNECTION_KILLED: /* 1927 KILL CONNECTION */
-        return CL_DB_ERROR_CONNECTION;
-    /* The statement may succeed if run again; the connection is fine. */
-    case ER_LOCK_WAIT_TIMEOUT:        /* 1205 */
-    case ER_LOCK_DEADLOCK:            /* 1213 */
-    case ER_LOCK_TABLE_FULL:          /* 1206 */
-    case ER_QUERY_INTERRUPTED:        /* 1317 KILL QUERY */
-    case ER_STATEMENT_TIMEOUT:        /* 1969 max_statement_time */
-    case ER_DISK_FULL:                /* 1021 */
-    case ER_RECORD_FILE_FULL:         /* 1114 */
-    case ER_OUT_OF_RESOURCES:         /* 1041 */
-    case ER_OUTOFMEMORY:              /* 1037 */
-    case ER_TOO_MANY_CONCURRENT_TRXS: /* 1637 */
-    case ER_OPTION_PREVENTS_STATEMENT: /* 1290 --read-only, e.g. during a failover */
-    case ER_READ_ONLY_MODE:           /* 1836 */
-        return CL_DB_ERROR_TRANSIENT;
-    /* Only an operator can fix these; the pool still retries slowly. */
-    case ER_ACCESS_DENIED_ERROR:   /* 1045 */
-    case ER_DBACCESS_DENIED_ERROR: /* 1044 */
-    case ER_BAD_DB_ERROR:          /* 1049 */
-    case ER_HOST_IS_BLOCKED:       /* 1129 */
-    case ER_HOST_NOT_PRIVILEGED:   /* 1130 */
-    case ER_NOT_SUPPORTED_AUTH_MODE:
-    case ER_ACCESS_DENIED_NO_PASSWORD_ERROR:
-    case ER_MUST_CHANGE_PASSWORD_LOGIN:
-    case CR_UNKNOWN_HOST:
-    case CR_VERSION_ERROR:
-    case CR_CANT_READ_CHARSET:
-    case CR_AUTH_PLUGIN_CANNOT_LOAD:
-    case CR_AUTH_PLUGIN_ERR:
-        return CL_DB_ERROR_CONFIG;
-    default:
-        return CL_DB_ERROR_PERMANENT;
+    for (size_t i = 0; i < CL_ARRAY_LEN(error_classes); i++) {
+        if (error_classes[i].code == code)
+            return error_classes[i].cls;
     }
+    return CL_DB_ERROR_PERMANENT;
 }
 
 int cl_db_error_status(cl_db_error_class_t cls)
@@ -130,36 +184,49 @@ const char *cl_db_error_class_name(cl_db_error_class_t cls)
     case CL_DB_ERROR_PERMANENT: return "permanent";
     case CL_DB_ERROR_TRANSIENT: return "transient";
     case CL_DB_ERROR_CONNECTION: return "connection";
-    case CL_DB_ERROR_CONFIG: return "configuration";
+    case CL_DB_ERROR_OPERATOR: return "operator";
+    case CL_DB_ERROR_DATA: return "data";
     }
     return "unknown";
+}
+
+/* The byte that follows the backslash when `c` must be escaped, else 0. */
+static char escape_code(char c)
+{
+    switch (c) {
+    case '\0': return '0';
+    case '\n': return 'n';
+    case '\r': return 'r';
+    case '\032': return 'Z';
+    case '\\':
+    case '\'':
+    case '"': return c;
+    default: return 0;
+    }
 }
 
 size_t cl_db_escape_string(char *to, const char *from, size_t len)
 {
     char *out = to;
     for (size_t i = 0; i < len; i++) {
-        char c = from[i];
-        char esc = 0;
-        switch (c) {
-        case '\0': esc = '0'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\032': esc = 'Z'; break;
-        case '\\':
-        case '\'':
-        case '"': esc = c; break;
-        default: break;
-        }
+        char esc = escape_code(from[i]);
         if (esc != 0) {
             *out++ = '\\';
             *out++ = esc;
         } else {
-            *out++ = c;
+            *out++ = from[i];
         }
     }
     *out = '\0';
     return (size_t)(out - to);
+}
+
+size_t cl_db_escaped_length(const char *from, size_t len)
+{
+    size_t n = len;
+    for (size_t i = 0; i < len; i++)
+        n += escape_code(from[i]) != 0;
+    return n;
 }
 
 static bool is_empty(const char *s) { return s == NULL || s[0] == '\0'; }
@@ -1056,13 +1123,13 @@ static void slot_schedule_retry(pool_slot_t *slot, cl_db_pool_event_type_t type,
     cl_db_pool_t *pool = slot->pool;
     cl_db_error_class_t cls = cl_db_error_classify(e->code);
     /* An operator must fix these: retry, but at the slowest pace. */
-    unsigned int attempt = cls == CL_DB_ERROR_CONFIG ? 64 : slot->attempt;
+    unsigned int attempt = cls == CL_DB_ERROR_OPERATOR ? 64 : slot->attempt;
     uint64_t delay = cl_backoff_ms(attempt, pool->params.backoff_min_ms,
                                    pool->params.backoff_max_ms, pool_random(pool));
     slot->attempt++;
     slot->state = SLOT_BACKOFF;
     uv_timer_start(&slot->retry_timer, on_slot_retry, delay, 0);
-    pool_emit(pool, type, slot, e, cls == CL_DB_ERROR_CONFIG ? CL_ERR : CL_ERR_RETRY, delay);
+    pool_emit(pool, type, slot, e, cls == CL_DB_ERROR_OPERATOR ? CL_ERR : CL_ERR_RETRY, delay);
 }
 
 static void slot_connect(pool_slot_t *slot)

@@ -546,6 +546,41 @@ void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE])
     put_digits(out + 20, in_day % 1000, 3);
 }
 
+/* ---- event-time window ------------------------------------------------- */
+
+/* "2026-11-28T14:00:00.123Z" */
+static void format_instant(int64_t ms, char out[CL_EVENT_DATETIME_SIZE + 1])
+{
+    cl_event_format_datetime(ms, out);
+    out[10] = 'T';
+    out[CL_EVENT_DATETIME_SIZE - 1] = 'Z';
+    out[CL_EVENT_DATETIME_SIZE] = '\0';
+}
+
+int cl_event_check_time_window(int64_t ts_ms, int64_t now_ms, const cl_event_time_window_t *w,
+                               char reason[CL_ERR_LEN])
+{
+    char at[CL_EVENT_DATETIME_SIZE + 1], now[CL_EVENT_DATETIME_SIZE + 1];
+    /* Both bounds are at most 100 years (config.c): no overflow. */
+    if (ts_ms < now_ms - (int64_t)w->max_age_ms) {
+        format_instant(ts_ms, at);
+        format_instant(now_ms, now);
+        return cl_errorf(reason,
+                         "timestamp: %s is %" PRId64 " ms before its arrival at %s, more than "
+                         "ingest.max_event_age (%" PRIu64 " ms) allows",
+                         at, now_ms - ts_ms, now, w->max_age_ms);
+    }
+    if (ts_ms > now_ms + (int64_t)w->max_future_skew_ms) {
+        format_instant(ts_ms, at);
+        format_instant(now_ms, now);
+        return cl_errorf(reason,
+                         "timestamp: %s is %" PRId64 " ms after its arrival at %s, more than "
+                         "ingest.max_future_skew (%" PRIu64 " ms) allows",
+                         at, ts_ms - now_ms, now, w->max_future_skew_ms);
+    }
+    return CL_OK;
+}
+
 /* ---- fields ----------------------------------------------------------- */
 
 typedef enum { VALUE_ABSENT, VALUE_NULL, VALUE_PRESENT } presence_t;

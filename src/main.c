@@ -176,6 +176,8 @@ static void pipeline_params_from_config(const cl_config_t *c, cl_telemetry_t *t,
     p->max_in_flight_events = c->ingest.max_in_flight_events;
     p->batch_max_bytes = CL_BATCH_MAX_BYTES;
     p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
+    p->time_window.max_age_ms = c->ingest.max_event_age_ms;
+    p->time_window.max_future_skew_ms = c->ingest.max_future_skew_ms;
 }
 
 static void apply_log_config(const cl_config_t *c)
@@ -992,7 +994,7 @@ static int start_ingest_store(app_t *app)
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
     db_params_from_config(app->config, &dbp);
-    cl_store_params_t sp = {0};
+    cl_store_params_t sp = {.max_packet_bytes = app->config->mariadb.max_allowed_packet};
     app->ingest = PART_STARTING;
     if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,
                         &app->pool, err) != CL_OK) {
@@ -1032,7 +1034,8 @@ static void start_parts(app_t *app, unsigned parts)
 /* Admin listener                                                            */
 /* ======================================================================== */
 
-/* /readyz: ready while running with partitions assigned and MariaDB up. */
+/* /readyz: ready while running with partitions assigned, MariaDB up and taking
+ * ingest batches. */
 static bool readiness(void *arg, cl_buf_t *missing)
 {
     app_t *app = arg;
@@ -1070,6 +1073,11 @@ static bool readiness(void *arg, cl_buf_t *missing)
                            (unsigned long long)as.consecutive_failures, as.last_error);
             ok = false;
         }
+    }
+    const char *blocked = app->store != NULL ? cl_store_blocked(app->store) : NULL;
+    if (blocked != NULL) {
+        cl_buf_appendf(missing, "MariaDB refuses ingest batches (retrying): %s\n", blocked);
+        ok = false;
     }
     return ok;
 }

@@ -1,19 +1,19 @@
-/* Ingest pipeline: batching, offsets and backpressure; see pipeline.h. */
+/* Ingest pipeline: batching, poison isolation, offsets and backpressure; see
+ * pipeline.h. */
 #include "clickloop/pipeline.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/isolate.h"
 #include "clickloop/log.h"
 #include "clickloop/offsets.h"
 
-/* A batch whose transaction failed with a permanent error is written again
- * after this long: its offsets must not be committed, and the cause (schema
- * drift, a privilege revoked) is usually something an operator fixes. */
-#define CL_PIPELINE_RETRY_FAILED_MS 5000
-
+/* A batch is written as one store write; a write refused for its data is
+ * split in halves (isolate.h) until the refused events stand alone, and each
+ * of those becomes a rejected event with MariaDB's reason. The batch is done,
+ * and its offsets move, when its last write has committed. */
 typedef struct cl_batch_s {
-    struct cl_batch_s *next; /* in the failed list */
     cl_pipeline_t *pipeline;
     cl_event_t *events;
     size_t event_count, event_cap;
@@ -22,10 +22,19 @@ typedef struct cl_batch_s {
     cl_offsets_segment_t **segments;
     size_t segment_count, segment_cap;
     cl_store_row_t *rows; /* built at submit time, views into events */
-    size_t row_count;     /* events that passed the store's checks */
-    size_t bytes;         /* payload bytes, bounds the SQL text */
+    size_t bytes;         /* payload bytes */
+    size_t sql_bytes;     /* bound of the batch's SQL (store.h) */
+    size_t refused;       /* rows MariaDB refused, now rejected events too */
+    size_t writes;        /* store writes in flight */
+    bool abandoned;       /* a write was cancelled: the offsets stay */
     uint64_t opened_ms;
 } cl_batch_t;
+
+/* One store write: a range of the batch's items (rows, then rejected). */
+typedef struct {
+    cl_batch_t *batch;
+    cl_isolate_range_t range;
+} batch_write_t;
 
 struct cl_pipeline_s {
     uv_loop_t *loop;
@@ -35,17 +44,14 @@ struct cl_pipeline_s {
     cl_kafka_source_t *source;
     cl_offsets_t *offsets;
     cl_batch_t *open;       /* the batch being filled, NULL when none */
-    cl_batch_t *failed;     /* batches waiting for a retry */
     uv_timer_t batch_timer; /* closes `open` after batch_max_delay_ms */
-    uv_timer_t retry_timer;
-    size_t batches_in_store;
+    size_t writes_in_store;
     cl_pipeline_stats_t stats;
     void (*drain_cb)(void *arg);
     void *drain_arg;
     bool draining; /* set by cl_pipeline_drain, never cleared: consumption stays paused */
     void (*close_cb)(void *arg);
     void *close_arg;
-    int open_handles;
 };
 
 static void on_message(void *arg, const rd_kafka_message_t *msg);
@@ -76,9 +82,6 @@ cl_pipeline_t *cl_pipeline_new(uv_loop_t *loop, const cl_pipeline_params_t *para
     p->offsets = cl_offsets_new();
     uv_timer_init(loop, &p->batch_timer);
     p->batch_timer.data = p;
-    uv_timer_init(loop, &p->retry_timer);
-    p->retry_timer.data = p;
-    p->open_handles = 2;
     return p;
 }
 
@@ -117,15 +120,19 @@ void cl_pipeline_set_params(cl_pipeline_t *p, const cl_pipeline_params_t *params
     update_backpressure(p);
 }
 
+static void rejected_clear(cl_store_rejected_t *r)
+{
+    free((char *)r->topic);
+    free((char *)r->payload);
+    free((char *)r->reason);
+}
+
 static void batch_free(cl_batch_t *b)
 {
     for (size_t i = 0; i < b->event_count; i++)
         cl_event_clear(&b->events[i]);
-    for (size_t i = 0; i < b->rejected_count; i++) {
-        free((char *)b->rejected[i].topic);
-        free((char *)b->rejected[i].payload);
-        free((char *)b->rejected[i].reason);
-    }
+    for (size_t i = 0; i < b->rejected_count; i++)
+        rejected_clear(&b->rejected[i]);
     free(b->events);
     free(b->rejected);
     free(b->segments);
@@ -142,9 +149,11 @@ static void batch_abandon(cl_batch_t *b)
     batch_free(b);
 }
 
+/* Messages in the batch: each is a valid event or a rejected record (rows
+ * MariaDB refused are both, and count once). */
 static size_t batch_size(const cl_batch_t *b)
 {
-    return b->event_count + b->rejected_count;
+    return b->event_count + b->rejected_count - b->refused;
 }
 
 /* Record the message's offset in the batch's segment for its partition. */
@@ -189,25 +198,36 @@ static cl_batch_t *open_batch(cl_pipeline_t *p)
         cl_batch_t *b = cl_xcalloc(1, sizeof *b);
         b->pipeline = p;
         b->opened_ms = cl_now_ms();
+        b->sql_bytes = CL_STORE_BATCH_SQL_BASE_BYTES;
         p->open = b;
         uv_timer_start(&p->batch_timer, on_batch_timer, p->params.batch_max_delay_ms, 0);
     }
     return p->open;
 }
 
-static void batch_add_rejected(cl_pipeline_t *p, cl_batch_t *b, const char *topic,
-                               int32_t partition, int64_t offset, const void *payload,
-                               size_t len, const char *reason)
+/* The SQL one batch may hold: the store's bound for the packet limit. */
+static size_t sql_budget(const cl_pipeline_t *p)
 {
-    if (b->rejected_count == b->rejected_cap) {
-        b->rejected_cap = b->rejected_cap ? b->rejected_cap * 2 : 16;
-        b->rejected = cl_xrealloc(b->rejected, b->rejected_cap * sizeof *b->rejected);
-    }
-    cl_store_rejected_t *r = &b->rejected[b->rejected_count++];
+    return cl_store_max_batch_sql_bytes(p->store);
+}
+
+/* The raw bytes of a rejected message kept: at most max_rejected_payload_
+ * bytes, and few enough that its record (escaped: twice the bytes, plus the
+ * longest reason) fits a batch of its own. */
+static size_t rejected_payload_keep(const cl_pipeline_t *p, size_t len)
+{
+    size_t keep = len < p->params.max_rejected_payload_bytes ? len
+                                                            : p->params.max_rejected_payload_bytes;
+    size_t budget = sql_budget(p);
+    size_t fixed = CL_STORE_BATCH_SQL_BASE_BYTES + 2 * 4 * CL_STORE_REASON_MAX_CHARS + 1024;
+    size_t room = budget > fixed ? (budget - fixed) / 2 : 0;
+    return keep < room ? keep : room;
+}
+
+static void rejected_init(cl_store_rejected_t *r, const char *topic, int32_t partition,
+                          int64_t offset, const void *payload, size_t keep, const char *reason)
+{
     memset(r, 0, sizeof *r);
-    size_t keep = len;
-    if (keep > p->params.max_rejected_payload_bytes)
-        keep = p->params.max_rejected_payload_bytes;
     r->topic = cl_xstrdup(topic);
     r->partition = partition;
     r->offset = offset;
@@ -216,41 +236,29 @@ static void batch_add_rejected(cl_pipeline_t *p, cl_batch_t *b, const char *topi
         memcpy(copy, payload, keep);
         r->payload = copy;
         r->payload_len = keep;
-        b->bytes += keep;
     }
     r->reason = cl_xstrdup(reason);
 }
 
-static void on_message(void *arg, const rd_kafka_message_t *msg)
+/* Take over `r` (its strings) as the batch's next rejected event. */
+static void batch_push_rejected(cl_batch_t *b, const cl_store_rejected_t *r)
 {
-    cl_pipeline_t *p = arg;
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    cl_batch_t *b = open_batch(p);
+    if (b->rejected_count == b->rejected_cap) {
+        b->rejected_cap = b->rejected_cap ? b->rejected_cap * 2 : 16;
+        b->rejected = cl_xrealloc(b->rejected, b->rejected_cap * sizeof *b->rejected);
+    }
+    b->rejected[b->rejected_count++] = *r;
+}
 
+/* Move `ev` into the batch. */
+static void batch_push_event(cl_batch_t *b, const cl_event_t *ev)
+{
     if (b->event_count == b->event_cap) {
         b->event_cap = b->event_cap ? b->event_cap * 2 : 64;
         b->events = cl_xrealloc(b->events, b->event_cap * sizeof *b->events);
     }
-    char reason[CL_ERR_LEN];
-    cl_event_t *ev = &b->events[b->event_count];
-    if (cl_event_parse(p->parser, msg->payload, msg->len, topic, msg->partition, msg->offset, ev,
-                       reason) == CL_OK)
-        b->event_count++;
-    else
-        batch_add_rejected(p, b, topic, msg->partition, msg->offset, msg->payload, msg->len,
-                           reason);
-
-    batch_track_offset(p, b, topic, msg->partition, msg->offset);
-    p->stats.consumed++;
-    p->stats.in_flight++;
-    b->bytes += msg->len;
-    if (batch_size(b) >= p->params.batch_max_events || b->bytes >= p->params.batch_max_bytes)
-        close_open_batch(p);
-    update_backpressure(p);
+    b->events[b->event_count++] = *ev;
 }
-
-static void batch_done(void *arg, const cl_store_batch_result_t *result);
-static void batch_failed(cl_pipeline_t *p, cl_batch_t *b, const char *why);
 
 static void row_from_event(cl_store_row_t *r, const cl_event_t *e)
 {
@@ -273,94 +281,107 @@ static void row_from_event(cl_store_row_t *r, const cl_event_t *e)
     r->offset = e->offset;
 }
 
-/* Map events to store rows. An event the store cannot hold (a limit of the
- * schema that the event rules do not cover) becomes a rejected record with the
- * store's reason: it is kept, never dropped. */
-static void batch_build_rows(cl_pipeline_t *p, cl_batch_t *b)
+/* Parse and check one message: 0 with *ev filled and *sql_bytes its share of
+ * a batch's SQL, or CL_ERR with the reason. Past the event rules, an event
+ * must be dated within the event-time window around now, storable (a limit
+ * of the schema the event rules do not cover) and small enough to be written
+ * at all under the packet limit. */
+static int accept_message(cl_pipeline_t *p, const rd_kafka_message_t *msg, const char *topic,
+                          cl_event_t *ev, size_t *sql_bytes, char reason[CL_ERR_LEN])
 {
-    b->rows = cl_xcalloc(b->event_count ? b->event_count : 1, sizeof *b->rows);
-    size_t kept = 0;
-    for (size_t i = 0; i < b->event_count; i++) {
-        cl_store_row_t *r = &b->rows[kept];
-        row_from_event(r, &b->events[i]);
-        char why[CL_ERR_LEN];
-        if (cl_store_row_check(r, why) == CL_OK) {
-            kept++;
-            continue;
-        }
-        batch_add_rejected(p, b, b->events[i].topic, b->events[i].partition,
-                           b->events[i].offset, NULL, 0, why);
+    if (cl_event_parse(p->parser, msg->payload, msg->len, topic, msg->partition, msg->offset, ev,
+                       reason) != CL_OK)
+        return CL_ERR;
+    if (cl_event_check_time_window(ev->ts_ms, cl_wall_ms(), &p->params.time_window, reason) !=
+        CL_OK) {
+        cl_event_clear(ev);
+        return CL_ERR;
     }
-    b->row_count = kept;
+    cl_store_row_t row;
+    row_from_event(&row, ev);
+    size_t budget = sql_budget(p);
+    int rc = cl_store_row_check(&row, reason);
+    if (rc == CL_OK) {
+        *sql_bytes = cl_store_row_sql_bytes(&row);
+        if (*sql_bytes + CL_STORE_BATCH_SQL_BASE_BYTES > budget)
+            rc = cl_errorf(reason,
+                           "the event needs up to %zu bytes of SQL, more than the %zu a batch "
+                           "may hold under MariaDB's packet limit (max_allowed_packet)",
+                           *sql_bytes, budget - CL_STORE_BATCH_SQL_BASE_BYTES);
+    }
+    if (rc != CL_OK)
+        cl_event_clear(ev);
+    return rc;
 }
+
+static void on_message(void *arg, const rd_kafka_message_t *msg)
+{
+    cl_pipeline_t *p = arg;
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    char reason[CL_ERR_LEN];
+    cl_event_t ev;
+    cl_store_rejected_t rejected;
+    size_t sql_bytes;
+    bool valid = accept_message(p, msg, topic, &ev, &sql_bytes, reason) == CL_OK;
+    if (!valid) {
+        rejected_init(&rejected, topic, msg->partition, msg->offset, msg->payload,
+                      rejected_payload_keep(p, msg->len), reason);
+        sql_bytes = cl_store_rejected_sql_bytes(&rejected);
+    }
+
+    /* Close the open batch first if this message would take its SQL over
+     * the packet limit. */
+    if (p->open != NULL && p->open->sql_bytes + sql_bytes > sql_budget(p))
+        close_open_batch(p);
+    cl_batch_t *b = open_batch(p);
+    if (valid)
+        batch_push_event(b, &ev);
+    else
+        batch_push_rejected(b, &rejected);
+    b->sql_bytes += sql_bytes;
+    batch_track_offset(p, b, topic, msg->partition, msg->offset);
+    p->stats.consumed++;
+    p->stats.in_flight++;
+    b->bytes += msg->len;
+    if (batch_size(b) >= p->params.batch_max_events || b->bytes >= p->params.batch_max_bytes)
+        close_open_batch(p);
+    update_backpressure(p);
+}
+
+static void batch_write(cl_pipeline_t *p, cl_batch_t *b, cl_isolate_range_t range);
+static void batch_finish(cl_pipeline_t *p, cl_batch_t *b);
 
 static void batch_submit(cl_pipeline_t *p, cl_batch_t *b)
 {
-    if (b->rows == NULL)
-        batch_build_rows(p, b);
-    char err[CL_ERR_LEN];
-    p->batches_in_store++;
-    if (cl_store_write_batch(p->store, b->rows, b->row_count, b->rejected, b->rejected_count,
-                             batch_done, b, err) != CL_OK) {
-        p->batches_in_store--;
-        batch_failed(p, b, err);
-    }
+    b->rows = cl_xcalloc(b->event_count ? b->event_count : 1, sizeof *b->rows);
+    for (size_t i = 0; i < b->event_count; i++)
+        row_from_event(&b->rows[i], &b->events[i]);
+    batch_write(p, b, (cl_isolate_range_t){0, b->event_count + b->rejected_count});
+    if (b->writes == 0)
+        batch_finish(p, b);
 }
 
 static void maybe_finish_drain(cl_pipeline_t *p)
 {
-    if (p->drain_cb == NULL || p->open != NULL || p->batches_in_store > 0 || p->failed != NULL)
+    if (p->drain_cb == NULL || p->open != NULL || p->writes_in_store > 0)
         return;
     void (*cb)(void *) = p->drain_cb;
     p->drain_cb = NULL;
     cb(p->drain_arg);
 }
 
-static void on_retry_timer(uv_timer_t *t)
+/* Every write of the batch is over: commit its offsets, or give it up. */
+static void batch_finish(cl_pipeline_t *p, cl_batch_t *b)
 {
-    cl_pipeline_t *p = t->data;
-    cl_batch_t *list = p->failed;
-    p->failed = NULL;
-    while (list != NULL) {
-        cl_batch_t *b = list;
-        list = b->next;
-        b->next = NULL;
-        batch_submit(p, b);
-    }
-}
-
-/* The store already retried transient failures; this one is permanent. Keep
- * the batch (its offsets stay uncommitted) and try again later. */
-static void batch_failed(cl_pipeline_t *p, cl_batch_t *b, const char *why)
-{
-    p->stats.batch_failures++;
-    cl_log_error("ingest", "batch of %zu events could not be stored: %s; retrying in %d ms",
-                 batch_size(b), why, CL_PIPELINE_RETRY_FAILED_MS);
-    b->next = p->failed;
-    p->failed = b;
-    if (!uv_is_active((uv_handle_t *)&p->retry_timer))
-        uv_timer_start(&p->retry_timer, on_retry_timer, CL_PIPELINE_RETRY_FAILED_MS, 0);
-}
-
-static void batch_done(void *arg, const cl_store_batch_result_t *result)
-{
-    cl_batch_t *b = arg;
-    cl_pipeline_t *p = b->pipeline;
-    p->batches_in_store--;
-
-    if (result->status != CL_OK) {
-        if (result->status == CL_ERR_RETRY) {
-            /* Only when the store closed first (shutdown past its drain
-             * timeout): abandon the batch, Kafka redelivers it. */
-            p->stats.in_flight -= batch_size(b);
-            batch_abandon(b);
-            maybe_finish_drain(p);
-            return;
-        }
-        batch_failed(p, b, result->message);
+    p->stats.in_flight -= batch_size(b);
+    if (b->abandoned) {
+        /* Only when the store closed first (shutdown past its drain timeout):
+         * Kafka redelivers the batch. */
+        batch_abandon(b);
+        update_backpressure(p);
+        maybe_finish_drain(p);
         return;
     }
-
     for (size_t i = 0; i < b->segment_count; i++) {
         cl_offsets_part_t *part = NULL;
         int64_t next = 0;
@@ -372,13 +393,97 @@ static void batch_done(void *arg, const cl_store_batch_result_t *result)
     if (p->params.on_batch_committed != NULL)
         p->params.on_batch_committed(p->params.on_batch_committed_arg, batch_size(b),
                                      cl_now_ms() - b->opened_ms);
-    p->stats.stored += b->row_count;
+    p->stats.stored += b->event_count - b->refused;
     p->stats.rejected += b->rejected_count;
     p->stats.batches++;
-    p->stats.in_flight -= batch_size(b);
     batch_free(b);
     update_backpressure(p);
     maybe_finish_drain(p);
+}
+
+/* The single item of `range` was refused alone. A row becomes a rejected
+ * event with MariaDB's reason (its raw payload is not kept past parsing: the
+ * Kafka coordinates name it). A rejected event can only be refused for its
+ * size (the store holds others, store.h): it is kept without its payload. */
+static void isolate_culprit(cl_pipeline_t *p, cl_batch_t *b, size_t item, const char *why)
+{
+    char reason[CL_ERR_LEN];
+    if (item < b->event_count) {
+        const cl_event_t *e = &b->events[item];
+        snprintf(reason, sizeof reason, "MariaDB refused the event: %s", why);
+        cl_store_rejected_t r;
+        rejected_init(&r, e->topic, e->partition, e->offset, NULL, 0, reason);
+        batch_push_rejected(b, &r);
+        b->refused++;
+        cl_log_warn("ingest", "event at %s [%d] offset %lld rejected: %s", e->topic,
+                    (int)e->partition, (long long)e->offset, reason);
+        batch_write(p, b, (cl_isolate_range_t){b->event_count + b->rejected_count - 1, 1});
+        return;
+    }
+    cl_store_rejected_t *r = &b->rejected[item - b->event_count];
+    snprintf(reason, sizeof reason, "%s (payload of %zu bytes not kept: %s)", r->reason,
+             r->payload_len, why);
+    free((char *)r->payload);
+    free((char *)r->reason);
+    r->payload = NULL;
+    r->payload_len = 0;
+    r->reason = cl_xstrdup(reason);
+    batch_write(p, b, (cl_isolate_range_t){item, 1});
+}
+
+static void on_write_done(void *arg, const cl_store_batch_result_t *result)
+{
+    batch_write_t *w = arg;
+    cl_batch_t *b = w->batch;
+    cl_pipeline_t *p = b->pipeline;
+    cl_isolate_range_t range = w->range;
+    free(w);
+    p->writes_in_store--;
+    b->writes--;
+
+    if (result->status == CL_ERR_RETRY) {
+        b->abandoned = true;
+    } else if (result->status != CL_OK) {
+        /* Refused for its data (store.h): nothing of it was stored. */
+        p->stats.batch_failures++;
+        cl_isolate_range_t halves[2];
+        if (cl_isolate_split(range, halves) == 2) {
+            cl_log_warn("ingest",
+                        "MariaDB refused a write of %zu events: %s; writing it again in "
+                        "halves to find the refused ones",
+                        range.count, result->message);
+            batch_write(p, b, halves[0]);
+            batch_write(p, b, halves[1]);
+        } else {
+            isolate_culprit(p, b, range.first, result->message);
+        }
+    }
+    if (b->writes == 0)
+        batch_finish(p, b);
+}
+
+/* Start a write of `range`; the caller finishes the batch if no write is left
+ * in flight afterwards (this one may have failed at once). */
+static void batch_write(cl_pipeline_t *p, cl_batch_t *b, cl_isolate_range_t range)
+{
+    size_t row_first, rows, rejected_first, rejected;
+    cl_isolate_items(range, b->event_count, &row_first, &rows, &rejected_first, &rejected);
+    batch_write_t *w = cl_xmalloc(sizeof *w);
+    w->batch = b;
+    w->range = range;
+    char err[CL_ERR_LEN];
+    p->writes_in_store++;
+    b->writes++;
+    if (cl_store_write_batch(p->store, b->rows + row_first, rows, b->rejected + rejected_first,
+                             rejected, on_write_done, w, err) != CL_OK) {
+        /* The store is closing, or a row escaped its check (a bug): like a
+         * cancelled write, the batch is redelivered after a restart. */
+        cl_log_error("ingest", "a batch could not be written: %s; its offsets stay", err);
+        free(w);
+        p->writes_in_store--;
+        b->writes--;
+        b->abandoned = true;
+    }
 }
 
 static void on_assign(void *arg, const rd_kafka_topic_partition_list_t *parts)
@@ -422,18 +527,11 @@ void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg)
 static void on_timer_closed(uv_handle_t *h)
 {
     cl_pipeline_t *p = h->data;
-    if (--p->open_handles > 0)
-        return;
     void (*cb)(void *) = p->close_cb;
     void *arg = p->close_arg;
-    /* Detach every partition first, so abandoning the batches frees their
+    /* Detach every partition first, so abandoning the open batch frees its
      * segments without advancing anything. */
     cl_offsets_free(p->offsets);
-    while (p->failed != NULL) {
-        cl_batch_t *b = p->failed;
-        p->failed = b->next;
-        batch_abandon(b);
-    }
     if (p->open != NULL)
         batch_abandon(p->open);
     free(p);
@@ -446,5 +544,4 @@ void cl_pipeline_close(cl_pipeline_t *p, void (*cb)(void *arg), void *arg)
     p->close_cb = cb;
     p->close_arg = arg;
     uv_close((uv_handle_t *)&p->batch_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&p->retry_timer, on_timer_closed);
 }

@@ -78,8 +78,8 @@ static unsigned classify(planner_t *p, const char *name, unsigned *owner)
     cl_reload_plan_t *plan = p->plan;
     *owner = 0;
     if (under(name, "kafka.") || is(name, "ingest.max_event_bytes") ||
-        under(name, "ingest.mapping."))
-        return CL_PART_INGEST;
+        under(name, "ingest.mapping.") || is(name, "mariadb.max_allowed_packet"))
+        return CL_PART_INGEST; /* the packet limit is read when the store starts */
     if (is(name, "mariadb.pool_size")) {
         /* Only the ingest pool has this size; the others use one connection. */
         plan->pool_size = true;
@@ -89,7 +89,8 @@ static unsigned classify(planner_t *p, const char *name, unsigned *owner)
     if (under(name, "mariadb."))
         return CL_PARTS_ALL; /* every part has a connection of its own */
     if (is(name, "ingest.batch_max_events") || is(name, "ingest.batch_max_delay") ||
-        is(name, "ingest.max_in_flight_events")) {
+        is(name, "ingest.max_in_flight_events") || is(name, "ingest.max_event_age") ||
+        is(name, "ingest.max_future_skew")) {
         plan->ingest_params = true;
         *owner = CL_PART_INGEST;
         return 0;

@@ -25,6 +25,7 @@
  *   for per-user windows. */
 #include "clickloop/store.h"
 
+#include <errmsg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,6 +559,48 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
     return CL_OK;
 }
 
+/* ---- Sizing ------------------------------------------------------------------ */
+
+/* Punctuation, numbers (20 digits at most), a DATETIME literal and the
+ * separator of one row's VALUES tuple in one table: at most this many bytes
+ * besides its quoted values. */
+#define ROW_FIXED_BYTES 96
+
+/* What append_literal writes for this value, exactly. */
+static size_t literal_bytes(const char *s, size_t len, bool binary)
+{
+    if (s == NULL)
+        return 4; /* NULL */
+    return (binary ? 7 : 0) + 2 + cl_db_escaped_length(s, len);
+}
+
+static size_t text_bytes(const char *s) { return literal_bytes(s, opt_len(s), false); }
+
+size_t cl_store_row_sql_bytes(const cl_store_row_t *r)
+{
+    size_t key = literal_bytes(r->row_key, r->row_key_len, true);
+    size_t n = ROW_FIXED_BYTES + key + text_bytes(r->event_id) + text_bytes(r->user_id) +
+               literal_bytes(r->url, r->url_len, false) + text_bytes(r->topic);
+    n += ROW_FIXED_BYTES + key + text_bytes(r->user_id); /* agg_pending */
+    if (has_geo(r))
+        n += ROW_FIXED_BYTES + key + 4 + text_bytes(r->city);
+    if (has_user_agent(r))
+        n += ROW_FIXED_BYTES + key + text_bytes(r->browser) + text_bytes(r->os) +
+             text_bytes(r->device) + text_bytes(r->user_agent);
+    return n;
+}
+
+size_t cl_store_rejected_sql_bytes(const cl_store_rejected_t *r)
+{
+    /* The reason is cut to CL_STORE_REASON_MAX_CHARS characters of at most
+     * four bytes, each escaped to two at most. */
+    size_t reason = r->reason != NULL ? strlen(r->reason) : 0;
+    if (reason > 4 * CL_STORE_REASON_MAX_CHARS)
+        reason = 4 * CL_STORE_REASON_MAX_CHARS;
+    return ROW_FIXED_BYTES + text_bytes(r->topic) +
+           literal_bytes(r->payload, r->payload_len, true) + 2 + 2 * reason;
+}
+
 /* ---- Async operations --------------------------------------------------------- */
 
 typedef enum { OP_BATCH, OP_MIGRATE } op_kind_t;
@@ -584,6 +627,10 @@ typedef struct store_op_s {
     void *arg;
     int found_version;
     uint64_t found_max_packet;
+    size_t n_rows;   /* OP_BATCH: rows (not rejected events) in the SQL */
+    bool blocked;    /* waiting for a retry after an operator's error */
+    bool too_large;  /* OP_BATCH: over the packet limit, completes with CL_ERR */
+    char message[CL_ERR_LEN]; /* too_large: why */
 } store_op_t;
 
 struct cl_store_s {
@@ -595,7 +642,10 @@ struct cl_store_s {
     size_t op_count;
     bool migrated;
     int schema_version;
-    uint64_t max_allowed_packet;
+    uint64_t max_allowed_packet; /* the server's, or params.max_packet_bytes if smaller */
+    uint64_t max_packet_param;
+    size_t blocked_ops;                /* ops with blocked set */
+    char blocked_reason[CL_ERR_LEN];   /* the last operator's error, while blocked_ops > 0 */
     uint64_t rng;
     cl_store_stats_t stats;
     bool closing, anchor_closing;
@@ -627,6 +677,7 @@ int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *p
     s->pool = pool;
     s->retry_min_ms = min;
     s->retry_max_ms = max;
+    s->max_packet_param = params->max_packet_bytes;
     s->schema_version = -1;
     s->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 20) ^ 0xD1B54A32D192ED03ULL;
     *out = s;
@@ -685,6 +736,21 @@ static store_op_t *op_new(cl_store_t *s, op_kind_t kind, void *arg)
     return op;
 }
 
+/* Count the ops held by an operator's error, for cl_store_blocked(). */
+static void op_set_blocked(store_op_t *op, bool blocked, const char *message)
+{
+    cl_store_t *s = op->store;
+    if (blocked && message != NULL)
+        snprintf(s->blocked_reason, sizeof s->blocked_reason, "%s", message);
+    if (blocked == op->blocked)
+        return;
+    op->blocked = blocked;
+    if (blocked)
+        s->blocked_ops++;
+    else
+        s->blocked_ops--;
+}
+
 /* Report the outcome once, then free the op from the timer's close callback. */
 static void op_finish(store_op_t *op, int status, unsigned int code, const char *message,
                       uint64_t rows_affected)
@@ -692,6 +758,7 @@ static void op_finish(store_op_t *op, int status, unsigned int code, const char 
     cl_store_t *s = op->store;
     op->state = OP_FINISHED;
     uv_timer_stop(&op->timer);
+    op_set_blocked(op, false, NULL);
     if (op->kind == OP_BATCH) {
         if (status == CL_OK) {
             s->stats.batches_stored++;
@@ -700,7 +767,8 @@ static void op_finish(store_op_t *op, int status, unsigned int code, const char 
             s->stats.batches_failed++;
         }
         s->stats.in_flight--;
-        cl_store_batch_result_t r = {status, code, message, rows_affected, op->attempts};
+        cl_store_batch_result_t r = {status, cl_db_error_classify(code), code, message,
+                                     rows_affected, op->attempts};
         op->batch_cb(op->arg, &r);
     } else {
         cl_store_migrate_result_t r = {status, code, message, op->found_version,
@@ -715,7 +783,9 @@ static void op_submit(store_op_t *op);
 static void on_op_timer(uv_timer_t *t)
 {
     store_op_t *op = t->data;
-    if (op->sql.len == 0)
+    if (op->too_large)
+        op_finish(op, CL_ERR, CR_NET_PACKET_TOO_LARGE, op->message, 0);
+    else if (op->sql.len == 0)
         op_finish(op, CL_OK, 0, "", 0); /* empty batch */
     else
         op_submit(op);
@@ -747,7 +817,11 @@ static void migrate_read_done(store_op_t *op)
 {
     cl_store_t *s = op->store;
     char err[CL_ERR_LEN];
-    s->max_allowed_packet = op->found_max_packet;
+    /* NULL would be a server without the variable: assume MySQL 5.7's 4 MiB,
+     * the smallest default in use. */
+    s->max_allowed_packet = op->found_max_packet != 0 ? op->found_max_packet : 4u << 20;
+    if (s->max_packet_param != 0 && s->max_packet_param < s->max_allowed_packet)
+        s->max_allowed_packet = s->max_packet_param;
     if (op->found_version == CL_STORE_SCHEMA_VERSION) {
         s->schema_version = op->found_version;
         s->migrated = true;
@@ -761,6 +835,13 @@ static void migrate_read_done(store_op_t *op)
     }
     op->step = MIGRATE_APPLY;
     op_submit(op);
+}
+
+/* A batch that failed for good waits and retries, unless the error is its
+ * data's and the caller can split it (see cl_store_write_batch). */
+static bool batch_is_held(const store_op_t *op, unsigned int code)
+{
+    return cl_db_error_classify(code) != CL_DB_ERROR_DATA || op->n_rows == 0;
 }
 
 static void on_op_done(void *arg, const cl_db_result_t *result)
@@ -782,6 +863,15 @@ static void on_op_done(void *arg, const cl_db_result_t *result)
         return;
     }
     if (result->status != CL_OK) {
+        if (op->kind == OP_BATCH && batch_is_held(op, result->error_code)) {
+            if (s->closing) {
+                op_finish(op, CL_ERR_RETRY, result->error_code, result->message, 0);
+                return;
+            }
+            op_set_blocked(op, true, result->message);
+            op_retry_later(op);
+            return;
+        }
         op_finish(op, result->status, result->error_code, result->message, 0);
         return;
     }
@@ -841,28 +931,41 @@ int cl_store_write_batch(cl_store_t *s, const cl_store_row_t *rows, size_t n_row
         cl_buf_free(&sql);
         return CL_ERR;
     }
-    /* The query travels as one packet of 1 command byte + the text; the
-     * server drops the connection when it exceeds max_allowed_packet. */
-    if (s->max_allowed_packet > 0 && sql.len + 1 > s->max_allowed_packet) {
-        size_t len = sql.len;
-        cl_buf_free(&sql);
-        return cl_errorf(err,
-                         "store: the batch SQL is %zu bytes, over the server's "
-                         "max_allowed_packet of %" PRIu64 ": make batches smaller",
-                         len, s->max_allowed_packet);
-    }
     store_op_t *op = op_new(s, OP_BATCH, arg);
     op->batch_cb = cb;
     op->sql = sql;
+    op->n_rows = n_rows;
     s->stats.in_flight++;
-    if (op->sql.len == 0) {
-        /* Nothing to write: complete from the loop, never inside this call. */
+    /* The query travels as one packet of 1 command byte + the text; the
+     * server refuses a larger one and drops the connection (ER_NET_PACKET_
+     * TOO_LARGE), so it is not sent: a smaller batch will fit. */
+    if (op->sql.len + 1 > s->max_allowed_packet) {
+        op->too_large = true;
+        snprintf(op->message, sizeof op->message,
+                 "the batch SQL is %zu bytes, over the packet limit of %" PRIu64
+                 " bytes (the server's max_allowed_packet or mariadb.max_allowed_packet)",
+                 op->sql.len, s->max_allowed_packet);
+    }
+    if (op->sql.len == 0 || op->too_large) {
+        /* Complete from the loop, never inside this call. */
         op->state = OP_BACKOFF;
         uv_timer_start(&op->timer, on_op_timer, 0, 0);
         return CL_OK;
     }
     op_submit(op);
     return CL_OK;
+}
+
+size_t cl_store_max_batch_sql_bytes(const cl_store_t *s)
+{
+    uint64_t packet = s->max_allowed_packet;
+    uint64_t budget = packet - 1 - packet / 16;
+    return budget > SIZE_MAX ? SIZE_MAX : (size_t)budget;
+}
+
+const char *cl_store_blocked(const cl_store_t *s)
+{
+    return s->blocked_ops > 0 ? s->blocked_reason : NULL;
 }
 
 void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out) { *out = s->stats; }

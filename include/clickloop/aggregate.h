@@ -70,14 +70,15 @@
  * them from agg_pending: READ COMMITTED keeps the reads of click_data free of
  * gap locks, so ingestion never waits for a run.
  *
- * A run that fails on the data (an error that is not the operator's, see
- * cl_aggregate_error_is_operators) is retried with half the claim, down to a
+ * A run that fails on the data (CL_DB_ERROR_DATA in db.h: a value refused,
+ * a constraint, a trigger, a duplicate key) is retried with half the claim,
+ * down to a
  * single event; an event that fails alone is held (agg_held, with the
  * server's error) and never claimed again until an operator deletes its
  * agg_held row; a marked window that fails alone loses its mark. Everything
- * else goes on. Failures that are the operator's (a missing table, missing
- * privileges, a read-only server, a full disk) hold everything back and are
- * retried at every interval.
+ * else goes on. Other failures (the operator's: a missing table, missing
+ * privileges, a read-only server, a full disk; or unclassified ones) hold
+ * everything back and are retried at every interval.
  *
  * The runner (cl_aggregator_t) issues that SQL from the loop on a pool of one
  * connection of its own, never two runs at once, and with several clickloop
@@ -210,12 +211,6 @@ int cl_aggregate_hold_sql(cl_buf_t *out, const char *reason,
 /* Append the statement that removes the mark a run with marks_limit 1
  * recomputes (the newest). */
 const char *cl_aggregate_drop_mark_sql(void);
-
-/* Whether a permanent MariaDB error is the operator's to fix (schema,
- * privileges, a read-only server, a full disk) rather than caused by the
- * data a run took in: the runner holds everything back on the first kind
- * and isolates the data on the second. */
-bool cl_aggregate_error_is_operators(unsigned int mariadb_error);
 
 /* Append one statement that marks every window of every configured size
  * that holds at least one event as dirty, so that the following runs

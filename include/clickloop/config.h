@@ -51,6 +51,7 @@ typedef struct cl_config_mariadb_s {
     uint64_t write_timeout_ms;
     uint64_t reconnect_min_backoff_ms;
     uint64_t reconnect_max_backoff_ms;
+    uint64_t max_allowed_packet; /* bytes; the server's own limit counts if smaller */
 } cl_config_mariadb_t;
 
 typedef struct cl_config_ingest_s {
@@ -58,6 +59,8 @@ typedef struct cl_config_ingest_s {
     uint64_t batch_max_delay_ms;
     uint32_t max_in_flight_events;
     uint64_t max_event_bytes;
+    uint64_t max_event_age_ms;    /* older events are rejected */
+    uint64_t max_future_skew_ms;  /* events further ahead are rejected */
     /* One RFC 6901 JSON Pointer per field, indexed by cl_event_field_t, kept
      * escaped as written (never "", always starting with "/"). */
     char *mapping[CL_FIELD_COUNT];

@@ -74,17 +74,27 @@ typedef struct cl_db_error_s {
     char message[CL_ERR_LEN];
 } cl_db_error_t;
 
-/* What an error means for the caller. */
+/* What an error means for the statement that got it, and so for its caller. */
 typedef enum {
-    CL_DB_ERROR_PERMANENT = 0, /* the statement is wrong: retrying cannot help */
-    CL_DB_ERROR_TRANSIENT,     /* deadlock, lock wait timeout...: retry, connection is fine */
-    CL_DB_ERROR_CONNECTION,    /* the connection is gone or unusable: reconnect, then retry */
-    CL_DB_ERROR_CONFIG,        /* bad credentials, database or host: needs an operator */
+    /* Not classified (a syntax error: a bug): retrying the same statement is
+     * not expected to help, and nothing says the data is at fault. */
+    CL_DB_ERROR_PERMANENT = 0,
+    CL_DB_ERROR_TRANSIENT,  /* deadlock, lock wait timeout...: retry, connection is fine */
+    CL_DB_ERROR_CONNECTION, /* the connection is gone or unusable: reconnect, then retry */
+    /* Needs an operator, whatever the data: credentials, unknown database or
+     * host, privileges revoked, a table or column missing or altered, a
+     * read-only server, a full disk. Retry slowly and say so. */
+    CL_DB_ERROR_OPERATOR,
+    /* A value of the statement is refused (strict mode, a constraint, a
+     * trigger) or the statement exceeds the server's max_allowed_packet: the
+     * same statement fails again, smaller ones without the culprit succeed. */
+    CL_DB_ERROR_DATA,
 } cl_db_error_class_t;
 
-/* The single place that classifies MariaDB client and server error numbers. */
+/* The single place that classifies MariaDB client and server error numbers:
+ * one table in db.c. */
 cl_db_error_class_t cl_db_error_classify(unsigned int code);
-/* CL_ERR_RETRY for TRANSIENT and CONNECTION, CL_ERR for PERMANENT and CONFIG. */
+/* CL_ERR_RETRY for TRANSIENT and CONNECTION, CL_ERR for the others. */
 int cl_db_error_status(cl_db_error_class_t cls);
 const char *cl_db_error_class_name(cl_db_error_class_t cls);
 
@@ -105,6 +115,9 @@ const char *cl_db_error_class_name(cl_db_error_class_t cls);
  * a live connection. Never use this for multi-byte character sets such as
  * GBK or SJIS, where 0x5C can be the second byte of a character. */
 size_t cl_db_escape_string(char *to, const char *from, size_t len);
+/* The length cl_db_escape_string() would return, without writing: for sizing
+ * statements before they are built. */
+size_t cl_db_escaped_length(const char *from, size_t len);
 
 /* ---- One connection ---------------------------------------------------- */
 
@@ -196,9 +209,9 @@ typedef struct cl_db_pool_event_s {
      * shrink may leave gaps (it removes connections that are down first); a
      * grow numbers new connections with the lowest numbers not in use. */
     unsigned int conn_index;
-    /* For CONNECT_FAILED and LOST: CL_ERR when an operator must act (access
-     * denied, unknown database or host; still retried at the maximum
-     * backoff), CL_ERR_RETRY for outages that heal by themselves. */
+    /* For CONNECT_FAILED and LOST: CL_ERR when an operator must act
+     * (CL_DB_ERROR_OPERATOR: access denied, unknown database or host; still
+     * retried at the maximum backoff), CL_ERR_RETRY otherwise. */
     int status;
     unsigned int error_code;
     const char *message;       /* "" for CONNECTED */

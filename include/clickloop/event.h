@@ -156,4 +156,19 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
  * cl_event_parse never produces, are clamped into that range. */
 void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE]);
 
+/* How far an event's time may be from the moment it is consumed. Events far
+ * in the past or the future are producer bugs (a clock at 1970, a unit
+ * mistake) more often than data: each would open aggregation windows and
+ * index names of its own, and rows dated ahead are never pruned. */
+typedef struct cl_event_time_window_s {
+    uint64_t max_age_ms;         /* ingest.max_event_age */
+    uint64_t max_future_skew_ms; /* ingest.max_future_skew */
+} cl_event_time_window_t;
+
+/* 0 when now_ms - max_age_ms <= ts_ms <= now_ms + max_future_skew_ms (both
+ * edges accepted), else CL_ERR with a reason naming the bound, the event's
+ * time and `now_ms` (wall-clock ms since the epoch). Bounds up to 100 years. */
+int cl_event_check_time_window(int64_t ts_ms, int64_t now_ms, const cl_event_time_window_t *window,
+                               char reason[CL_ERR_LEN]);
+
 #endif

@@ -3,10 +3,25 @@
  *
  * Every consumed message ends in exactly one batch, as a valid event or as a
  * rejected record, so every offset is accounted for. A batch closes on size
- * (`batch_max_events`) or age (`batch_max_delay_ms`) and is written in one
- * transaction by the store; several batches may be in flight on the store's
- * connection pool. Offsets advance per partition over the contiguous prefix of
- * committed batches (see offsets.h).
+ * (`batch_max_events`, `batch_max_bytes`), on age (`batch_max_delay_ms`), or
+ * before the message that would take its SQL over the packet limit
+ * (cl_store_max_batch_sql_bytes, with the store's per-event bounds), and is
+ * written in one transaction by the store; several batches may be in flight
+ * on the store's connection pool. An event whose SQL alone exceeds the limit
+ * is rejected, so a batch always fits and MariaDB's refusal of an oversized
+ * packet is never reached in normal operation.
+ *
+ * Poison isolation: a write that MariaDB refuses for its data (store.h) is
+ * written again in halves, down to single events (isolate.h); an event
+ * refused alone becomes a rejected record with the server's error as its
+ * reason, and the batch goes on. Every event is stored by exactly one
+ * committed transaction, or recorded as rejected, before the batch's offsets
+ * move: exactly-once storage holds. Errors that are not the data's (an
+ * operator's: privileges, a missing table, a read-only server) are held and
+ * retried by the store, so they hold the offsets too.
+ *
+ * Offsets advance per partition over the contiguous prefix of committed
+ * batches (see offsets.h).
  *
  * Backpressure: when the events buffered or in flight reach
  * `max_in_flight_events`, the Kafka source is paused; it resumes when half of
@@ -29,11 +44,14 @@ typedef struct {
     size_t batch_max_events;
     uint64_t batch_max_delay_ms;
     size_t max_in_flight_events;
-    /* A batch also closes at this many payload bytes, so its SQL text stays
-     * well under the server's max_allowed_packet. */
+    /* A batch also closes at this many payload bytes (memory; its SQL is
+     * bounded by the packet limit on its own). */
     size_t batch_max_bytes;
     /* Raw payloads of rejected messages are kept up to this many bytes. */
     size_t max_rejected_payload_bytes;
+    /* Events whose time is outside this window around the moment they are
+     * consumed are rejected (event.h). */
+    cl_event_time_window_t time_window;
     /* Optional: told about every committed batch, for the latency histogram:
      * events (valid + rejected) and milliseconds from the batch's first
      * message to its commit. */
@@ -47,7 +65,7 @@ typedef struct {
     uint64_t stored;   /* valid events in committed batches */
     uint64_t rejected; /* rejected records in committed batches */
     uint64_t batches;  /* committed batches */
-    uint64_t batch_failures;
+    uint64_t batch_failures; /* writes refused for their data, then split */
     size_t in_flight;  /* gauge: events buffered or being written */
     bool paused;       /* gauge */
 } cl_pipeline_stats_t;

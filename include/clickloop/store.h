@@ -134,21 +134,37 @@ int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR
  * and deadlock less. Every value goes through `escape`; absent optional
  * fields are NULL; binary columns use the _binary introducer. The statement
  * grows with the batch: the caller bounds the batch so the text stays under
- * the server's max_allowed_packet (16 MiB by default; cl_store_write_batch
- * checks it). Returns CL_ERR, naming the row, if a row fails its check. */
+ * the server's max_allowed_packet (see cl_store_row_sql_bytes and
+ * cl_store_max_batch_sql_bytes; cl_store_write_batch checks it). Returns
+ * CL_ERR, naming the row, if a row fails its check. */
 int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n_rows,
                              const cl_store_rejected_t *rejected, size_t n_rejected,
                              cl_store_escape_fn escape, char err[CL_ERR_LEN]);
+
+/* Sizing a batch before it is built, so that its SQL fits the server's
+ * max_allowed_packet: the SQL of a batch is at most
+ * CL_STORE_BATCH_SQL_BASE_BYTES plus the sum of cl_store_row_sql_bytes() over
+ * its rows and cl_store_rejected_sql_bytes() over its rejected events. Each
+ * is an upper bound computed from the exact escaped lengths of the values
+ * (every table a row goes to counts: its row key is written four times), at
+ * most a few dozen bytes over what the builder writes. Rows must pass
+ * cl_store_row_check. */
+#define CL_STORE_BATCH_SQL_BASE_BYTES 1024
+size_t cl_store_row_sql_bytes(const cl_store_row_t *row);
+size_t cl_store_rejected_sql_bytes(const cl_store_rejected_t *rejected);
 
 /* ---- Async operations on a pool ------------------------------------------ */
 
 typedef struct cl_store_s cl_store_t;
 
 typedef struct cl_store_params_s {
-    /* Backoff between attempts of a batch after a transient failure; 0 picks
-     * 200 ms and 30 s. */
+    /* Backoff between attempts of a batch after a transient failure or an
+     * operator's error; 0 picks 200 ms and 30 s. */
     unsigned int retry_min_ms;
     unsigned int retry_max_ms;
+    /* 0, or the largest statement to send when it is below the server's
+     * max_allowed_packet (a proxy's own limit): the smaller one counts. */
+    uint64_t max_packet_bytes;
 } cl_store_params_t;
 
 typedef struct cl_store_migrate_result_s {
@@ -162,11 +178,14 @@ typedef struct cl_store_migrate_result_s {
 } cl_store_migrate_result_t;
 
 typedef struct cl_store_batch_result_s {
-    /* 0: stored (or already there). CL_ERR: a permanent SQL error, which means
-     * a bug or a schema that drifted; the batch was not stored and retrying
-     * cannot help. CL_ERR_RETRY: only when the store closed first; whether a
-     * cancelled attempt committed is unknown (redelivery is harmless). */
+    /* 0: stored (or already there). CL_ERR: the data is refused
+     * (CL_DB_ERROR_DATA: a value the schema refuses, or SQL over the packet
+     * limit); nothing of the batch was stored, and the same batch would fail
+     * again, smaller ones without the culprit would not. CL_ERR_RETRY: only
+     * when the store closed first; whether a cancelled attempt committed is
+     * unknown (redelivery is harmless). */
     int status;
+    cl_db_error_class_t error_class; /* of error_code: CL_DB_ERROR_DATA with CL_ERR */
     unsigned int error_code;
     const char *message;    /* "" on success */
     uint64_t rows_affected; /* rows newly inserted over all tables; 0 when all were there */
@@ -179,7 +198,7 @@ typedef void (*cl_store_close_cb)(void *arg);
 
 typedef struct cl_store_stats_s {
     uint64_t batches_stored;
-    uint64_t batches_failed; /* permanent errors */
+    uint64_t batches_failed; /* refused for their data (CL_ERR results) */
     uint64_t batch_retries;  /* attempts after the first */
     uint64_t rows_affected;
     size_t in_flight;        /* batches accepted and not yet completed */
@@ -197,12 +216,33 @@ int cl_store_migrate(cl_store_t *store, cl_store_migrate_cb cb, void *arg, char 
 /* Store a batch. The SQL is built before this returns, so `rows`, `rejected`
  * and the strings they point to may be freed as soon as it returns. Needs a
  * successful cl_store_migrate first. Returns CL_ERR (cb never runs) if a row
- * fails its check or the SQL exceeds max_allowed_packet. Transient failures
- * are retried with backoff until they succeed; cb runs once. An empty batch
- * completes with status 0. */
+ * fails its check. cb runs once, from the loop:
+ * - Transient failures (deadlocks, a lost connection) are retried with
+ *   backoff until they succeed.
+ * - So are the errors that are not the data's (CL_DB_ERROR_OPERATOR: a
+ *   privilege revoked, a table missing, a read-only server, a full disk; and
+ *   unclassified ones): the batch waits, and cl_store_blocked() says why,
+ *   until an operator has fixed the cause.
+ * - An error of the data (CL_DB_ERROR_DATA), or SQL larger than the packet
+ *   limit (which is never sent), completes the batch with CL_ERR: the caller
+ *   splits it to find the culprit. Except when the server refuses a batch of
+ *   rejected events only: rejected_events is where refused data goes, so its
+ *   refusal is an operator's matter and is held as above.
+ * An empty batch completes with status 0. */
 int cl_store_write_batch(cl_store_t *store, const cl_store_row_t *rows, size_t n_rows,
                          const cl_store_rejected_t *rejected, size_t n_rejected,
                          cl_store_batch_cb cb, void *arg, char err[CL_ERR_LEN]);
+
+/* The most SQL one batch should hold: the packet limit (the server's
+ * max_allowed_packet as read by cl_store_migrate, or params.max_packet_bytes
+ * if smaller) less a margin of 1/16, so that sizing batches with the bounds
+ * above never meets the limit. Valid after a successful cl_store_migrate. */
+size_t cl_store_max_batch_sql_bytes(const cl_store_t *store);
+
+/* NULL, or why batches are being held: the last error of an operator's kind
+ * (see cl_store_write_batch) while at least one batch waits for a retry
+ * because of one. For readiness. */
+const char *cl_store_blocked(const cl_store_t *store);
 
 void cl_store_stats(const cl_store_t *store, cl_store_stats_t *out);
 

@@ -36,6 +36,10 @@ DEFAULT_PARTITIONS = 4
 # SIGKILL stays a group member until its session expires; its successor gets
 # partitions only then, so a short session keeps the crash tests quick.
 TEST_SESSION_TIMEOUT_MS = 10000
+# The tests produce events dated anywhere from 2001 to 2033 on purpose (every
+# accepted timestamp form, aggregation windows at fixed dates): configurations
+# written here accept any event time unless a test sets the window itself.
+WIDE_EVENT_TIME_WINDOW = {"max_event_age": "36500d", "max_future_skew": "36500d"}
 
 _DELETE = object()  # in config overrides: remove this key
 
@@ -120,6 +124,39 @@ def services(*args, timeout=600):
         raise AssertionError(f"deps/services {' '.join(args)} failed ({r.returncode}):\n"
                              f"{r.stdout}\n{r.stderr}")
     return r.stdout
+
+
+# ---------------------------------------------------------------- the admin listener
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=10):
+    """(status, body text) of GET http://HOST:port/path; (0, reason) when
+    nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def metrics(port):
+    """{(sample name, frozenset of labels): value} from /metrics, parsed by
+    the reference parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+    status, text = http_get(port, "/metrics")
+    assert status == 200, (status, text[:200])
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 # ---------------------------------------------------------------- MariaDB
@@ -455,8 +492,9 @@ class IngestEnv:
         """Write a config: `base` (a path) with this test's topic, group and
         database, the servers' real addresses, no aggregation (ingest only:
         nothing written to the shared search servers), no admin listener (no
-        fixed port), a short Kafka session, then `overrides` (deep-merged,
-        DELETE removes a key)."""
+        fixed port), a short Kafka session, an event-time window that accepts
+        the fixed dates of the tests (WIDE_EVENT_TIME_WINDOW), then `overrides`
+        (deep-merged, DELETE removes a key)."""
         with open(base, encoding="utf-8") as f:
             cfg = json.load(f)
         ours = {
@@ -465,6 +503,7 @@ class IngestEnv:
             "mariadb": {"host": self.db.params["host"], "port": self.db.params["port"],
                         "user": self.db.params["user"], "password": self.db.params["password"],
                         "database": self.db.name},
+            "ingest": WIDE_EVENT_TIME_WINDOW,
             "aggregation": {"enabled": False},
             "elasticsearch": DELETE,
             "admin": DELETE,

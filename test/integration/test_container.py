@@ -508,8 +508,10 @@ def test_entrypoint_runs_and_takes_signals_through_tini(image, clickloop_bin, co
                    check=ep.assert_running, describe=lambda: f"{http_get(ready)}\n{ep.tail()}")
 
         # It does its job.
+        # Dated now: the compose config keeps the default event-time window.
+        now_ms = int(time.time() * 1000)
         events = [Message(json.dumps({"event_id": f"ctr-{i}", "user_id": "u1",
-                                      "timestamp": "2024-05-17T10:00:00Z",
+                                      "timestamp": now_ms - i,
                                       "url": f"https://example.com/{i}"}).encode())
                   for i in range(20)]
         produce(scratch["bootstrap"], scratch["topic"], events)

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import signal
 import time
 
 import pytest
@@ -638,7 +639,250 @@ def _try_set_offsets(env, offsets, errors):
         return False
 
 
-# ---------------------------------------------------------------- 6. memory under a backlog
+# ---------------------------------------------------------------- 6. poison isolation
+
+SCHEMA_VERSION = 4
+
+
+def wait_schema(env, proc, timeout=120):
+    """Wait until clickloop has migrated the schema (before altering it)."""
+    def migrated():
+        return (env.db.table_exists("clickloop_schema")
+                and env.db.scalar("SELECT version FROM clickloop_schema") == SCHEMA_VERSION)
+    harness.wait_until(migrated, timeout, "the schema migration", check=proc.assert_running)
+
+
+# Single quotes escape to two bytes in SQL but take one in JSON: the worst
+# case for the SQL a batch of small messages needs.
+QUOTES = "'" * 60 + "\"\\" * 5
+
+
+def quote_heavy_messages(prefix, n, now_ms):
+    """n events of about 450 bytes, every text field quote-heavy; their row
+    key (event_id) too, which the batch writes to four tables."""
+    for i in range(n):
+        doc = {"event_id": f"{prefix}-{i}-{QUOTES[:40]}", "user_id": f"o'{QUOTES[:30]}{i % 997}",
+               "timestamp": now_ms - i, "url": f"https://shop.example/{i}?q={QUOTES}{QUOTES}",
+               "country": "IE", "city": f"D{QUOTES[:20]}n", "browser": f"B{QUOTES[:20]}",
+               "os": f"O{QUOTES[:10]}", "device": "d'", "user_agent": f"Agent{QUOTES[:50]}"}
+        yield Message(json.dumps(doc, separators=(",", ":")).encode(), partition=i % 4)
+
+
+@pytest.mark.parametrize("packet_limit", ["4MB", None], ids=["4MiB-packet", "server-packet"])
+def test_batches_of_10000_quote_heavy_events_fit_the_packet_limit(env, request, packet_limit):
+    """batch_max_events = 10000 with events whose SQL is about 5 times their
+    size: a batch closes before its SQL reaches the packet limit (here 4 MiB,
+    a MySQL 5.7 server's, set with mariadb.max_allowed_packet; or the test
+    server's own 16 MiB), so nothing is ever refused or retried."""
+    n = 30_000
+    now_ms = int(time.time() * 1000)
+    msgs = list(quote_heavy_messages("qh", n, now_ms))
+    payload_bytes = sum(len(m.value) for m in msgs)
+    env.produce(msgs, record=False)
+    port = harness.free_port()
+    overrides = {"ingest": {"batch_max_events": 10_000, "max_in_flight_events": 50_000},
+                 "admin": {"listen": f"{harness.HOST}:{port}"}}
+    if packet_limit is not None:
+        overrides["mariadb"] = {"max_allowed_packet": packet_limit}
+    env.write_config(overrides=overrides)
+    proc = env.start()
+    t0 = time.monotonic()
+    env.wait_caught_up(n, 0, timeout=300)
+    elapsed = time.monotonic() - t0
+    m = harness.metrics(port)
+    batches = m[("clickloop_batches_total", frozenset())]
+    failures = m[("clickloop_batch_failures_total", frozenset())]
+    retries = m[("clickloop_batch_retries_total", frozenset())]
+    harness.report(request, f"{n} events ({payload_bytes / n:.0f} bytes each) in {batches:.0f} "
+                   f"batches ({n / batches:.0f} events each) in {elapsed:.1f}s; "
+                   f"{failures:.0f} refused writes, {retries:.0f} retries")
+    assert failures == 0, proc.log_tail()
+    assert retries <= 3, proc.log_tail()
+    assert batches >= 3, "the batches did not close early: the test proves nothing"
+    # Stored byte for byte.
+    want = {json.loads(m.value)["event_id"]: json.loads(m.value) for m in msgs[::997]}
+    rows = env.db.query("SELECT c.event_id, c.user_id, c.url, g.city, u.user_agent "
+                        "FROM click_data c JOIN geo_data g USING (row_key) "
+                        "JOIN user_agent_data u USING (row_key) WHERE c.event_id IN (%s)"
+                        % ",".join(["%s"] * len(want)), list(want))
+    got = {r[0]: r for r in rows}
+    assert set(got) == set(want)
+    for eid, doc in want.items():
+        assert got[eid][1:] == (doc["user_id"], doc["url"], doc["city"], doc["user_agent"])
+    assert "refused" not in proc.log_text()
+    assert proc.stop() == 0
+
+
+POISONS = {
+    # A column narrowed by an operator: strict mode refuses a longer value
+    # (ER_DATA_TOO_LONG), which the event rules accept.
+    "narrowed_column": ("ALTER TABLE geo_data MODIFY city VARCHAR(8) NULL",
+                        {"city": "Springfield, Massachusetts"},
+                        "Data too long for column 'city'"),
+    # A CHECK constraint an operator added (ER_CONSTRAINT_FAILED).
+    "check_constraint": ("ALTER TABLE click_data ADD CONSTRAINT visits_under_a_day "
+                         "CHECK (time_spent_ms IS NULL OR time_spent_ms < 86400000)",
+                         {"time_spent_ms": 90_000_000},
+                         "CONSTRAINT `visits_under_a_day` failed"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(POISONS))
+def test_event_mariadb_refuses_goes_to_rejected_and_its_batch_mates_are_stored(env, request,
+                                                                                 kind):
+    ddl, poison_fields, server_reason = POISONS[kind]
+    env.write_config(overrides={"ingest": {"batch_max_events": 5000, "batch_max_delay": "1s"}})
+    proc = env.start()
+    wait_schema(env, proc)
+    env.db.query(ddl)
+
+    n, poison_at = 3000, (17, 1500, 2999)
+    now_ms = int(time.time() * 1000)
+    msgs = []
+    for i in range(n):
+        doc = {"event_id": f"p-{i}", "user_id": f"u{i % 50}", "timestamp": now_ms - i,
+               "url": f"https://example.com/{i % 40}", "country": "US", "city": "Boston",
+               "time_spent_ms": 1000 + i}
+        if i in poison_at:
+            doc.update(poison_fields)
+        msgs.append(Message(json.dumps(doc).encode(), partition=i % 4))
+    env.produce(msgs)
+    env.wait_caught_up(n - len(poison_at), len(poison_at), timeout=300)
+
+    rows = env.db.query("SELECT kafka_partition, kafka_offset, payload, reason "
+                        "FROM rejected_events ORDER BY kafka_partition, kafka_offset")
+    want = sorted((msgs[i].partition, msgs[i].offset) for i in poison_at)
+    assert [(r[0], r[1]) for r in rows] == want
+    for r in rows:
+        assert r[3].startswith("MariaDB refused the event: "), r[3]
+        assert server_reason in r[3], r[3]
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    assert stored == {f"p-{i}" for i in range(n) if i not in poison_at}
+    check_one_row_per_key(env, {("e:" + e).encode() for e in stored},
+                          tables=("click_data", "geo_data", "agg_pending"))
+    assert "writing it again in halves" in proc.log_text()
+    harness.report(request, f"{kind}: {len(poison_at)} of {n} events refused by MariaDB "
+                   f"({rows[0][3][:120]}), the others stored")
+    assert proc.stop() == 0
+
+
+def test_missing_table_holds_offsets_and_readiness_until_the_operator_fixes_it(env, request):
+    port = harness.free_port()
+    env.write_config(overrides={"admin": {"listen": f"{harness.HOST}:{port}"}})
+    proc = env.start()
+    wait_schema(env, proc)
+    harness.wait_until(lambda: harness.http_get(port, "/readyz")[0] == 200, 60, "ready",
+                       check=proc.assert_running)
+    env.db.query("RENAME TABLE geo_data TO geo_data_away")
+
+    n = 500
+    now_ms = int(time.time() * 1000)
+    env.produce([Message(json.dumps({"event_id": f"m-{i}", "user_id": "u", "timestamp": now_ms,
+                                     "url": "https://example.com/", "country": "FR"}).encode(),
+                         partition=i % 4) for i in range(n)])
+    ends = env.end_offsets()
+
+    def refused():
+        status, body = harness.http_get(port, "/readyz")
+        return status == 503 and "geo_data" in body and body
+    body = harness.wait_until(refused, 60, "/readyz to report the missing table",
+                              check=proc.assert_running,
+                              describe=lambda: harness.http_get(port, "/readyz"))
+    assert "MariaDB refuses ingest batches" in body, body
+    time.sleep(3)  # a few retries: nothing moves
+    assert env.db.count("click_data") == 0
+    assert env.committed_offsets() != ends
+    assert "rejected" not in proc.log_text()
+
+    env.db.query("RENAME TABLE geo_data_away TO geo_data")
+    env.wait_caught_up(n, 0, timeout=120)
+    harness.wait_until(lambda: harness.http_get(port, "/readyz")[0] == 200, 60,
+                       "ready again", check=proc.assert_running)
+    harness.report(request, f"held while the table was missing: {body.strip()!r}")
+    assert proc.stop() == 0
+
+
+# ---------------------------------------------------------------- 7. event-time window
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+def dated(event_id, ts_ms, partition=0):
+    return Message(json.dumps({"event_id": event_id, "user_id": "u", "timestamp": ts_ms,
+                               "url": "https://example.com/"}).encode(), partition=partition)
+
+
+def rejected_reasons(env):
+    return {(r[0], r[1]): r[2] for r in env.db.query(
+        "SELECT kafka_partition, kafka_offset, reason FROM rejected_events")}
+
+
+def test_event_time_window_defaults_reject_too_old_and_too_far_ahead_at_the_edges(env, request):
+    """The default window, 400 days back and 1 hour ahead of the time of
+    consumption. An edge is exact where the clock moving on between producing
+    and consuming cannot blur it: 400 days and 1 ms old is refused, exactly 1
+    hour ahead is accepted. On the other side of each edge the events are 2
+    minutes inside or outside (the unit tests pin both edges to the ms)."""
+    env.write_config(overrides={"ingest": {"max_event_age": DELETE, "max_future_skew": DELETE}})
+    now_ms = int(time.time() * 1000)
+    cases = {
+        "old-edge-minus-1ms": (now_ms - 400 * DAY_MS - 1, "ingest.max_event_age"),
+        "old-2min-inside": (now_ms - 400 * DAY_MS + 120_000, None),
+        "year-2001": (1_000_000_000_000, "ingest.max_event_age"),
+        "now": (now_ms, None),
+        "future-edge-exact": (now_ms + HOUR_MS, None),
+        "future-2min-outside": (now_ms + HOUR_MS + 120_000, "ingest.max_future_skew"),
+        "year-2033": (2_000_000_000_000, "ingest.max_future_skew"),
+    }
+    msgs = {name: dated(name, ts, i % 4) for i, (name, (ts, _)) in enumerate(cases.items())}
+    env.produce(list(msgs.values()))
+    env.start()
+    want_stored = {name for name, (_, why) in cases.items() if why is None}
+    env.wait_caught_up(len(want_stored), len(cases) - len(want_stored), timeout=120)
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    assert stored == want_stored
+    reasons = rejected_reasons(env)
+    for name, (ts, why) in cases.items():
+        if why is None:
+            continue
+        reason = reasons[(msgs[name].partition, msgs[name].offset)]
+        assert why in reason and reason.startswith("timestamp: "), (name, reason)
+    harness.report(request, f"e.g. {reasons[(msgs['year-2033'].partition, msgs['year-2033'].offset)]}")
+
+
+def test_event_time_window_is_reloaded_in_place_on_sighup(env, request):
+    config = env.write_config(overrides={"ingest": {"max_event_age": "1h",
+                                                    "max_future_skew": "1m"}})
+    now_ms = int(time.time() * 1000)
+    env.produce([dated("before-2h-old", now_ms - 2 * HOUR_MS),
+                 dated("before-5m-ahead", now_ms + 300_000, 1),
+                 dated("before-now", now_ms, 2), dated("before-now-too", now_ms, 3)])
+    proc = env.start()
+    env.wait_caught_up(2, 2, timeout=120)
+
+    cfg = json.loads(config.read_text())
+    cfg["ingest"].update({"max_event_age": "1d", "max_future_skew": "10m"})
+    config.write_text(json.dumps(cfg))
+    os.kill(proc.pid, signal.SIGHUP)
+    harness.wait_until(lambda: "reloaded" in proc.log_text(), 60, "the reload",
+                       check=proc.assert_running)
+    log = proc.log_text()
+    assert "ingest.max_event_age changed: applied in place" in log, log
+    assert "ingest.max_future_skew changed: applied in place" in log, log
+    assert "restarting" not in log
+
+    now_ms = int(time.time() * 1000)
+    env.produce([dated("after-2h-old", now_ms - 2 * HOUR_MS, 2),
+                 dated("after-5m-ahead", now_ms + 300_000, 3),
+                 dated("after-2d-old", now_ms - 2 * DAY_MS, 0)])
+    env.wait_caught_up(4, 3, timeout=120)
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    assert stored == {"before-now", "before-now-too", "after-2h-old", "after-5m-ahead"}
+    assert proc.stop() == 0
+
+
+# ---------------------------------------------------------------- 8. memory under a backlog
 
 def backlog_messages(n, rng):
     countries = ["US", "DE", "FR", "JP", "BR", "IN", "GB"]
@@ -646,7 +890,9 @@ def backlog_messages(n, rng):
     browsers = ["Firefox", "Chrome", "Safari", "Edge"]
     oses = ["Linux", "Windows", "macOS", "Android", "iOS"]
     ua = "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
-    base_ms = 1_760_000_000_000
+    # An hour-aligned start a day ago, well inside the default event-time
+    # window (the test runs with every ingest setting at its default).
+    base_ms = (int(time.time()) // 3600 - 24) * 3_600_000
     for i in range(n):
         j = rng.randrange(7)
         payload = (f'{{"event_id":"bl-{i}-{rng.getrandbits(40):010x}","user_id":"user-{rng.randrange(50000)}",'

@@ -466,19 +466,6 @@ static void test_hold_takes_the_event_a_claim_of_one_takes(void)
                      cl_aggregate_drop_mark_sql());
 }
 
-/* What an operator fixes holds everything back; what the data causes is
- * isolated (aggregate.h). */
-static void test_errors_of_the_operator_are_told_from_errors_of_the_data(void)
-{
-    const unsigned int operators[] = {1146, 1054, 1142, 1044, 1290, 1836, 1021, 1114};
-    for (size_t i = 0; i < CL_ARRAY_LEN(operators); i++)
-        CL_ASSERT(cl_aggregate_error_is_operators(operators[i]));
-    /* duplicate key, out of range, incorrect value, truncated, BIGINT range */
-    const unsigned int data[] = {1062, 1264, 1366, 1292, 1690};
-    for (size_t i = 0; i < CL_ARRAY_LEN(data); i++)
-        CL_ASSERT(!cl_aggregate_error_is_operators(data[i]));
-}
-
 static void test_full_recompute_marks_every_window_of_every_size(void)
 {
     cl_buf_t b;
@@ -696,7 +683,6 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_frozen_windows_are_set_aside_and_counted),
     CL_TEST(test_run_sql_refuses_a_bad_spec),
     CL_TEST(test_hold_takes_the_event_a_claim_of_one_takes),
-    CL_TEST(test_errors_of_the_operator_are_told_from_errors_of_the_data),
     CL_TEST(test_full_recompute_marks_every_window_of_every_size),
     CL_TEST(test_index_select_reads_rows_needing_indexing_in_key_order),
     CL_TEST(test_index_select_continues_after_a_key),

@@ -139,6 +139,16 @@ static const broken_case_t broken_cases[] = {
      "must be between 64B and 16MB, got 10"},
     {VALID_WITH(", \"ingest\": {\"max_event_bytes\": \"5 MB\"}"), "ingest.max_event_bytes",
      "expected a size"},
+    {VALID_WITH(", \"ingest\": {\"max_event_age\": \"0s\"}"), "ingest.max_event_age",
+     "must be between 1s and 36500d, got \"0s\""},
+    {VALID_WITH(", \"ingest\": {\"max_event_age\": \"36501d\"}"), "ingest.max_event_age",
+     "must be between 1s and 36500d"},
+    {VALID_WITH(", \"ingest\": {\"max_future_skew\": \"1 h\"}"), "ingest.max_future_skew",
+     "expected a duration"},
+    {VALID_WITH(", \"ingest\": {\"max_future_skew\": 60}"), "ingest.max_future_skew",
+     "expected a duration"},
+    {MARIADB_WITH("\"max_allowed_packet\": \"1KB\""), "mariadb.max_allowed_packet",
+     "must be between 64KB and 1GB, got \"1KB\""},
     {VALID_WITH(", \"ingest\": {\"mapping\": {\"url\": \"\"}}"), "ingest.mapping.url",
      "must not be \"\", which points to the whole event"},
     {VALID_WITH(", \"ingest\": {\"mapping\": {\"url\": \"url\"}}"), "ingest.mapping.url",
@@ -299,11 +309,14 @@ static void test_defaults_fill_every_absent_setting(void)
     CL_ASSERT_INT_EQ(30000, c->mariadb.write_timeout_ms);
     CL_ASSERT_INT_EQ(100, c->mariadb.reconnect_min_backoff_ms);
     CL_ASSERT_INT_EQ(30000, c->mariadb.reconnect_max_backoff_ms);
+    CL_ASSERT_INT_EQ(INT64_C(1) << 30, c->mariadb.max_allowed_packet);
 
     CL_ASSERT_INT_EQ(1000, c->ingest.batch_max_events);
     CL_ASSERT_INT_EQ(200, c->ingest.batch_max_delay_ms);
     CL_ASSERT_INT_EQ(50000, c->ingest.max_in_flight_events);
     CL_ASSERT_INT_EQ(65536, c->ingest.max_event_bytes);
+    CL_ASSERT_INT_EQ(INT64_C(400) * 86400000, c->ingest.max_event_age_ms);
+    CL_ASSERT_INT_EQ(3600000, c->ingest.max_future_skew_ms);
     CL_ASSERT_STR_EQ("/event_id", c->ingest.mapping[CL_FIELD_EVENT_ID]);
     CL_ASSERT_STR_EQ("/time_spent_ms", c->ingest.mapping[CL_FIELD_TIME_SPENT_MS]);
 

@@ -19,31 +19,58 @@ static void test_connection_errors_are_retried_after_reconnect(void)
         CL_ASSERT_INT_EQ(CL_ERR_RETRY, cl_db_error_status(cl_db_error_classify(codes[i])));
     }
     CL_ASSERT_INT_EQ(1053, ER_SERVER_SHUTDOWN);
+    CL_ASSERT_STR_EQ("connection", cl_db_error_class_name(CL_DB_ERROR_CONNECTION));
 }
 
 static void test_lock_errors_are_transient(void)
 {
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_TRANSIENT, cl_db_error_classify(ER_LOCK_DEADLOCK));
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_TRANSIENT, cl_db_error_classify(ER_LOCK_WAIT_TIMEOUT));
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_TRANSIENT, cl_db_error_classify(ER_QUERY_INTERRUPTED));
+    const unsigned int codes[] = {ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT, ER_QUERY_INTERRUPTED,
+                                  ER_STATEMENT_TIMEOUT, ER_TOO_MANY_CONCURRENT_TRXS};
+    for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
+        CL_ASSERT_INT_EQ(CL_DB_ERROR_TRANSIENT, cl_db_error_classify(codes[i]));
     CL_ASSERT_INT_EQ(CL_ERR_RETRY, cl_db_error_status(CL_DB_ERROR_TRANSIENT));
+    CL_ASSERT_STR_EQ("transient", cl_db_error_class_name(CL_DB_ERROR_TRANSIENT));
 }
 
-static void test_credentials_and_unknown_database_need_an_operator(void)
+static void test_credentials_privileges_schema_read_only_and_full_disk_need_an_operator(void)
 {
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_CONFIG, cl_db_error_classify(ER_ACCESS_DENIED_ERROR));
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_CONFIG, cl_db_error_classify(ER_BAD_DB_ERROR));
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_CONFIG, cl_db_error_classify(ER_DBACCESS_DENIED_ERROR));
-    CL_ASSERT_INT_EQ(CL_DB_ERROR_CONFIG, cl_db_error_classify(CR_UNKNOWN_HOST));
-    CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_CONFIG));
+    const unsigned int codes[] = {
+        ER_ACCESS_DENIED_ERROR,       ER_BAD_DB_ERROR,        ER_DBACCESS_DENIED_ERROR,
+        CR_UNKNOWN_HOST,              /* credentials and addresses */
+        ER_TABLEACCESS_DENIED_ERROR,  ER_COLUMNACCESS_DENIED_ERROR,
+        ER_SPECIFIC_ACCESS_DENIED_ERROR, /* privileges revoked */
+        ER_NO_SUCH_TABLE,             ER_BAD_FIELD_ERROR,     ER_WRONG_VALUE_COUNT_ON_ROW,
+        ER_NO_DEFAULT_FOR_FIELD,      /* a table missing or altered */
+        ER_OPTION_PREVENTS_STATEMENT, ER_READ_ONLY_MODE,      /* read-only server */
+        ER_DISK_FULL,                 ER_RECORD_FILE_FULL,    ER_GET_ERRNO, /* disk full */
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
+        CL_ASSERT_INT_EQ(CL_DB_ERROR_OPERATOR, cl_db_error_classify(codes[i]));
+    CL_ASSERT_INT_EQ(1290, ER_OPTION_PREVENTS_STATEMENT);
+    CL_ASSERT_INT_EQ(1146, ER_NO_SUCH_TABLE);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_OPERATOR));
+    CL_ASSERT_STR_EQ("operator", cl_db_error_class_name(CL_DB_ERROR_OPERATOR));
 }
 
-static void test_sql_errors_are_permanent(void)
+static void test_refused_values_and_oversized_statements_are_the_data(void)
 {
-    const unsigned int codes[] = {ER_PARSE_ERROR,      ER_NO_SUCH_TABLE,
-                                  ER_DATA_TOO_LONG,    ER_TRUNCATED_WRONG_VALUE_FOR_FIELD,
-                                  ER_DUP_ENTRY,        ER_NET_PACKET_TOO_LARGE,
-                                  CR_NET_PACKET_TOO_LARGE, 0};
+    const unsigned int codes[] = {
+        ER_DATA_TOO_LONG,      ER_TRUNCATED_WRONG_VALUE_FOR_FIELD, ER_TRUNCATED_WRONG_VALUE,
+        ER_WARN_DATA_OUT_OF_RANGE, ER_BAD_NULL_ERROR,              ER_CONSTRAINT_FAILED,
+        ER_SIGNAL_EXCEPTION,   ER_DUP_ENTRY,                       ER_INVALID_CHARACTER_STRING,
+        ER_NET_PACKET_TOO_LARGE, CR_NET_PACKET_TOO_LARGE,
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
+        CL_ASSERT_INT_EQ(CL_DB_ERROR_DATA, cl_db_error_classify(codes[i]));
+    CL_ASSERT_INT_EQ(1153, ER_NET_PACKET_TOO_LARGE);
+    CL_ASSERT_INT_EQ(4025, ER_CONSTRAINT_FAILED);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_DATA));
+    CL_ASSERT_STR_EQ("data", cl_db_error_class_name(CL_DB_ERROR_DATA));
+}
+
+static void test_unclassified_errors_are_permanent(void)
+{
+    const unsigned int codes[] = {ER_PARSE_ERROR, ER_SYNTAX_ERROR, 0, 999999};
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
         CL_ASSERT_INT_EQ(CL_DB_ERROR_PERMANENT, cl_db_error_classify(codes[i]));
     CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_PERMANENT));
@@ -140,8 +167,9 @@ static void test_params_need_a_host_or_socket_and_sane_backoff(void)
 static const cl_test_case_t cases[] = {
     CL_TEST(test_connection_errors_are_retried_after_reconnect),
     CL_TEST(test_lock_errors_are_transient),
-    CL_TEST(test_credentials_and_unknown_database_need_an_operator),
-    CL_TEST(test_sql_errors_are_permanent),
+    CL_TEST(test_credentials_privileges_schema_read_only_and_full_disk_need_an_operator),
+    CL_TEST(test_refused_values_and_oversized_statements_are_the_data),
+    CL_TEST(test_unclassified_errors_are_permanent),
     CL_TEST(test_backoff_first_retry_is_between_half_min_and_min),
     CL_TEST(test_backoff_doubles_then_caps_at_max),
     CL_TEST(test_backoff_survives_huge_attempt_counts),

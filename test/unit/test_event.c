@@ -793,6 +793,61 @@ static void test_calendar_agrees_with_timegm(void)
     }
 }
 
+/* ---- event-time window ------------------------------------------------- */
+
+#define DAY_MS INT64_C(86400000)
+/* 2026-12-04T18:00:00.000Z */
+#define NOW_MS INT64_C(1796407200000)
+
+static const cl_event_time_window_t default_window = {400 * DAY_MS, 3600000};
+
+static void test_time_window_accepts_both_edges_exactly(void)
+{
+    char reason[CL_ERR_LEN] = "";
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS, NOW_MS, &default_window, reason));
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS - 400 * DAY_MS, NOW_MS,
+                                                       &default_window, reason));
+    CL_ASSERT_INT_EQ(CL_OK,
+                     cl_event_check_time_window(NOW_MS + 3600000, NOW_MS, &default_window, reason));
+    CL_ASSERT_STR_EQ("", reason);
+}
+
+static void test_time_window_rejects_one_millisecond_too_old(void)
+{
+    char reason[CL_ERR_LEN] = "";
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(NOW_MS - 400 * DAY_MS - 1, NOW_MS,
+                                                        &default_window, reason));
+    CL_ASSERT_STR_EQ("timestamp: 2025-10-30T17:59:59.999Z is 34560000001 ms before its arrival "
+                     "at 2026-12-04T18:00:00.000Z, more than ingest.max_event_age "
+                     "(34560000000 ms) allows",
+                     reason);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(0, NOW_MS, &default_window, reason));
+    CL_ASSERT_STR_CONTAINS(reason, "1970-01-01T00:00:00.000Z");
+}
+
+static void test_time_window_rejects_one_millisecond_too_far_ahead(void)
+{
+    char reason[CL_ERR_LEN] = "";
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(NOW_MS + 3600001, NOW_MS,
+                                                        &default_window, reason));
+    CL_ASSERT_STR_EQ("timestamp: 2026-12-04T19:00:00.001Z is 3600001 ms after its arrival at "
+                     "2026-12-04T18:00:00.000Z, more than ingest.max_future_skew (3600000 ms) "
+                     "allows",
+                     reason);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(CL_EVENT_TS_MAX_MS, NOW_MS,
+                                                        &default_window, reason));
+    CL_ASSERT_STR_CONTAINS(reason, "9999-12-31T23:59:59.999Z");
+}
+
+static void test_time_window_of_zero_skew_and_a_century(void)
+{
+    char reason[CL_ERR_LEN];
+    cl_event_time_window_t w = {36500 * DAY_MS, 0};
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS, NOW_MS, &w, reason));
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(NOW_MS + 1, NOW_MS, &w, reason));
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(0, NOW_MS, &w, reason));
+}
+
 static const cl_test_case_t cases[] = {
     CL_TEST(test_flat_event_every_field_extracted),
     CL_TEST(test_nested_mapping_every_field_extracted),
@@ -830,6 +885,10 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_format_datetime),
     CL_TEST(test_calendar_round_trips_every_day),
     CL_TEST(test_calendar_agrees_with_timegm),
+    CL_TEST(test_time_window_accepts_both_edges_exactly),
+    CL_TEST(test_time_window_rejects_one_millisecond_too_old),
+    CL_TEST(test_time_window_rejects_one_millisecond_too_far_ahead),
+    CL_TEST(test_time_window_of_zero_skew_and_a_century),
 };
 
 CL_TEST_MAIN(cases)

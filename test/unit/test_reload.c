@@ -112,6 +112,28 @@ static void test_batch_size_and_log_level_apply_in_place(void)
         CL_ASSERT_INT_EQ(0, heard.restart[i]);
 }
 
+static void test_event_time_window_applies_in_place(void)
+{
+    variant_t a = base_variant(), b = base_variant();
+    b.ingest = "\"ingest\": {\"batch_max_events\": 1000, \"max_event_age\": \"30d\", "
+               "\"max_future_skew\": \"5m\"}";
+    heard_t heard = {0};
+    cl_reload_plan_t p = plan_for(&a, &b, &heard);
+    CL_ASSERT_INT_EQ(0, p.restart);
+    CL_ASSERT(p.ingest_params);
+    CL_ASSERT_INT_EQ(2, heard.calls);
+    CL_ASSERT_STR_EQ("ingest.max_event_age", heard.names[0]);
+    CL_ASSERT_STR_EQ("ingest.max_future_skew", heard.names[1]);
+}
+
+static void test_packet_limit_restarts_ingest_only(void)
+{
+    variant_t a = base_variant(), b = base_variant();
+    /* The variant has no field for it: the setting follows the host. */
+    b.host = "127.0.0.1\", \"max_allowed_packet\": \"4MB";
+    CL_ASSERT_INT_EQ(CL_PART_INGEST, plan_for(&a, &b, NULL).restart);
+}
+
 static void test_pool_size_resizes_the_pool_in_place(void)
 {
     variant_t a = base_variant(), b = base_variant();
@@ -342,6 +364,8 @@ static void test_preflight_never_shows_a_refused_secret_value(void)
 
 static const cl_test_case_t cases[] = {
     CL_TEST(test_batch_size_and_log_level_apply_in_place),
+    CL_TEST(test_event_time_window_applies_in_place),
+    CL_TEST(test_packet_limit_restarts_ingest_only),
     CL_TEST(test_pool_size_resizes_the_pool_in_place),
     CL_TEST(test_elasticsearch_connection_settings_replace_the_sink_in_place),
     CL_TEST(test_admin_interval_and_retention_policy_apply_in_place),

@@ -242,6 +242,70 @@ static void test_row_check_refuses_what_strict_mode_would(void)
     CL_ASSERT_STR_CONTAINS(err, "country is not NUL-terminated");
 }
 
+/* Every value of a row made of quote-heavy strings: each byte escapes to two. */
+static cl_store_row_t quote_heavy_row(char *text, size_t len, int64_t offset)
+{
+    memset(text, '\'', len);
+    text[len] = '\0';
+    cl_store_row_t r = row_with_everything();
+    r.row_key = text;
+    r.row_key_len = len < 100 ? len : 100;
+    r.event_id = NULL;
+    r.user_id = text + len - (len < 200 ? len : 200);
+    r.url = text;
+    r.url_len = len;
+    r.city = r.browser = r.os = r.device = text + len - (len < 1000 ? len : 1000);
+    r.user_agent = r.city;
+    r.offset = offset;
+    return r;
+}
+
+/* What the fixed parts (punctuation, numbers) of a batch may add to the SQL
+ * without the bound being loose: the base, and 96 bytes per table of a row. */
+#define SLACK(n_items) (CL_STORE_BATCH_SQL_BASE_BYTES + (n_items) * 4 * 96)
+
+static void test_sql_bytes_bound_the_built_batch_closely(void)
+{
+    static char text[3][2001];
+    cl_store_row_t rows[5] = {row_with_everything(), row_with_nulls(),
+                              quote_heavy_row(text[0], 2000, 1), quote_heavy_row(text[1], 7, 2),
+                              quote_heavy_row(text[2], 3, 3)};
+    cl_store_rejected_t rej[2] = {{"clicks", 2, 99, "\xff\xfe'{\"\\", 6, "not JSON: 'x'"},
+                                  {"clicks", 0, 1, NULL, 0, "empty payload"}};
+    size_t bound = CL_STORE_BATCH_SQL_BASE_BYTES;
+    for (size_t i = 0; i < CL_ARRAY_LEN(rows); i++)
+        bound += cl_store_row_sql_bytes(&rows[i]);
+    for (size_t i = 0; i < CL_ARRAY_LEN(rej); i++)
+        bound += cl_store_rejected_sql_bytes(&rej[i]);
+    cl_buf_t b = build(rows, CL_ARRAY_LEN(rows), rej, CL_ARRAY_LEN(rej), cl_db_escape_string);
+    if (b.len > bound || bound - b.len > SLACK(7))
+        fprintf(stderr, "    built %zu bytes, bound %zu\n", b.len, bound);
+    CL_ASSERT(b.len <= bound);
+    CL_ASSERT(bound - b.len <= SLACK(7));
+    cl_buf_free(&b);
+}
+
+static void test_sql_bytes_count_escaping_and_every_table(void)
+{
+    static char quotes[1001], letters[1001];
+    cl_store_row_t heavy = quote_heavy_row(quotes, 1000, 1);
+    cl_store_row_t plain = quote_heavy_row(letters, 1000, 1);
+    memset(letters, 'a', 1000);
+    /* The same lengths, each quote escaped to two bytes, in every table: the
+     * key (100 bytes) four times, user_id (200) twice, url (1000) once, city
+     * and the four user agent fields (1000 each) once. */
+    CL_ASSERT_INT_EQ(cl_store_row_sql_bytes(&plain) + 4 * 100 + 2 * 200 + 1000 + 5 * 1000,
+                     cl_store_row_sql_bytes(&heavy));
+    /* The row key is written to four tables (with geo and user agent data). */
+    cl_store_row_t a = row_with_everything(), b = a;
+    b.row_key_len = a.row_key_len - 1;
+    CL_ASSERT_INT_EQ(cl_store_row_sql_bytes(&b) + 4, cl_store_row_sql_bytes(&a));
+    cl_store_rejected_t rej = {"clicks", 0, 1, "''''", 4, "r"};
+    cl_store_rejected_t rej_plain = {"clicks", 0, 1, "aaaa", 4, "r"};
+    CL_ASSERT_INT_EQ(cl_store_rejected_sql_bytes(&rej_plain) + 4,
+                     cl_store_rejected_sql_bytes(&rej));
+}
+
 static void test_datetime_formats_utc_with_milliseconds(void)
 {
     char out[CL_STORE_DATETIME_SIZE];
@@ -487,6 +551,8 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_batch_with_an_unstorable_row_is_refused_naming_it),
     CL_TEST(test_row_check_counts_characters_not_bytes),
     CL_TEST(test_row_check_refuses_what_strict_mode_would),
+    CL_TEST(test_sql_bytes_bound_the_built_batch_closely),
+    CL_TEST(test_sql_bytes_count_escaping_and_every_table),
     CL_TEST(test_datetime_formats_utc_with_milliseconds),
     CL_TEST(test_datetime_refuses_values_outside_the_column_range),
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
