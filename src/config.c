@@ -237,8 +237,8 @@ static const field_t ingest_fields[] = {
     F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000),
     F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB),
     /* The event-time window (event.h); 100 years is as good as no bound. */
-    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(36500)),
-    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(36500)),
+    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(3660000)),
+    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(3660000)),
     F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping),
 };
 
