@@ -286,11 +286,24 @@ def committed_offsets(admin, group, topic, partitions):
     call can crash the Python process with SIGSEGV (confluent-kafka-python
     issue 1982); CI saw the test process die so, at random, in test_ingest and
     test_agg_random."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    # A broker just started answers "not coordinator" or "loading" for a
+    # while: ask again until it knows (wait_until polls against a deadline).
+    waiting = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+               KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT)
     consumer = Consumer({"bootstrap.servers": _ADMIN_BOOTSTRAP[id(admin)], "group.id": group,
                          "enable.auto.commit": False})
+
+    def ask():
+        try:
+            return consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() in waiting or err.retriable():
+                return None
+            raise
     try:
-        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+        result = wait_until(ask, 60, f"the committed offsets of group {group}", interval=0.2)
     finally:
         consumer.close()
     out = {}
