@@ -49,7 +49,9 @@ Settings (environment):
                           only those cases of the seed's stream, to reduce a
                           failure (cases do not interact)
 
-A longer run, e.g. before a release or after changing the aggregation SQL:
+A longer run, e.g. before a release or after changing the aggregation SQL
+(3000 cases: about 140 000 events, 470 000 documents, 12 minutes on the
+plain build):
   CLICKLOOP_RANDOM_CASES=3000 CLICKLOOP_BIN=$PWD/build/clickloop \\
       .venv/bin/python -m pytest -q test/integration/test_agg_random.py
 
