@@ -49,7 +49,9 @@ Settings (environment):
                           only those cases of the seed's stream, to reduce a
                           failure (cases do not interact)
 
-A longer run, e.g. before a release or after changing the aggregation SQL:
+A longer run, e.g. before a release or after changing the aggregation SQL
+(3000 cases: about 140 000 events, 470 000 documents, 12 minutes on the
+plain build):
   CLICKLOOP_RANDOM_CASES=3000 CLICKLOOP_BIN=$PWD/build/clickloop \\
       .venv/bin/python -m pytest -q test/integration/test_agg_random.py
 
@@ -1293,7 +1295,8 @@ def test_random_streams_match_the_oracle(world, request):
     want_final, stats_final = run.check("after the full recompute", rows)
     unchanged(run, "the full recompute", stats_after, stats_final)
     timings.append(("recompute", time.monotonic() - t0))
-    run.proc.assert_running()
+    # A clean exit (under ASan, leaks would make it non-zero).
+    assert run.proc.stop() == 0, run.proc.log_tail()
 
     harness.report(request, f"seed {seed}: {len(stream.cases)} cases, {len(run.sent)} "
                             f"messages ({n_main} main, "
