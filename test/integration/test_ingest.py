@@ -641,7 +641,7 @@ def _try_set_offsets(env, offsets, errors):
 
 # ---------------------------------------------------------------- 6. poison isolation
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # CL_STORE_SCHEMA_VERSION (include/clickloop/store.h)
 
 
 def wait_schema(env, proc, timeout=120):
