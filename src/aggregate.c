@@ -1022,8 +1022,6 @@ struct cl_aggregator_s {
     size_t marks_limit;
     size_t marks_max; /* spec.max_marked_windows, or no bound */
     iso_state_t iso;
-    size_t run_claim_limit; /* of the run in flight */
-    size_t run_marks_limit;
     char held_key[512]; /* 100 characters of UTF-8 at most */
     char last_error[CL_ERR_LEN]; /* of the episode of failures in progress */
     unsigned int last_error_code;
@@ -1207,13 +1205,13 @@ static bool isolate(cl_aggregator_t *agg)
 {
     char err[CL_ERR_LEN];
     const char *sql = NULL;
-    if (agg->iso == ISO_EVENT_ONLY && agg->run_claim_limit == 1) {
+    if (agg->iso == ISO_EVENT_ONLY) { /* the run claimed one event, no mark */
         cl_buf_reset(&agg->run_sql);
         if (cl_aggregate_hold_sql(&agg->run_sql, agg->message, cl_db_escape_string, err) !=
             CL_OK)
             return false;
         sql = agg->run_sql.data;
-    } else if (agg->iso == ISO_MARK_ONLY && agg->run_marks_limit == 1) {
+    } else if (agg->iso == ISO_MARK_ONLY) { /* one mark, no event */
         sql = cl_aggregate_drop_mark_sql();
         agg->result.mark_dropped = true;
     } else {
@@ -1303,8 +1301,6 @@ static void on_locked(void *arg, const cl_db_result_t *res)
                        : agg->iso == ISO_MARK_ONLY ? 1
                                                    : agg->marks_limit,
     };
-    agg->run_claim_limit = plan.claim_limit;
-    agg->run_marks_limit = plan.marks_limit;
     if (cl_aggregate_run_sql(&agg->run_sql, &plan, &agg->summary_statement, err) != CL_OK) {
         cl_db_result_t r = {.status = CL_ERR, .message = err};
         record_failure(agg, &r, "building the aggregation run");
