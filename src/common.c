@@ -7,10 +7,20 @@
 #include <string.h>
 #include <time.h>
 
+void cl_panic(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("clickloop: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort();
+}
+
 static void cl_oom(size_t size)
 {
-    fprintf(stderr, "clickloop: out of memory allocating %zu bytes\n", size);
-    abort();
+    cl_panic("out of memory allocating %zu bytes", size);
 }
 
 void *cl_xmalloc(size_t size)
@@ -86,4 +96,29 @@ uint64_t cl_backoff_ms(unsigned int attempt, uint64_t min_ms, uint64_t max_ms, u
         d = cap;
     uint64_t low = d / 2;
     return low + random % (d - low + 1);
+}
+
+/* Howard Hinnant's civil-date algorithms: eras of 400 years, each 146097
+ * days, starting on March 1st so that the leap day comes last. */
+int64_t cl_days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void cl_civil_from_days(int64_t days, int64_t *year, int *month, int *day)
+{
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *year = yoe + era * 400 + (*month <= 2);
 }

@@ -41,6 +41,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "clickloop/config.h"
+
 #define SESSION_INIT_SQL                                                                       \
     "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone='+00:00'"
 #define ROLLBACK_SQL "ROLLBACK"
@@ -230,6 +232,22 @@ size_t cl_db_escaped_length(const char *from, size_t len)
 }
 
 static bool is_empty(const char *s) { return s == NULL || s[0] == '\0'; }
+
+void cl_db_params_from_config(const cl_config_t *c, cl_db_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->host = c->mariadb.host;
+    p->port = c->mariadb.port;
+    p->unix_socket = c->mariadb.socket;
+    p->user = c->mariadb.user;
+    p->password = c->mariadb.password;
+    p->database = c->mariadb.database;
+    p->connect_timeout_ms = (unsigned)c->mariadb.connect_timeout_ms;
+    p->read_timeout_ms = (unsigned)c->mariadb.read_timeout_ms;
+    p->write_timeout_ms = (unsigned)c->mariadb.write_timeout_ms;
+    p->backoff_min_ms = (unsigned)c->mariadb.reconnect_min_backoff_ms;
+    p->backoff_max_ms = (unsigned)c->mariadb.reconnect_max_backoff_ms;
+}
 
 int cl_db_params_validate(const cl_db_params_t *p, char err[CL_ERR_LEN])
 {

@@ -149,22 +149,6 @@ static cl_config_t *load_config(const char *path)
     return config;
 }
 
-static void db_params_from_config(const cl_config_t *c, cl_db_params_t *p)
-{
-    memset(p, 0, sizeof *p);
-    p->host = c->mariadb.host;
-    p->port = c->mariadb.port;
-    p->unix_socket = c->mariadb.socket;
-    p->user = c->mariadb.user;
-    p->password = c->mariadb.password;
-    p->database = c->mariadb.database;
-    p->connect_timeout_ms = (unsigned)c->mariadb.connect_timeout_ms;
-    p->read_timeout_ms = (unsigned)c->mariadb.read_timeout_ms;
-    p->write_timeout_ms = (unsigned)c->mariadb.write_timeout_ms;
-    p->backoff_min_ms = (unsigned)c->mariadb.reconnect_min_backoff_ms;
-    p->backoff_max_ms = (unsigned)c->mariadb.reconnect_max_backoff_ms;
-}
-
 static void pipeline_params_from_config(const cl_config_t *c, cl_telemetry_t *t,
                                         cl_pipeline_params_t *p)
 {
@@ -800,7 +784,7 @@ static int start_aggregator(app_t *app)
     const cl_config_t *c = app->config;
     cl_aggregator_params_t ap;
     memset(&ap, 0, sizeof ap);
-    db_params_from_config(c, &ap.db);
+    cl_db_params_from_config(c, &ap.db);
     ap.spec.windows_ms = c->aggregation.windows_ms;
     ap.spec.window_count = c->aggregation.window_count;
     ap.spec.session_timeout_ms = c->aggregation.session_timeout_ms;
@@ -861,7 +845,7 @@ static int start_indexing(app_t *app)
     const cl_config_t *c = app->config;
     cl_indexer_params_t ip;
     memset(&ip, 0, sizeof ip);
-    db_params_from_config(c, &ip.db);
+    cl_db_params_from_config(c, &ip.db);
     ip.index = c->elasticsearch.index;
     ip.page_rows = c->elasticsearch.bulk_max_docs;
     /* Enough to keep every bulk slot busy, and no more in memory. */
@@ -920,7 +904,7 @@ static int start_retention(app_t *app)
     const cl_config_t *c = app->config;
     cl_retention_params_t rp;
     memset(&rp, 0, sizeof rp);
-    db_params_from_config(c, &rp.db);
+    cl_db_params_from_config(c, &rp.db);
     rp.raw_days = c->retention.raw_days;
     rp.batch_rows = c->retention.batch_rows;
     rp.interval_ms = c->retention.interval_ms;
@@ -993,7 +977,7 @@ static int start_ingest_store(app_t *app)
 {
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
-    db_params_from_config(app->config, &dbp);
+    cl_db_params_from_config(app->config, &dbp);
     cl_store_params_t sp = {.max_packet_bytes = app->config->mariadb.max_allowed_packet};
     app->ingest = PART_STARTING;
     if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,

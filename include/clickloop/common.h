@@ -21,6 +21,47 @@
 #define CL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define CL_UNUSED(x) ((void)(x))
 
+/* The one type of every asynchronous close's completion: `arg` is what the
+ * caller passed with the close. */
+typedef void (*cl_close_cb)(void *arg);
+
+/* A state the code cannot reach was reached (a broken table, a switch over an
+ * enum that missed a value): print "clickloop: <message>" and abort. For
+ * programming errors only; anything input or the servers can cause is an
+ * error returned to the caller. */
+_Noreturn void cl_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The first and last millisecond of MariaDB's documented DATETIME(3) range:
+ * 1000-01-01 00:00:00.000 and 9999-12-31 23:59:59.999 UTC. */
+#define CL_DATETIME_MIN_MS INT64_C(-30610224000000)
+#define CL_DATETIME_MAX_MS INT64_C(253402300799999)
+
+/* Proleptic Gregorian calendar: days since 1970-01-01 to a civil date and
+ * back. Pure arithmetic, exact for every year (no time_t or locale). */
+void cl_civil_from_days(int64_t days, int64_t *year, int *month, int *day);
+int64_t cl_days_from_civil(int64_t year, int month, int day);
+
+/* Intrusive doubly linked lists: `node` has `prev` and `next` members, `head`
+ * is an lvalue pointing to the first node (NULL when empty). */
+#define CL_DLIST_PUSH(head, node)                                                                  \
+    do {                                                                                           \
+        (node)->prev = NULL;                                                                       \
+        (node)->next = (head);                                                                     \
+        if ((head) != NULL)                                                                        \
+            (head)->prev = (node);                                                                 \
+        (head) = (node);                                                                           \
+    } while (0)
+#define CL_DLIST_UNLINK(head, node)                                                                \
+    do {                                                                                           \
+        if ((node)->prev != NULL)                                                                  \
+            (node)->prev->next = (node)->next;                                                     \
+        else                                                                                       \
+            (head) = (node)->next;                                                                 \
+        if ((node)->next != NULL)                                                                  \
+            (node)->next->prev = (node)->prev;                                                     \
+        (node)->prev = (node)->next = NULL;                                                        \
+    } while (0)
+
 void *cl_xmalloc(size_t size);
 void *cl_xcalloc(size_t count, size_t size);
 void *cl_xrealloc(void *ptr, size_t size);

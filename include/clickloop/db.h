@@ -63,6 +63,11 @@ typedef struct cl_db_params_s {
     unsigned int max_statement_ms;
 } cl_db_params_t;
 
+struct cl_config_s;
+/* The connection parameters of the `mariadb` section (every part's own
+ * connection starts from them; a part may widen its timeouts). */
+void cl_db_params_from_config(const struct cl_config_s *config, cl_db_params_t *params);
+
 /* Check params; fills err with a sentence naming the field. */
 int cl_db_params_validate(const cl_db_params_t *params, char err[CL_ERR_LEN]);
 
