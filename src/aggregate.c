@@ -45,6 +45,7 @@
  * - Named locks outlive ROLLBACK and failed statements: the lock is released
  *   by its own query after every run, whatever the run's outcome. */
 #include "clickloop/aggregate.h"
+#include "clickloop/config.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1351,6 +1352,22 @@ static void on_timer(uv_timer_t *t)
         /* Only a closing pool refuses a query, and then so are we. */
         agg->stats.runs_failed++;
     }
+}
+
+void cl_aggregator_params_from_config(const cl_config_t *c, cl_aggregator_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    cl_db_params_from_config(c, &p->db);
+    p->spec.windows_ms = c->aggregation.windows_ms;
+    p->spec.window_count = c->aggregation.window_count;
+    p->spec.session_timeout_ms = c->aggregation.session_timeout_ms;
+    p->spec.max_marked_windows = CL_AGG_MAX_MARKED_WINDOWS;
+    if (p->db.read_timeout_ms < CL_AGG_MIN_READ_TIMEOUT_MS)
+        p->db.read_timeout_ms = CL_AGG_MIN_READ_TIMEOUT_MS;
+    /* A run is safe to abort: it rolls back and the next one starts over. */
+    p->db.max_statement_ms = p->db.read_timeout_ms;
+    p->interval_ms = c->aggregation.interval_ms;
+    p->retention_raw_days = c->retention.raw_days;
 }
 
 int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_aggregator_t **out,

@@ -6,6 +6,7 @@
  * from the first key only once nothing is in flight, so a row is never sent
  * twice while its first copy is still on the way. */
 #include "clickloop/indexer.h"
+#include "clickloop/config.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,17 @@ struct cl_indexer_s {
 static void pump(cl_indexer_t *ix, bool may_restart);
 static void flush_acks(cl_indexer_t *ix);
 static void maybe_finish_close(cl_indexer_t *ix);
+
+void cl_indexer_params_from_config(const cl_config_t *c, cl_indexer_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    cl_db_params_from_config(c, &p->db);
+    p->index = c->elasticsearch.index;
+    p->page_rows = c->elasticsearch.bulk_max_docs;
+    p->max_pending_docs =
+        (size_t)c->elasticsearch.bulk_max_docs * c->elasticsearch.max_in_flight * 2;
+    p->poll_interval_ms = CL_INDEXER_POLL_INTERVAL_MS;
+}
 
 int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexer_t **out,
                    char err[CL_ERR_LEN])

@@ -48,9 +48,6 @@
 #include "clickloop/store.h"
 #include "clickloop/telemetry.h"
 
-/* A batch's SQL text is at most about twice its payload bytes (escaping), so
- * 4 MiB of payload keeps it well under MariaDB's default 16 MiB packet. */
-#define CL_BATCH_MAX_BYTES (4u * 1024u * 1024u)
 /* How often a shutdown looks whether the sink has finished its requests. */
 #define SINK_IDLE_CHECK_MS 20
 /* After the drain timeout forced everything closed, how long closing may take
@@ -152,16 +149,9 @@ static cl_config_t *load_config(const char *path)
 static void pipeline_params_from_config(const cl_config_t *c, cl_telemetry_t *t,
                                         cl_pipeline_params_t *p)
 {
-    memset(p, 0, sizeof *p);
+    cl_pipeline_params_from_config(c, p);
     p->on_batch_committed = cl_telemetry_batch_committed;
     p->on_batch_committed_arg = t;
-    p->batch_max_events = c->ingest.batch_max_events;
-    p->batch_max_delay_ms = c->ingest.batch_max_delay_ms;
-    p->max_in_flight_events = c->ingest.max_in_flight_events;
-    p->batch_max_bytes = CL_BATCH_MAX_BYTES;
-    p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
-    p->time_window.max_age_ms = c->ingest.max_event_age_ms;
-    p->time_window.max_future_skew_ms = c->ingest.max_future_skew_ms;
 }
 
 static void apply_log_config(const cl_config_t *c)
@@ -783,25 +773,7 @@ static int start_aggregator(app_t *app)
     char err[CL_ERR_LEN];
     const cl_config_t *c = app->config;
     cl_aggregator_params_t ap;
-    memset(&ap, 0, sizeof ap);
-    cl_db_params_from_config(c, &ap.db);
-    ap.spec.windows_ms = c->aggregation.windows_ms;
-    ap.spec.window_count = c->aggregation.window_count;
-    ap.spec.session_timeout_ms = c->aggregation.session_timeout_ms;
-    /* A full recompute (marked windows) proceeds over several runs of bounded
-     * length rather than one long transaction. */
-    ap.spec.max_marked_windows = 200;
-    /* A run's statements scan whole windows: give them far more room than an
-     * ingest batch needs before the connection counts as lost. */
-    if (ap.db.read_timeout_ms < 600000)
-        ap.db.read_timeout_ms = 600000;
-    /* A run cut short (read timeout, shutdown) must not go on in the server,
-     * holding the aggregation lock and its row locks: the server aborts its
-     * statements at the same bound. A run is safe to abort (it rolls back and
-     * the next one starts over). */
-    ap.db.max_statement_ms = ap.db.read_timeout_ms;
-    ap.interval_ms = c->aggregation.interval_ms;
-    ap.retention_raw_days = c->retention.raw_days;
+    cl_aggregator_params_from_config(c, &ap);
     ap.on_run = on_aggregation_run;
     ap.on_run_arg = app;
     ap.on_db_event = on_pool_event;
@@ -844,14 +816,7 @@ static int start_indexing(app_t *app)
     char err[CL_ERR_LEN];
     const cl_config_t *c = app->config;
     cl_indexer_params_t ip;
-    memset(&ip, 0, sizeof ip);
-    cl_db_params_from_config(c, &ip.db);
-    ip.index = c->elasticsearch.index;
-    ip.page_rows = c->elasticsearch.bulk_max_docs;
-    /* Enough to keep every bulk slot busy, and no more in memory. */
-    ip.max_pending_docs =
-        (size_t)c->elasticsearch.bulk_max_docs * c->elasticsearch.max_in_flight * 2;
-    ip.poll_interval_ms = 1000;
+    cl_indexer_params_from_config(c, &ip);
     ip.on_db_event = on_pool_event;
     app->indexing = PART_UP;
     if (cl_indexer_new(app->loop, &ip, &app->indexer, err) != CL_OK) {
@@ -903,11 +868,7 @@ static int start_retention(app_t *app)
     char err[CL_ERR_LEN];
     const cl_config_t *c = app->config;
     cl_retention_params_t rp;
-    memset(&rp, 0, sizeof rp);
-    cl_db_params_from_config(c, &rp.db);
-    rp.raw_days = c->retention.raw_days;
-    rp.batch_rows = c->retention.batch_rows;
-    rp.interval_ms = c->retention.interval_ms;
+    cl_retention_params_from_config(c, &rp);
     rp.on_run = on_retention_run;
     rp.on_run_arg = app;
     rp.on_db_event = on_pool_event;
@@ -978,7 +939,8 @@ static int start_ingest_store(app_t *app)
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
     cl_db_params_from_config(app->config, &dbp);
-    cl_store_params_t sp = {.max_packet_bytes = app->config->mariadb.max_allowed_packet};
+    cl_store_params_t sp;
+    cl_store_params_from_config(app->config, &sp);
     app->ingest = PART_STARTING;
     if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,
                         &app->pool, err) != CL_OK) {

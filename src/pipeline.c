@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/config.h"
 #include "clickloop/isolate.h"
 #include "clickloop/log.h"
 #include "clickloop/offsets.h"
@@ -69,6 +70,18 @@ static const cl_kafka_source_handlers_t kafka_handlers = {
 const cl_kafka_source_handlers_t *cl_pipeline_kafka_handlers(void)
 {
     return &kafka_handlers;
+}
+
+void cl_pipeline_params_from_config(const cl_config_t *c, cl_pipeline_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->batch_max_events = c->ingest.batch_max_events;
+    p->batch_max_delay_ms = c->ingest.batch_max_delay_ms;
+    p->max_in_flight_events = c->ingest.max_in_flight_events;
+    p->batch_max_bytes = CL_PIPELINE_BATCH_MAX_BYTES;
+    p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
+    p->time_window.max_age_ms = c->ingest.max_event_age_ms;
+    p->time_window.max_future_skew_ms = c->ingest.max_future_skew_ms;
 }
 
 cl_pipeline_t *cl_pipeline_new(uv_loop_t *loop, const cl_pipeline_params_t *params,

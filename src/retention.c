@@ -20,6 +20,7 @@
  *   100 000 keys of VARBINARY(400) would not fit. The default engine is
  *   used. */
 #include "clickloop/retention.h"
+#include "clickloop/config.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -292,6 +293,15 @@ static void on_interval(uv_timer_t *t)
     rt->started_at = cl_now_ms();
     rt->result.cutoff_ms = cl_retention_cutoff_ms(cl_wall_ms(), rt->raw_days);
     run_batch(rt);
+}
+
+void cl_retention_params_from_config(const cl_config_t *c, cl_retention_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    cl_db_params_from_config(c, &p->db);
+    p->raw_days = c->retention.raw_days;
+    p->batch_rows = c->retention.batch_rows;
+    p->interval_ms = c->retention.interval_ms;
 }
 
 int cl_retention_new(uv_loop_t *loop, const cl_retention_params_t *params, cl_retention_t **out,

@@ -25,6 +25,8 @@
  *   for per-user windows. */
 #include "clickloop/store.h"
 
+#include "clickloop/config.h"
+
 #include <errmsg.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -661,6 +663,12 @@ static uint32_t store_random(cl_store_t *s)
     x ^= x >> 27;
     s->rng = x;
     return (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+void cl_store_params_from_config(const cl_config_t *c, cl_store_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->max_packet_bytes = c->mariadb.max_allowed_packet;
 }
 
 int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *params,

@@ -344,6 +344,22 @@ typedef struct cl_aggregator_params_s {
     void *db_event_arg;
 } cl_aggregator_params_t;
 
+/* The bounds a full recompute (marked windows) works in: it proceeds over
+ * several runs of bounded length rather than one long transaction. */
+#define CL_AGG_MAX_MARKED_WINDOWS 200
+/* A run's statements scan whole windows: they get far more room than an
+ * ingest batch needs before the connection counts as lost (and the server
+ * aborts them at the same bound, so that a run cut short does not go on
+ * holding the aggregation lock). */
+#define CL_AGG_MIN_READ_TIMEOUT_MS 600000u
+
+struct cl_config_s;
+/* The `aggregation` section, the connection of `mariadb` with its read
+ * timeout raised to CL_AGG_MIN_READ_TIMEOUT_MS and the statement bound set to
+ * it, and retention.raw_days; the callbacks are the caller's to set. */
+void cl_aggregator_params_from_config(const struct cl_config_s *config,
+                                      cl_aggregator_params_t *params);
+
 /* Failed runs in a row after which the aggregator counts as failing
  * (readiness says so): one failure may be a blip, three are a state. */
 #define CL_AGG_FAILING_AFTER 3

@@ -34,6 +34,15 @@ typedef struct cl_indexer_params_s {
     void *db_event_arg;
 } cl_indexer_params_t;
 
+/* How often the indexer looks for work when no run kicked it. */
+#define CL_INDEXER_POLL_INTERVAL_MS 1000u
+
+struct cl_config_s;
+/* The `elasticsearch` section's index and page size, the connection of
+ * `mariadb`; documents held in memory are bounded by what keeps every bulk
+ * slot busy (bulk_max_docs x max_in_flight x 2) and no more. */
+void cl_indexer_params_from_config(const struct cl_config_s *config, cl_indexer_params_t *params);
+
 typedef struct cl_indexer_stats_s {
     uint64_t docs_sent;       /* documents handed to the sink */
     uint64_t docs_acked;      /* versions recorded as indexed */

@@ -59,6 +59,16 @@ typedef struct {
     void *on_batch_committed_arg;
 } cl_pipeline_params_t;
 
+/* A batch's SQL text is at most about twice its payload bytes (escaping), so
+ * 4 MiB of payload keeps it well under MariaDB's default 16 MiB packet (the
+ * store splits further by the server's actual limit). */
+#define CL_PIPELINE_BATCH_MAX_BYTES (4u * 1024u * 1024u)
+
+struct cl_config_s;
+/* The `ingest` section's batching and time window; the committed-batch
+ * callback is the caller's to set. */
+void cl_pipeline_params_from_config(const struct cl_config_s *config, cl_pipeline_params_t *params);
+
 /* Counters for metrics and tests; monotonic except the gauges. */
 typedef struct {
     uint64_t consumed;

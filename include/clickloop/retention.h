@@ -113,6 +113,12 @@ typedef struct cl_retention_params_s {
     void *db_event_arg;
 } cl_retention_params_t;
 
+struct cl_config_s;
+/* The `retention` section and the connection of `mariadb`; the callbacks
+ * are the caller's to set. */
+void cl_retention_params_from_config(const struct cl_config_s *config,
+                                     cl_retention_params_t *params);
+
 typedef struct cl_retention_stats_s {
     uint64_t runs; /* completed with status 0 */
     uint64_t runs_failed;

@@ -167,6 +167,10 @@ typedef struct cl_store_params_s {
     uint64_t max_packet_bytes;
 } cl_store_params_t;
 
+struct cl_config_s;
+/* mariadb.max_allowed_packet; the retry backoff keeps its defaults. */
+void cl_store_params_from_config(const struct cl_config_s *config, cl_store_params_t *params);
+
 typedef struct cl_store_migrate_result_s {
     /* 0 or CL_ERR; transient failures are retried, not reported, except that
      * closing the store first ends the wait with CL_ERR_RETRY. */
