@@ -43,7 +43,8 @@ struct cl_kafka_source_s {
     void *arg;
     char **topics;
     size_t topic_count;
-    void (*close_cb)(void *arg);
+    cl_close_cb close_cb;
+    bool subscribed; /* started: its close commits the offsets stored */
     void *close_arg;
 };
 
@@ -141,6 +142,19 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
+void cl_kafka_source_params_from_config(const cl_config_t *c, cl_kafka_source_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->brokers = c->kafka.brokers;
+    p->group_id = c->kafka.group_id;
+    p->topics = (const char *const *)c->kafka.topics;
+    p->topic_count = c->kafka.topic_count;
+    p->properties = c->kafka.properties;
+    p->property_count = c->kafka.property_count;
+    p->poll_interval_ms = c->kafka.poll_interval_ms;
+    p->max_messages_per_tick = CL_KAFKA_MAX_MESSAGES_PER_TICK;
+}
+
 int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
                         const cl_kafka_source_handlers_t *handlers, void *arg,
                         cl_kafka_source_t **out, char err[CL_ERR_LEN])
@@ -177,7 +191,7 @@ int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
     for (size_t i = 0; i < CL_ARRAY_LEN(defaults) && rc == CL_OK; i++)
         rc = set_conf(conf, defaults[i].name, defaults[i].value, err);
     for (size_t i = 0; i < params->property_count && rc == CL_OK; i++)
-        rc = set_conf(conf, params->property_names[i], params->property_values[i], err);
+        rc = set_conf(conf, params->properties[i].name, params->properties[i].value, err);
     if (rc == CL_OK)
         rc = set_conf(conf, "bootstrap.servers", params->brokers, err);
     if (rc == CL_OK)
@@ -328,6 +342,7 @@ int cl_kafka_source_start(cl_kafka_source_t *src, char err[CL_ERR_LEN])
     uv_poll_start(&src->poll, UV_READABLE, on_poll);
     uv_timer_start(&src->timer, on_timer, src->poll_interval_ms, src->poll_interval_ms);
     src->state = SRC_RUNNING;
+    src->subscribed = true;
     /* Anything queued before the io event was enabled never signals the fd. */
     service(src);
     return CL_OK;
@@ -416,9 +431,12 @@ static void on_handle_closed(uv_handle_t *h)
     for (size_t i = 0; i < src->topic_count; i++)
         free(src->topics[i]);
     free(src->topics);
-    void (*cb)(void *) = src->close_cb;
+    bool subscribed = src->subscribed;
+    cl_close_cb cb = src->close_cb;
     void *arg = src->close_arg;
     free(src);
+    if (subscribed)
+        cl_log_info("kafka", "consumer closed, stored offsets committed");
     if (cb != NULL)
         cb(arg);
 }
@@ -438,7 +456,7 @@ static void finish_close(cl_kafka_source_t *src)
     uv_close((uv_handle_t *)&src->idle, on_handle_closed);
 }
 
-void cl_kafka_source_close(cl_kafka_source_t *src, void (*cb)(void *arg), void *arg)
+void cl_kafka_source_close(cl_kafka_source_t *src, cl_close_cb cb, void *arg)
 {
     src->close_cb = cb;
     src->close_arg = arg;

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "clickloop/common.h"
+#include "clickloop/config.h"
 
 typedef struct cl_kafka_source_s cl_kafka_source_t;
 
@@ -41,14 +42,21 @@ typedef struct {
     const char *group_id;
     const char *const *topics;
     size_t topic_count;
-    /* librdkafka properties passed through (name/value pairs), applied after
-     * clickloop's own defaults so they can override them. */
-    const char *const *property_names;
-    const char *const *property_values;
+    /* librdkafka properties passed through, applied after clickloop's own
+     * defaults so they can override them. */
+    const cl_config_kafka_property_t *properties;
     size_t property_count;
     uint64_t poll_interval_ms; /* keep-alive poll, also while paused */
     unsigned max_messages_per_tick; /* fairness: yield to the loop after this many */
 } cl_kafka_source_params_t;
+
+/* Yield to the loop after this many messages of one wake-up, so that timers,
+ * the admin listener and database completions are served during a backlog. */
+#define CL_KAFKA_MAX_MESSAGES_PER_TICK 2000u
+
+/* The `kafka` section; the parameters point into `config`, which must
+ * outlive cl_kafka_source_new (it copies what it keeps). */
+void cl_kafka_source_params_from_config(const cl_config_t *config, cl_kafka_source_params_t *params);
 
 /* Create the consumer (not yet subscribed). The handlers' arg is `arg`. */
 int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
@@ -83,6 +91,6 @@ void cl_kafka_source_foreach_lag(cl_kafka_source_t *src,
 /* Close: leave the group (committing stored offsets), then close the uv handles
  * and free everything; `cb` runs when all is done. Messages that still arrive
  * while closing are not delivered. */
-void cl_kafka_source_close(cl_kafka_source_t *src, void (*cb)(void *arg), void *arg);
+void cl_kafka_source_close(cl_kafka_source_t *src, cl_close_cb cb, void *arg);
 
 #endif
