@@ -3,7 +3,6 @@
 #include "fake_ingest.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "clickloop/common.h"
