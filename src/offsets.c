@@ -117,9 +117,18 @@ void cl_offsets_revoke_all(cl_offsets_t *o)
     o->last = NULL;
 }
 
-const char *cl_offsets_part_topic(const cl_offsets_part_t *p) { return p->topic; }
-int32_t cl_offsets_part_partition(const cl_offsets_part_t *p) { return p->partition; }
-unsigned cl_offsets_part_pending(const cl_offsets_part_t *p) { return p->pending; }
+const char *cl_offsets_part_topic(const cl_offsets_part_t *p)
+{
+    return p->topic;
+}
+int32_t cl_offsets_part_partition(const cl_offsets_part_t *p)
+{
+    return p->partition;
+}
+unsigned cl_offsets_part_pending(const cl_offsets_part_t *p)
+{
+    return p->pending;
+}
 
 cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offset)
 {
@@ -141,7 +150,10 @@ void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset)
         s->last = offset;
 }
 
-cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s) { return s->part; }
+cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s)
+{
+    return s->part;
+}
 
 bool cl_offsets_segment_is_tail(const cl_offsets_segment_t *s)
 {
