@@ -52,11 +52,7 @@ typedef struct {
 
 /* Largest last, for formatting. */
 static const unit_t duration_units[] = {
-    {"ms", 1},
-    {"s", MS_PER_SECOND},
-    {"m", MS_PER_MINUTE},
-    {"h", MS_PER_HOUR},
-    {"d", MS_PER_DAY},
+    {"ms", 1}, {"s", MS_PER_SECOND}, {"m", MS_PER_MINUTE}, {"h", MS_PER_HOUR}, {"d", MS_PER_DAY},
 };
 
 static const unit_t size_units[] = {
@@ -176,33 +172,53 @@ static bool rule_url(const char *s, char *why, size_t why_len);
 static bool rule_index(const char *s, char *why, size_t why_len);
 
 #define OFF(member) offsetof(cl_config_t, member)
-#define F_STRING(k, m, fl, def, rl)                                                            \
-    {.key = (k), .kind = KIND_STRING, .flags = (fl), .offset = OFF(m), .default_text = (def),   \
-     .rule = (rl)}
-#define F_BOOL(k, m, def) {.key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def)}
-#define F_PORT(k, m, def)                                                                      \
-    {.key = (k), .kind = KIND_PORT, .offset = OFF(m), .default_number = (def), .min = 1,        \
-     .max = 65535}
-#define F_INTEGER(k, m, def, lo, hi)                                                           \
-    {.key = (k), .kind = KIND_INTEGER, .offset = OFF(m), .default_number = (def), .min = (lo),  \
-     .max = (hi)}
-#define F_DURATION(k, m, def, lo, hi)                                                          \
-    {.key = (k), .kind = KIND_DURATION, .offset = OFF(m), .default_text = (def), .min = (lo),   \
-     .max = (hi)}
-#define F_SIZE(k, m, def, lo, hi)                                                              \
-    {.key = (k), .kind = KIND_SIZE, .offset = OFF(m), .default_number = (def), .min = (lo),     \
-     .max = (hi)}
-#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl)                                           \
-    {.key = (k), .kind = (kd), .flags = (fl), .offset = OFF(m), .count_offset = OFF(count),     \
-     .default_text = (def), .min = (lo), .max = (hi), .rule = (rl)}
-#define F_ENUM(k, m, def, nm)                                                                  \
-    {.key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm)}
-#define F_SPECIAL(k, kd, m) {.key = (k), .kind = (kd), .offset = OFF(m)}
+#define F_STRING(k, m, fl, def, rl)                                                                \
+    {                                                                                              \
+        .key = (k), .kind = KIND_STRING, .flags = (fl), .offset = OFF(m), .default_text = (def),   \
+        .rule = (rl)                                                                               \
+    }
+#define F_BOOL(k, m, def)                                                                          \
+    {                                                                                              \
+        .key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def)                   \
+    }
+#define F_PORT(k, m, def)                                                                          \
+    {                                                                                              \
+        .key = (k), .kind = KIND_PORT, .offset = OFF(m), .default_number = (def), .min = 1,        \
+        .max = 65535                                                                               \
+    }
+#define F_INTEGER(k, m, def, lo, hi)                                                               \
+    {                                                                                              \
+        .key = (k), .kind = KIND_INTEGER, .offset = OFF(m), .default_number = (def), .min = (lo),  \
+        .max = (hi)                                                                                \
+    }
+#define F_DURATION(k, m, def, lo, hi)                                                              \
+    {                                                                                              \
+        .key = (k), .kind = KIND_DURATION, .offset = OFF(m), .default_text = (def), .min = (lo),   \
+        .max = (hi)                                                                                \
+    }
+#define F_SIZE(k, m, def, lo, hi)                                                                  \
+    {                                                                                              \
+        .key = (k), .kind = KIND_SIZE, .offset = OFF(m), .default_number = (def), .min = (lo),     \
+        .max = (hi)                                                                                \
+    }
+#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl)                                               \
+    {                                                                                              \
+        .key = (k), .kind = (kd), .flags = (fl), .offset = OFF(m), .count_offset = OFF(count),     \
+        .default_text = (def), .min = (lo), .max = (hi), .rule = (rl)                              \
+    }
+#define F_ENUM(k, m, def, nm)                                                                      \
+    {                                                                                              \
+        .key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm)      \
+    }
+#define F_SPECIAL(k, kd, m)                                                                        \
+    {                                                                                              \
+        .key = (k), .kind = (kd), .offset = OFF(m)                                                 \
+    }
 
-#define SECONDS(n) ((n) * MS_PER_SECOND)
-#define MINUTES(n) ((n) * MS_PER_MINUTE)
-#define HOURS(n) ((n) * MS_PER_HOUR)
-#define DAYS(n) ((n) * MS_PER_DAY)
+#define SECONDS(n) ((n)*MS_PER_SECOND)
+#define MINUTES(n) ((n)*MS_PER_MINUTE)
+#define HOURS(n) ((n)*MS_PER_HOUR)
+#define DAYS(n) ((n)*MS_PER_DAY)
 
 static const field_t kafka_fields[] = {
     F_STRING("brokers", kafka.brokers, F_REQUIRED, NULL, NULL),
@@ -298,7 +314,10 @@ static const field_t shutdown_fields[] = {
     F_DURATION("drain_timeout", shutdown.drain_timeout_ms, "30s", SECONDS(1), HOURS(1)),
 };
 
-#define SECTION(k, req, fields) {(k), (req), false, 0, (fields), CL_ARRAY_LEN(fields)}
+#define SECTION(k, req, fields)                                                                    \
+    {                                                                                              \
+        (k), (req), false, 0, (fields), CL_ARRAY_LEN(fields)                                       \
+    }
 
 static const section_t sections[] = {
     SECTION("kafka", true, kafka_fields),
@@ -337,7 +356,7 @@ static bool kafka_property_is_secret(const char *name)
 }
 
 #define AT(config, offset, type) ((type *)(void *)((char *)(config) + (offset)))
-#define AT_CONST(config, offset, type)                                                         \
+#define AT_CONST(config, offset, type)                                                             \
     ((type const *)(const void *)((const char *)(config) + (offset)))
 
 /* ---- string rules ------------------------------------------------------ */
@@ -620,14 +639,19 @@ static void path_pop(loader_t *ld, size_t mark)
 static const char *json_type_phrase(json_object *v)
 {
     switch (json_object_get_type(v)) {
-    case json_type_null: return "null";
-    case json_type_boolean: return "a boolean";
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "a boolean";
     case json_type_int:
-    case json_type_double: return "a number";
+    case json_type_double:
+        return "a number";
     case json_type_string:
         return json_object_get_string_len(v) == 0 ? "an empty string" : "a string";
-    case json_type_array: return json_object_array_length(v) == 0 ? "an empty array" : "an array";
-    case json_type_object: return "an object";
+    case json_type_array:
+        return json_object_array_length(v) == 0 ? "an empty array" : "an array";
+    case json_type_object:
+        return "an object";
     }
     return "a value";
 }
@@ -652,7 +676,9 @@ static void describe_json(cl_buf_t *b, json_object *v, bool secret)
         break;
     case json_type_null:
     case json_type_array:
-    case json_type_object: cl_buf_append_str(b, json_type_phrase(v)); break;
+    case json_type_object:
+        cl_buf_append_str(b, json_type_phrase(v));
+        break;
     }
 }
 
@@ -871,8 +897,7 @@ static void read_integer_field(loader_t *ld, const field_t *f, json_object *v)
          * still fails the range check. */
         int64_t i = json_object_get_int64(v);
         if (i < 0 || (uint64_t)i < f->min || (uint64_t)i > f->max) {
-            fail_got_json(ld, v, false, "must be between %" PRIu64 " and %" PRIu64, f->min,
-                          f->max);
+            fail_got_json(ld, v, false, "must be between %" PRIu64 " and %" PRIu64, f->min, f->max);
             return;
         }
         n = (uint64_t)i;
@@ -899,8 +924,8 @@ static void fail_range(loader_t *ld, const text_t *t, bool is_size, uint64_t min
 /* Reads a duration in [min, max]. On success, when keep is not NULL, the
  * string is handed to the caller (who frees keep->value) for later
  * messages about the same value. */
-static bool read_duration(loader_t *ld, json_object *v, uint64_t min, uint64_t max,
-                          uint64_t *out, text_t *keep)
+static bool read_duration(loader_t *ld, json_object *v, uint64_t min, uint64_t max, uint64_t *out,
+                          text_t *keep)
 {
     text_t t;
     if (!read_string(ld, v, false, DURATION_EXAMPLES, &t))
@@ -1277,18 +1302,40 @@ static void read_listen_field(loader_t *ld, const field_t *f, json_object *v)
 static void read_field(loader_t *ld, const field_t *f, json_object *v)
 {
     switch (f->kind) {
-    case KIND_STRING: read_string_field(ld, f, v); break;
-    case KIND_BOOL: read_bool_field(ld, f, v); break;
+    case KIND_STRING:
+        read_string_field(ld, f, v);
+        break;
+    case KIND_BOOL:
+        read_bool_field(ld, f, v);
+        break;
     case KIND_PORT:
-    case KIND_INTEGER: read_integer_field(ld, f, v); break;
-    case KIND_DURATION: read_duration_field(ld, f, v); break;
-    case KIND_SIZE: read_size_field(ld, f, v); break;
-    case KIND_STRING_LIST: read_string_list_field(ld, f, v); break;
-    case KIND_DURATION_LIST: read_duration_list_field(ld, f, v); break;
-    case KIND_ENUM: read_enum_field(ld, f, v); break;
-    case KIND_PROPERTIES: read_properties_field(ld, f, v); break;
-    case KIND_MAPPING: read_mapping_field(ld, f, v); break;
-    case KIND_LISTEN: read_listen_field(ld, f, v); break;
+    case KIND_INTEGER:
+        read_integer_field(ld, f, v);
+        break;
+    case KIND_DURATION:
+        read_duration_field(ld, f, v);
+        break;
+    case KIND_SIZE:
+        read_size_field(ld, f, v);
+        break;
+    case KIND_STRING_LIST:
+        read_string_list_field(ld, f, v);
+        break;
+    case KIND_DURATION_LIST:
+        read_duration_list_field(ld, f, v);
+        break;
+    case KIND_ENUM:
+        read_enum_field(ld, f, v);
+        break;
+    case KIND_PROPERTIES:
+        read_properties_field(ld, f, v);
+        break;
+    case KIND_MAPPING:
+        read_mapping_field(ld, f, v);
+        break;
+    case KIND_LISTEN:
+        read_listen_field(ld, f, v);
+        break;
     }
 }
 
@@ -1435,9 +1482,8 @@ static void text_location(const char *text, size_t offset, unsigned *line, unsig
     }
 }
 
-__attribute__((format(printf, 4, 5))) static void add_syntax_error(loader_t *ld, const char *text,
-                                                                   size_t offset,
-                                                                   const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+add_syntax_error(loader_t *ld, const char *text, size_t offset, const char *fmt, ...)
 {
     unsigned line, column;
     text_location(text, offset, &line, &column);
@@ -1455,11 +1501,11 @@ __attribute__((format(printf, 4, 5))) static void add_syntax_error(loader_t *ld,
 
 typedef struct {
     bool is_object;
-    bool want_key;      /* object: the next string is a key */
-    size_t index;       /* array: index of the current element */
-    size_t key_offset;  /* object: current key, raw, inside the quotes */
+    bool want_key;     /* object: the next string is a key */
+    size_t index;      /* array: index of the current element */
+    size_t key_offset; /* object: current key, raw, inside the quotes */
     size_t key_len;
-    size_t keys_start;  /* object: its keys in the scanner's key list */
+    size_t keys_start; /* object: its keys in the scanner's key list */
 } scan_frame_t;
 
 typedef struct {
@@ -1526,8 +1572,8 @@ static void scan_key(scanner_t *sc, size_t offset, size_t len)
     top->key_len = len;
     top->want_key = false;
     for (size_t i = top->keys_start; i < sc->key_count; i++) {
-        if (sc->keys[i].len == len && memcmp(sc->text + sc->keys[i].offset, sc->text + offset,
-                                             len) == 0) {
+        if (sc->keys[i].len == len &&
+            memcmp(sc->text + sc->keys[i].offset, sc->text + offset, len) == 0) {
             scan_report_duplicate(sc, sc->keys[i].offset);
             return;
         }
@@ -1776,7 +1822,9 @@ int cl_config_load_file(const char *path, const cl_config_load_opts_t *opts, cl_
 static void free_field(cl_config_t *c, const field_t *f)
 {
     switch (f->kind) {
-    case KIND_STRING: free(*AT(c, f->offset, char *)); break;
+    case KIND_STRING:
+        free(*AT(c, f->offset, char *));
+        break;
     case KIND_STRING_LIST: {
         char **list = *AT(c, f->offset, char **);
         size_t count = *AT(c, f->count_offset, size_t);
@@ -1785,7 +1833,9 @@ static void free_field(cl_config_t *c, const field_t *f)
         free(list);
         break;
     }
-    case KIND_DURATION_LIST: free(*AT(c, f->offset, uint64_t *)); break;
+    case KIND_DURATION_LIST:
+        free(*AT(c, f->offset, uint64_t *));
+        break;
     case KIND_PROPERTIES:
         for (size_t i = 0; i < c->kafka.property_count; i++) {
             free(c->kafka.properties[i].name);
@@ -1806,7 +1856,8 @@ static void free_field(cl_config_t *c, const field_t *f)
     case KIND_INTEGER:
     case KIND_DURATION:
     case KIND_SIZE:
-    case KIND_ENUM: break;
+    case KIND_ENUM:
+        break;
     }
 }
 
@@ -1876,8 +1927,8 @@ static void diff_properties(differ_t *d, const cl_config_kafka_t *a, const cl_co
             const char *name = from->properties[i].name;
             const char *theirs = find_property(other, name);
             /* Pass 1 reports changed and removed, pass 2 only added. */
-            bool differs = pass == 0 ? str_differs(from->properties[i].value, theirs)
-                                     : theirs == NULL;
+            bool differs =
+                pass == 0 ? str_differs(from->properties[i].value, theirs) : theirs == NULL;
             if (differs) {
                 cl_buf_t suffix;
                 cl_buf_init(&suffix);
@@ -1896,7 +1947,8 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
     switch (f->kind) {
     case KIND_STRING:
         return str_differs(*AT_CONST(a, f->offset, char *), *AT_CONST(b, f->offset, char *));
-    case KIND_BOOL: return *AT_CONST(a, f->offset, bool) != *AT_CONST(b, f->offset, bool);
+    case KIND_BOOL:
+        return *AT_CONST(a, f->offset, bool) != *AT_CONST(b, f->offset, bool);
     case KIND_PORT:
         return *AT_CONST(a, f->offset, uint16_t) != *AT_CONST(b, f->offset, uint16_t);
     case KIND_INTEGER:
@@ -1904,8 +1956,8 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
     case KIND_DURATION:
     case KIND_SIZE:
         return *AT_CONST(a, f->offset, uint64_t) != *AT_CONST(b, f->offset, uint64_t);
-    case KIND_ENUM: return memcmp(AT_CONST(a, f->offset, char), AT_CONST(b, f->offset, char),
-                                  sizeof(int)) != 0;
+    case KIND_ENUM:
+        return memcmp(AT_CONST(a, f->offset, char), AT_CONST(b, f->offset, char), sizeof(int)) != 0;
     case KIND_STRING_LIST: {
         size_t n = *AT_CONST(a, f->count_offset, size_t);
         if (n != *AT_CONST(b, f->count_offset, size_t))
@@ -1924,9 +1976,11 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
                (n > 0 && memcmp(*AT_CONST(a, f->offset, uint64_t *),
                                 *AT_CONST(b, f->offset, uint64_t *), n * sizeof(uint64_t)) != 0);
     }
-    case KIND_LISTEN: return str_differs(a->admin.listen, b->admin.listen);
+    case KIND_LISTEN:
+        return str_differs(a->admin.listen, b->admin.listen);
     case KIND_PROPERTIES:
-    case KIND_MAPPING: break; /* compared entry by entry by the caller */
+    case KIND_MAPPING:
+        break; /* compared entry by entry by the caller */
     }
     return false;
 }

@@ -59,8 +59,8 @@ typedef struct cl_config_ingest_s {
     uint64_t batch_max_delay_ms;
     uint32_t max_in_flight_events;
     uint64_t max_event_bytes;
-    uint64_t max_event_age_ms;    /* older events are rejected */
-    uint64_t max_future_skew_ms;  /* events further ahead are rejected */
+    uint64_t max_event_age_ms;   /* older events are rejected */
+    uint64_t max_future_skew_ms; /* events further ahead are rejected */
     /* One RFC 6901 JSON Pointer per field, indexed by cl_event_field_t, kept
      * escaped as written (never "", always starting with "/"). */
     char *mapping[CL_FIELD_COUNT];
@@ -97,9 +97,9 @@ typedef struct cl_config_elasticsearch_s {
 } cl_config_elasticsearch_t;
 
 typedef struct cl_config_admin_s {
-    bool enabled;  /* admin.listen is set */
-    char *listen;  /* as written, e.g. "[::1]:9400"; NULL when disabled */
-    char *host;    /* IP address without brackets, e.g. "::1" */
+    bool enabled; /* admin.listen is set */
+    char *listen; /* as written, e.g. "[::1]:9400"; NULL when disabled */
+    char *host;   /* IP address without brackets, e.g. "::1" */
     uint16_t port;
 } cl_config_admin_t;
 

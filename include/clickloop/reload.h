@@ -48,8 +48,8 @@ void cl_reload_describe_parts(unsigned parts, char *out, size_t size);
 typedef struct cl_reload_plan_s {
     unsigned restart;          /* parts to stop and create again (CL_PART_*) */
     bool log;                  /* log.level / log.format: set in place */
-    bool ingest_params; /* batch sizes, delay, max in flight, event-time window:
-                           cl_pipeline_set_params */
+    bool ingest_params;        /* batch sizes, delay, max in flight, event-time window:
+                                  cl_pipeline_set_params */
     bool pool_size;            /* mariadb.pool_size: cl_db_pool_resize of the ingest pool */
     bool aggregation_interval; /* cl_aggregator_set_interval */
     bool sink;                 /* Elasticsearch connection settings: a new sink */

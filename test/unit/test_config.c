@@ -126,8 +126,7 @@ static const broken_case_t broken_cases[] = {
      "mariadb.reconnect_max_backoff", "must not be shorter than mariadb.reconnect_min_backoff"},
     {MARIADB_RAW("\"user\": \"u\\u0000x\", \"database\": \"db\""), "mariadb.user",
      "must not contain a NUL character"},
-    {"{" KAFKA_OK ", \"mariadb\": \"db\", " ES_OK "}", "mariadb",
-     "expected an object, got \"db\""},
+    {"{" KAFKA_OK ", \"mariadb\": \"db\", " ES_OK "}", "mariadb", "expected an object, got \"db\""},
     /* ingest */
     {VALID_WITH(", \"ingest\": {\"max_in_flight_events\": 500}"), "ingest.max_in_flight_events",
      "must be at least ingest.batch_max_events (1000), got 500"},
@@ -155,8 +154,8 @@ static const broken_case_t broken_cases[] = {
      "must be a JSON Pointer starting with \"/\", got \"url\""},
     {VALID_WITH(", \"ingest\": {\"mapping\": {\"url\": \"/a~2b\"}}"), "ingest.mapping.url",
      "\"~\" must be followed by 0 or 1"},
-    {VALID_WITH(", \"ingest\": {\"mapping\": {\"referrer\": \"/ref\"}}"),
-     "ingest.mapping.referrer", "unknown event field (known fields: event_id, user_id"},
+    {VALID_WITH(", \"ingest\": {\"mapping\": {\"referrer\": \"/ref\"}}"), "ingest.mapping.referrer",
+     "unknown event field (known fields: event_id, user_id"},
     {VALID_WITH(", \"ingest\": {\"mapping\": [\"/url\"]}"), "ingest.mapping",
      "expected an object of event field names to JSON Pointers, got an array"},
     /* aggregation */
@@ -357,9 +356,9 @@ static void test_elasticsearch_optional_when_aggregation_disabled(void)
 {
     cl_config_t *c = NULL;
     cl_config_errors_t errs;
-    CL_ASSERT_INT_EQ(CL_OK, load("{" KAFKA_OK ", " MARIADB_OK
-                                 ", \"aggregation\": {\"enabled\": false}}",
-                                 &c, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK,
+        load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}", &c, &errs));
     CL_ASSERT(c != NULL && !c->elasticsearch.present && c->elasticsearch.urls == NULL);
     CL_ASSERT(c != NULL && !c->aggregation.enabled);
     print_messages(&errs);
@@ -454,8 +453,8 @@ static void test_env_escape_keeps_literal_dollar_brace(void)
     cl_config_free(c);
     cl_config_errors_free(&errs);
 
-    CL_ASSERT_INT_EQ(CL_OK, load(VALID_WITH(", \"log\": {\"level\": \"${EMPTY}info\"}"), &c,
-                                 &errs));
+    CL_ASSERT_INT_EQ(CL_OK,
+                     load(VALID_WITH(", \"log\": {\"level\": \"${EMPTY}info\"}"), &c, &errs));
     if (c != NULL)
         CL_ASSERT_INT_EQ(CL_LOG_INFO, c->log.level);
     cl_config_free(c);
@@ -464,10 +463,10 @@ static void test_env_escape_keeps_literal_dollar_brace(void)
 
 static void test_unset_env_variable_names_variable_and_path(void)
 {
-    const char *json = "{\"kafka\": {\"brokers\": \"k\", \"topics\": [\"t\"]},"
-                       " \"mariadb\": {\"user\": \"u\", \"password\": "
-                       "\"${CLICKLOOP_DB_PASSWORD}\", \"database\": \"${NOPE_A}${NOPE_B}\"}, " ES_OK
-                       "}";
+    const char *json =
+        "{\"kafka\": {\"brokers\": \"k\", \"topics\": [\"t\"]},"
+        " \"mariadb\": {\"user\": \"u\", \"password\": "
+        "\"${CLICKLOOP_DB_PASSWORD}\", \"database\": \"${NOPE_A}${NOPE_B}\"}, " ES_OK "}";
     cl_config_t *c = NULL;
     cl_config_errors_t errs;
     CL_ASSERT_INT_EQ(CL_ERR, load(json, &c, &errs));
@@ -608,16 +607,11 @@ static void test_parse_size(void)
         int rc;
         uint64_t bytes;
     } cases[] = {
-        {"64B", CL_OK, 64},
-        {"64KB", CL_OK, 65536},
-        {"5MB", CL_OK, 5242880},
-        {"1GB", CL_OK, 1073741824},
-        {"1024", CL_ERR, 0},
-        {"5mb", CL_ERR, 0},
-        {"5 MB", CL_ERR, 0},
-        {"5M", CL_ERR, 0},
-        {"1.5MB", CL_ERR, 0},
-        {"MB", CL_ERR, 0},
+        {"64B", CL_OK, 64},           {"64KB", CL_OK, 65536},
+        {"5MB", CL_OK, 5242880},      {"1GB", CL_OK, 1073741824},
+        {"1024", CL_ERR, 0},          {"5mb", CL_ERR, 0},
+        {"5 MB", CL_ERR, 0},          {"5M", CL_ERR, 0},
+        {"1.5MB", CL_ERR, 0},         {"MB", CL_ERR, 0},
         {"17179869184GB", CL_ERR, 0},
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
@@ -675,10 +669,14 @@ static void test_diff_lists_changed_settings_by_name(void)
     names_t n = {.count = 0};
     CL_ASSERT_INT_EQ(8, cl_config_diff(a, b, collect_name, &n));
     static const char *const expected[] = {
-        "kafka.properties[\"linger.ms\"]", "kafka.properties[\"acks\"]",
-        "kafka.properties[\"client.id\"]", "mariadb.password",
-        "mariadb.pool_size", "ingest.mapping.url",
-        "aggregation.windows", "log.level",
+        "kafka.properties[\"linger.ms\"]",
+        "kafka.properties[\"acks\"]",
+        "kafka.properties[\"client.id\"]",
+        "mariadb.password",
+        "mariadb.pool_size",
+        "ingest.mapping.url",
+        "aggregation.windows",
+        "log.level",
     };
     for (int i = 0; i < n.count && i < (int)CL_ARRAY_LEN(expected); i++)
         CL_ASSERT_STR_EQ(expected[i], n.names[i]);
@@ -692,9 +690,9 @@ static void test_diff_reports_elasticsearch_section_once(void)
     cl_config_errors_t errs;
     CL_ASSERT_INT_EQ(CL_OK, load(VALID, &a, &errs));
     cl_config_errors_free(&errs);
-    CL_ASSERT_INT_EQ(CL_OK,
-                     load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}",
-                          &b, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK,
+        load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}", &b, &errs));
     cl_config_errors_free(&errs);
     names_t n = {.count = 0};
     if (a != NULL && b != NULL) {
@@ -737,8 +735,8 @@ static void test_nested_mapping_example_loads_and_differs_only_in_mapping(void)
                                                 NULL, &nested, &errs));
     print_messages(&errs);
     cl_config_errors_free(&errs);
-    CL_ASSERT_INT_EQ(CL_OK, cl_config_load_file(CL_SOURCE_ROOT "/config.example.json", NULL,
-                                                &flat, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK, cl_config_load_file(CL_SOURCE_ROOT "/config.example.json", NULL, &flat, &errs));
     cl_config_errors_free(&errs);
     if (flat != NULL && nested != NULL) {
         CL_ASSERT_STR_EQ("/click_data/user_id", nested->ingest.mapping[CL_FIELD_USER_ID]);
