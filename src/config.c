@@ -2,9 +2,11 @@
  * docs/configuration.md.
  *
  * The schema is data: one table of fields per section, each with its kind,
- * default, range and place in cl_config_t. One walker checks a section
- * against its table, so a new setting is one table line, and the same tables
- * drive cl_config_diff() and cl_config_free(). Rules that tie two settings
+ * default, range, place in cl_config_t and reload rule (restart which parts,
+ * or apply in place by which step). One walker checks a section against its
+ * table, so a new setting is one table line, and the same tables drive
+ * cl_config_diff() (which hands each difference's rule to the reload
+ * planner) and cl_config_free(). Rules that tie two settings
  * together run after every section is read, and only when neither setting
  * had a problem of its own, so one mistake yields one message.
  *
@@ -151,7 +153,8 @@ typedef struct {
     uint64_t default_number;
     uint64_t min, max;
     string_rule_t rule;
-    const char *const *names; /* KIND_ENUM, NULL-terminated */
+    const char *const *names;       /* KIND_ENUM, NULL-terminated */
+    cl_config_reload_rule_t reload; /* how a change takes effect on a reload */
 } field_t;
 
 typedef struct {
@@ -161,6 +164,7 @@ typedef struct {
      * all others are filled with defaults when absent. */
     bool has_presence;
     size_t presence_offset;
+    cl_config_reload_rule_t presence_reload; /* the section appears or goes */
     const field_t *fields;
     size_t field_count;
 } section_t;
@@ -171,48 +175,69 @@ static bool rule_database(const char *s, char *why, size_t why_len);
 static bool rule_url(const char *s, char *why, size_t why_len);
 static bool rule_index(const char *s, char *why, size_t why_len);
 
+/* The reload rules, the last argument of every table line. */
+#define RESTARTS(what)                                                                             \
+    {                                                                                              \
+        .apply = CL_APPLY_RESTART, .parts = (what)                                                 \
+    }
+#define APPLIED_BY(step, owner)                                                                    \
+    {                                                                                              \
+        .apply = (step), .parts = (owner)                                                          \
+    }
+#define READ_WHEN_NEEDED                                                                           \
+    {                                                                                              \
+        .apply = CL_APPLY_WHEN_READ, .parts = 0                                                    \
+    }
+/* The settings that only the ingest part reads, applied by its restart. */
+#define RESTARTS_INGEST RESTARTS(CL_PART_INGEST)
+#define BY_INGEST_PARAMS APPLIED_BY(CL_APPLY_INGEST_PARAMS, CL_PART_INGEST)
+#define BY_SINK APPLIED_BY(CL_APPLY_SINK, CL_PART_INDEXER)
+#define BY_RETENTION APPLIED_BY(CL_APPLY_RETENTION, CL_PART_RETENTION)
+#define BY_LOG APPLIED_BY(CL_APPLY_LOG, 0)
+
 #define OFF(member) offsetof(cl_config_t, member)
-#define F_STRING(k, m, fl, def, rl)                                                                \
+#define F_STRING(k, m, fl, def, rl, how)                                                           \
     {                                                                                              \
         .key = (k), .kind = KIND_STRING, .flags = (fl), .offset = OFF(m), .default_text = (def),   \
-        .rule = (rl)                                                                               \
+        .rule = (rl), .reload = how                                                                \
     }
-#define F_BOOL(k, m, def)                                                                          \
+#define F_BOOL(k, m, def, how)                                                                     \
     {                                                                                              \
-        .key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def)                   \
+        .key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def), .reload = how    \
     }
-#define F_PORT(k, m, def)                                                                          \
+#define F_PORT(k, m, def, how)                                                                     \
     {                                                                                              \
         .key = (k), .kind = KIND_PORT, .offset = OFF(m), .default_number = (def), .min = 1,        \
-        .max = 65535                                                                               \
+        .max = 65535, .reload = how                                                                \
     }
-#define F_INTEGER(k, m, def, lo, hi)                                                               \
+#define F_INTEGER(k, m, def, lo, hi, how)                                                          \
     {                                                                                              \
         .key = (k), .kind = KIND_INTEGER, .offset = OFF(m), .default_number = (def), .min = (lo),  \
-        .max = (hi)                                                                                \
+        .max = (hi), .reload = how                                                                 \
     }
-#define F_DURATION(k, m, def, lo, hi)                                                              \
+#define F_DURATION(k, m, def, lo, hi, how)                                                         \
     {                                                                                              \
         .key = (k), .kind = KIND_DURATION, .offset = OFF(m), .default_text = (def), .min = (lo),   \
-        .max = (hi)                                                                                \
+        .max = (hi), .reload = how                                                                 \
     }
-#define F_SIZE(k, m, def, lo, hi)                                                                  \
+#define F_SIZE(k, m, def, lo, hi, how)                                                             \
     {                                                                                              \
         .key = (k), .kind = KIND_SIZE, .offset = OFF(m), .default_number = (def), .min = (lo),     \
-        .max = (hi)                                                                                \
+        .max = (hi), .reload = how                                                                 \
     }
-#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl)                                               \
+#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl, how)                                          \
     {                                                                                              \
         .key = (k), .kind = (kd), .flags = (fl), .offset = OFF(m), .count_offset = OFF(count),     \
-        .default_text = (def), .min = (lo), .max = (hi), .rule = (rl)                              \
+        .default_text = (def), .min = (lo), .max = (hi), .rule = (rl), .reload = how               \
     }
-#define F_ENUM(k, m, def, nm)                                                                      \
+#define F_ENUM(k, m, def, nm, how)                                                                 \
     {                                                                                              \
-        .key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm)      \
+        .key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm),     \
+        .reload = how                                                                              \
     }
-#define F_SPECIAL(k, kd, m)                                                                        \
+#define F_SPECIAL(k, kd, m, how)                                                                   \
     {                                                                                              \
-        .key = (k), .kind = (kd), .offset = OFF(m)                                                 \
+        .key = (k), .kind = (kd), .offset = OFF(m), .reload = how                                  \
     }
 
 #define SECONDS(n) ((n)*MS_PER_SECOND)
@@ -220,72 +245,100 @@ static bool rule_index(const char *s, char *why, size_t why_len);
 #define HOURS(n) ((n)*MS_PER_HOUR)
 #define DAYS(n) ((n)*MS_PER_DAY)
 
+/* Everything the Kafka consumer is created with. */
 static const field_t kafka_fields[] = {
-    F_STRING("brokers", kafka.brokers, F_REQUIRED, NULL, NULL),
-    F_STRING("group_id", kafka.group_id, 0, "clickloop", NULL),
+    F_STRING("brokers", kafka.brokers, F_REQUIRED, NULL, NULL, RESTARTS_INGEST),
+    F_STRING("group_id", kafka.group_id, 0, "clickloop", NULL, RESTARTS_INGEST),
     F_LIST("topics", KIND_STRING_LIST, kafka.topics, kafka.topic_count, F_REQUIRED, NULL, 0, 0,
-           NULL),
-    F_SPECIAL("properties", KIND_PROPERTIES, kafka.properties),
-    F_DURATION("poll_interval", kafka.poll_interval_ms, "100ms", 1, SECONDS(10)),
+           NULL, RESTARTS_INGEST),
+    F_SPECIAL("properties", KIND_PROPERTIES, kafka.properties, RESTARTS_INGEST),
+    F_DURATION("poll_interval", kafka.poll_interval_ms, "100ms", 1, SECONDS(10), RESTARTS_INGEST),
 };
 
+/* Every part has a connection of its own: a change of where or how to
+ * connect restarts them all. */
+#define RESTARTS_ALL RESTARTS(CL_PARTS_ALL)
 static const field_t mariadb_fields[] = {
-    F_STRING("host", mariadb.host, 0, "127.0.0.1", rule_host),
-    F_PORT("port", mariadb.port, 3306),
-    F_STRING("socket", mariadb.socket, 0, NULL, rule_socket_path),
-    F_STRING("user", mariadb.user, F_REQUIRED, NULL, NULL),
-    F_STRING("password", mariadb.password, F_SECRET | F_ALLOW_EMPTY, "", NULL),
-    F_STRING("database", mariadb.database, F_REQUIRED, NULL, rule_database),
-    F_INTEGER("pool_size", mariadb.pool_size, 4, 1, 64),
-    F_DURATION("connect_timeout", mariadb.connect_timeout_ms, "5s", SECONDS(1), HOURS(1)),
-    F_DURATION("read_timeout", mariadb.read_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1)),
-    F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1)),
-    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's counts. */
-    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB),
+    F_STRING("host", mariadb.host, 0, "127.0.0.1", rule_host, RESTARTS_ALL),
+    F_PORT("port", mariadb.port, 3306, RESTARTS_ALL),
+    F_STRING("socket", mariadb.socket, 0, NULL, rule_socket_path, RESTARTS_ALL),
+    F_STRING("user", mariadb.user, F_REQUIRED, NULL, NULL, RESTARTS_ALL),
+    F_STRING("password", mariadb.password, F_SECRET | F_ALLOW_EMPTY, "", NULL, RESTARTS_ALL),
+    F_STRING("database", mariadb.database, F_REQUIRED, NULL, rule_database, RESTARTS_ALL),
+    /* Only the ingest pool has this size; the other parts use one connection. */
+    F_INTEGER("pool_size", mariadb.pool_size, 4, 1, 64,
+              APPLIED_BY(CL_APPLY_POOL_SIZE, CL_PART_INGEST)),
+    F_DURATION("connect_timeout", mariadb.connect_timeout_ms, "5s", SECONDS(1), HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("read_timeout", mariadb.read_timeout_ms, "30s", SECONDS(1), HOURS(1), RESTARTS_ALL),
+    F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1),
+               RESTARTS_ALL),
+    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's
+     * counts. Read when the store starts, so only ingest restarts. */
+    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB, RESTARTS_INGEST),
 };
+#undef RESTARTS_ALL
 
 static const field_t ingest_fields[] = {
-    F_INTEGER("batch_max_events", ingest.batch_max_events, 1000, 1, 100000),
-    F_DURATION("batch_max_delay", ingest.batch_max_delay_ms, "200ms", 1, SECONDS(60)),
+    F_INTEGER("batch_max_events", ingest.batch_max_events, 1000, 1, 100000, BY_INGEST_PARAMS),
+    F_DURATION("batch_max_delay", ingest.batch_max_delay_ms, "200ms", 1, SECONDS(60),
+               BY_INGEST_PARAMS),
     /* The lower bound is ingest.batch_max_events, checked across fields. */
-    F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000),
-    F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB),
+    F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000,
+              BY_INGEST_PARAMS),
+    /* The event parser is created with it. */
+    F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB, RESTARTS_INGEST),
     /* The event-time window (event.h); 100 years is as good as no bound. */
-    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(3660000)),
-    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(3660000)),
-    F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping),
+    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(3660000),
+               BY_INGEST_PARAMS),
+    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(3660000),
+               BY_INGEST_PARAMS),
+    F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping, RESTARTS_INGEST),
 };
 
 static const field_t aggregation_fields[] = {
-    F_BOOL("enabled", aggregation.enabled, true),
-    F_DURATION("interval", aggregation.interval_ms, "10s", 100, DAYS(1)),
+    /* The indexer runs only beside the aggregator. */
+    F_BOOL("enabled", aggregation.enabled, true, RESTARTS(CL_PART_AGGREGATOR | CL_PART_INDEXER)),
+    F_DURATION("interval", aggregation.interval_ms, "10s", 100, DAYS(1),
+               APPLIED_BY(CL_APPLY_AGGREGATION_INTERVAL, CL_PART_AGGREGATOR)),
     F_LIST("windows", KIND_DURATION_LIST, aggregation.windows_ms, aggregation.window_count,
-           F_WINDOW, "1h", MINUTES(1), DAYS(31), NULL),
-    F_DURATION("session_timeout", aggregation.session_timeout_ms, "30m", SECONDS(1), DAYS(1)),
+           F_WINDOW, "1h", MINUTES(1), DAYS(31), NULL, RESTARTS(CL_PART_AGGREGATOR)),
+    F_DURATION("session_timeout", aggregation.session_timeout_ms, "30m", SECONDS(1), DAYS(1),
+               RESTARTS(CL_PART_AGGREGATOR)),
 };
 
+/* Connection and bulk settings go to a new sink attached to the running
+ * indexer; the index restarts the indexer, since documents already sent name
+ * the old index. */
 static const field_t elasticsearch_fields[] = {
     F_LIST("urls", KIND_STRING_LIST, elasticsearch.urls, elasticsearch.url_count,
-           F_REQUIRED | F_TRIM_SLASH, NULL, 0, 0, rule_url),
-    F_STRING("index", elasticsearch.index, 0, "clickstream-stats", rule_index),
-    F_STRING("username", elasticsearch.username, 0, NULL, NULL),
-    F_STRING("password", elasticsearch.password, F_SECRET | F_ALLOW_EMPTY, NULL, NULL),
-    F_STRING("api_key", elasticsearch.api_key, F_SECRET, NULL, NULL),
-    F_STRING("ca_file", elasticsearch.ca_file, 0, NULL, NULL),
-    F_BOOL("verify_tls", elasticsearch.verify_tls, true),
-    F_INTEGER("bulk_max_docs", elasticsearch.bulk_max_docs, 1000, 1, 100000),
-    F_SIZE("bulk_max_bytes", elasticsearch.bulk_max_bytes, 5 * MIB, KIB, 100 * MIB),
-    F_INTEGER("max_in_flight", elasticsearch.max_in_flight, 2, 1, 64),
-    F_DURATION("request_timeout", elasticsearch.request_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("retry_min_backoff", elasticsearch.retry_min_backoff_ms, "200ms", 10, HOURS(1)),
-    F_DURATION("retry_max_backoff", elasticsearch.retry_max_backoff_ms, "30s", 10, HOURS(1)),
-    F_DURATION("node_down_for", elasticsearch.node_down_for_ms, "30s", SECONDS(1), HOURS(1)),
+           F_REQUIRED | F_TRIM_SLASH, NULL, 0, 0, rule_url, BY_SINK),
+    F_STRING("index", elasticsearch.index, 0, "clickstream-stats", rule_index,
+             RESTARTS(CL_PART_INDEXER)),
+    F_STRING("username", elasticsearch.username, 0, NULL, NULL, BY_SINK),
+    F_STRING("password", elasticsearch.password, F_SECRET | F_ALLOW_EMPTY, NULL, NULL, BY_SINK),
+    F_STRING("api_key", elasticsearch.api_key, F_SECRET, NULL, NULL, BY_SINK),
+    F_STRING("ca_file", elasticsearch.ca_file, 0, NULL, NULL, BY_SINK),
+    F_BOOL("verify_tls", elasticsearch.verify_tls, true, BY_SINK),
+    F_INTEGER("bulk_max_docs", elasticsearch.bulk_max_docs, 1000, 1, 100000, BY_SINK),
+    F_SIZE("bulk_max_bytes", elasticsearch.bulk_max_bytes, 5 * MIB, KIB, 100 * MIB, BY_SINK),
+    F_INTEGER("max_in_flight", elasticsearch.max_in_flight, 2, 1, 64, BY_SINK),
+    F_DURATION("request_timeout", elasticsearch.request_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               BY_SINK),
+    F_DURATION("retry_min_backoff", elasticsearch.retry_min_backoff_ms, "200ms", 10, HOURS(1),
+               BY_SINK),
+    F_DURATION("retry_max_backoff", elasticsearch.retry_max_backoff_ms, "30s", 10, HOURS(1),
+               BY_SINK),
+    F_DURATION("node_down_for", elasticsearch.node_down_for_ms, "30s", SECONDS(1), HOURS(1),
+               BY_SINK),
 };
 
 static const field_t admin_fields[] = {
-    F_SPECIAL("listen", KIND_LISTEN, admin),
+    F_SPECIAL("listen", KIND_LISTEN, admin, APPLIED_BY(CL_APPLY_ADMIN, 0)),
 };
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
@@ -300,23 +353,27 @@ _Static_assert(sizeof(cl_log_level_t) == sizeof(int) && sizeof(cl_log_format_t) 
                "enums are stored as int");
 
 static const field_t log_fields[] = {
-    F_ENUM("level", log.level, "info", log_level_names),
-    F_ENUM("format", log.format, "logfmt", log_format_names),
+    F_ENUM("level", log.level, "info", log_level_names, BY_LOG),
+    F_ENUM("format", log.format, "logfmt", log_format_names, BY_LOG),
 };
 
+/* Switching retention on or off (raw_days) starts or stops its runner: that
+ * is in place too. */
 static const field_t retention_fields[] = {
-    F_INTEGER("raw_days", retention.raw_days, 0, 0, 36500),
-    F_INTEGER("batch_rows", retention.batch_rows, 1000, 1, 100000),
-    F_DURATION("interval", retention.interval_ms, "1m", SECONDS(1), DAYS(1)),
+    F_INTEGER("raw_days", retention.raw_days, 0, 0, 36500, BY_RETENTION),
+    F_INTEGER("batch_rows", retention.batch_rows, 1000, 1, 100000, BY_RETENTION),
+    F_DURATION("interval", retention.interval_ms, "1m", SECONDS(1), DAYS(1), BY_RETENTION),
 };
 
 static const field_t shutdown_fields[] = {
-    F_DURATION("drain_timeout", shutdown.drain_timeout_ms, "30s", SECONDS(1), HOURS(1)),
+    /* Read when a shutdown begins. */
+    F_DURATION("drain_timeout", shutdown.drain_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               READ_WHEN_NEEDED),
 };
 
 #define SECTION(k, req, fields)                                                                    \
     {                                                                                              \
-        (k), (req), false, 0, (fields), CL_ARRAY_LEN(fields)                                       \
+        (k), (req), false, 0, {0, 0}, (fields), CL_ARRAY_LEN(fields)                               \
     }
 
 static const section_t sections[] = {
@@ -324,8 +381,9 @@ static const section_t sections[] = {
     SECTION("mariadb", true, mariadb_fields),
     SECTION("ingest", false, ingest_fields),
     SECTION("aggregation", false, aggregation_fields),
-    {"elasticsearch", false, true, OFF(elasticsearch.present), elasticsearch_fields,
-     CL_ARRAY_LEN(elasticsearch_fields)},
+    /* A sink appears or goes with the section: the indexer restarts. */
+    {"elasticsearch", false, true, OFF(elasticsearch.present), RESTARTS(CL_PART_INDEXER),
+     elasticsearch_fields, CL_ARRAY_LEN(elasticsearch_fields)},
     SECTION("admin", false, admin_fields),
     SECTION("log", false, log_fields),
     SECTION("retention", false, retention_fields),
@@ -952,7 +1010,7 @@ static void read_duration_field(loader_t *ld, const field_t *f, json_object *v)
     uint64_t *dst = AT(ld->config, f->offset, uint64_t);
     if (v == NULL) {
         if (cl_config_parse_duration(f->default_text, dst) != CL_OK)
-            abort(); /* a broken table default is a programming error */
+            cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }
     read_duration(ld, v, f->min, f->max, dst, NULL);
@@ -1041,7 +1099,7 @@ static void read_duration_list_field(loader_t *ld, const field_t *f, json_object
         *dst = cl_xcalloc(1, sizeof(uint64_t));
         *count = 1;
         if (cl_config_parse_duration(f->default_text, &(*dst)[0]) != CL_OK)
-            abort();
+            cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0) {
@@ -1753,10 +1811,8 @@ static void load_text(loader_t *ld, const char *text, size_t len)
     }
 
     struct json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON parser\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON parser");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     /* The length includes the NUL so that json-c knows the input ends here
      * (a number at the very end is otherwise "incomplete"). */
@@ -1890,7 +1946,8 @@ typedef struct {
     int count;
 } differ_t;
 
-static void report(differ_t *d, const char *section, const char *key, const char *suffix)
+static void report(differ_t *d, const cl_config_reload_rule_t *rule, const char *section,
+                   const char *key, const char *suffix)
 {
     cl_buf_t name;
     cl_buf_init(&name);
@@ -1900,7 +1957,7 @@ static void report(differ_t *d, const char *section, const char *key, const char
     if (suffix != NULL)
         cl_buf_append_str(&name, suffix);
     if (d->cb != NULL)
-        d->cb(name.data, d->data);
+        d->cb(name.data, rule, d->data);
     d->count++;
     cl_buf_free(&name);
 }
@@ -1919,7 +1976,8 @@ static const char *find_property(const cl_config_kafka_t *k, const char *name)
     return NULL;
 }
 
-static void diff_properties(differ_t *d, const cl_config_kafka_t *a, const cl_config_kafka_t *b)
+static void diff_properties(differ_t *d, const field_t *f, const cl_config_kafka_t *a,
+                            const cl_config_kafka_t *b)
 {
     for (size_t pass = 0; pass < 2; pass++) {
         const cl_config_kafka_t *from = pass == 0 ? a : b, *other = pass == 0 ? b : a;
@@ -1935,7 +1993,7 @@ static void diff_properties(differ_t *d, const cl_config_kafka_t *a, const cl_co
                 cl_buf_append_char(&suffix, '[');
                 append_quoted(&suffix, name);
                 cl_buf_append_char(&suffix, ']');
-                report(d, "kafka.properties", NULL, suffix.data);
+                report(d, &f->reload, "kafka.properties", NULL, suffix.data);
                 cl_buf_free(&suffix);
             }
         }
@@ -1994,21 +2052,21 @@ int cl_config_diff(const cl_config_t *a, const cl_config_t *b, cl_config_diff_cb
             bool pa = *AT_CONST(a, sec->presence_offset, bool);
             bool pb = *AT_CONST(b, sec->presence_offset, bool);
             if (pa != pb)
-                report(&d, sec->key, NULL, NULL);
+                report(&d, &sec->presence_reload, sec->key, NULL, NULL);
             if (!pa || !pb)
                 continue;
         }
         for (size_t i = 0; i < sec->field_count; i++) {
             const field_t *f = &sec->fields[i];
             if (f->kind == KIND_PROPERTIES) {
-                diff_properties(&d, &a->kafka, &b->kafka);
+                diff_properties(&d, f, &a->kafka, &b->kafka);
             } else if (f->kind == KIND_MAPPING) {
                 for (int m = 0; m < CL_FIELD_COUNT; m++) {
                     if (str_differs(a->ingest.mapping[m], b->ingest.mapping[m]))
-                        report(&d, "ingest.mapping", event_field_names[m], NULL);
+                        report(&d, &f->reload, "ingest.mapping", event_field_names[m], NULL);
                 }
             } else if (field_differs(a, b, f)) {
-                report(&d, sec->key, f->key, NULL);
+                report(&d, &f->reload, sec->key, f->key, NULL);
             }
         }
     }

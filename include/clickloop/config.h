@@ -22,6 +22,43 @@
 #include "clickloop/event_fields.h"
 #include "clickloop/log.h"
 
+/* The parts of a running clickloop that the application starts and may
+ * restart on a reload. They live here because each setting's reload rule
+ * (below) names them. */
+typedef enum {
+    CL_PART_INGEST = 1u << 0,     /* MariaDB pool, store, event parser, pipeline, Kafka consumer */
+    CL_PART_AGGREGATOR = 1u << 1, /* aggregation runner and its connection */
+    CL_PART_INDEXER = 1u << 2,    /* indexer, its connection, and the Elasticsearch sink */
+    CL_PART_RETENTION = 1u << 3,  /* retention runner and its connection */
+} cl_part_t;
+
+#define CL_PARTS_ALL (CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER | CL_PART_RETENTION)
+
+/* How a changed setting takes effect on a reload (SIGHUP): by restarting
+ * parts, or in place by the one step named here. The reload planner
+ * (reload.h) turns these into a plan; 0 is no rule at all, which the field
+ * table never holds (test_config walks it). */
+typedef enum {
+    CL_APPLY_RESTART = 1,          /* restart the parts of the rule */
+    CL_APPLY_LOG,                  /* log level and format, set in place */
+    CL_APPLY_INGEST_PARAMS,        /* batching and event-time window: cl_pipeline_set_params */
+    CL_APPLY_POOL_SIZE,            /* the ingest pool opens or closes connections */
+    CL_APPLY_AGGREGATION_INTERVAL, /* the aggregator's timer takes the new interval */
+    CL_APPLY_SINK,                 /* a new Elasticsearch sink for the running indexer */
+    CL_APPLY_ADMIN,                /* the admin listener moves */
+    CL_APPLY_RETENTION,            /* new policy, or the runner starts or stops */
+    CL_APPLY_WHEN_READ,            /* read each time it is needed (shutdown.*): nothing to do */
+} cl_config_apply_t;
+
+/* The reload rule of one setting, held beside it in config.c's field table. */
+typedef struct cl_config_reload_rule_s {
+    cl_config_apply_t apply;
+    /* CL_APPLY_RESTART: the parts to restart (CL_PART_*). Otherwise the part
+     * whose restart applies the setting as well (0: none), since a restarted
+     * part starts from the new configuration. */
+    unsigned parts;
+} cl_config_reload_rule_t;
+
 /* One librdkafka property, passed to rd_kafka_conf_set() as strings. */
 typedef struct cl_config_kafka_property_s {
     char *name;
@@ -167,9 +204,12 @@ void cl_config_free(cl_config_t *config);
 void cl_config_errors_free(cl_config_errors_t *errs);
 
 /* Called once per setting that differs, with its dotted name (for example
- * "mariadb.pool_size", "ingest.mapping.url", "kafka.properties[\"linger.ms\"]").
- * Names only: a changed password is reported without its value. */
-typedef void (*cl_config_diff_cb)(const char *name, void *data);
+ * "mariadb.pool_size", "ingest.mapping.url", "kafka.properties[\"linger.ms\"]")
+ * and its reload rule from the field table (an entry of kafka.properties or
+ * ingest.mapping has the rule of the whole setting). Names only: a changed
+ * password is reported without its value. */
+typedef void (*cl_config_diff_cb)(const char *name, const cl_config_reload_rule_t *rule,
+                                  void *data);
 
 /* Compare two configurations setting by setting, calling cb (which may be
  * NULL) for each difference in schema order; returns the number of

@@ -25,16 +25,6 @@
 #include "clickloop/common.h"
 #include "clickloop/config.h"
 
-/* The parts main creates at start and may create again for a reload. */
-typedef enum {
-    CL_PART_INGEST = 1u << 0,     /* MariaDB pool, store, event parser, pipeline, Kafka consumer */
-    CL_PART_AGGREGATOR = 1u << 1, /* aggregation runner and its connection */
-    CL_PART_INDEXER = 1u << 2,    /* indexer, its connection, and the Elasticsearch sink */
-    CL_PART_RETENTION = 1u << 3,  /* retention runner and its connection */
-} cl_part_t;
-
-#define CL_PARTS_ALL (CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER | CL_PART_RETENTION)
-
 /* The parts that a configuration runs: ingest always, the aggregator while
  * aggregation is enabled, the indexer while it is enabled and elasticsearch
  * is configured, retention while raw_days > 0. */
@@ -64,8 +54,9 @@ typedef struct cl_reload_plan_s {
  * part when another setting restarts that part). */
 typedef void (*cl_reload_change_cb)(void *arg, const char *name, unsigned restart);
 
-/* Compare two valid configurations and fill *plan; cb may be NULL. A setting
- * clickloop does not know how to apply in place restarts every part. Parts
+/* Compare two valid configurations and fill *plan; cb may be NULL. Each
+ * changed setting is planned by its reload rule, kept beside it in the
+ * configuration's field table (config.h: cl_config_reload_rule_t). Parts
  * running in neither configuration are not restarted: a change of a setting
  * only they use is applied in place (it takes effect when they start). */
 void cl_reload_plan(const cl_config_t *old, const cl_config_t *next, cl_reload_plan_t *plan,
