@@ -87,12 +87,16 @@ static int parse_with_unit(const char *s, const unit_t *units, size_t unit_count
     return CL_ERR;
 }
 
-int cl_config_parse_duration(const char *s, uint64_t *ms)
+/* A decimal integer followed by one unit, ms, s, m, h or d, with no space
+ * ("250ms", "30m"). Returns 0 or CL_ERR (bad syntax or overflow). */
+static int parse_duration(const char *s, uint64_t *ms)
 {
     return parse_with_unit(s, duration_units, CL_ARRAY_LEN(duration_units), ms);
 }
 
-int cl_config_parse_size(const char *s, uint64_t *bytes)
+/* A decimal integer followed by B, KB, MB or GB (1024-based), with no space
+ * ("64KB", "5MB"). In a file a size may also be a plain JSON integer. */
+static int parse_size(const char *s, uint64_t *bytes)
 {
     return parse_with_unit(s, size_units, CL_ARRAY_LEN(size_units), bytes);
 }
@@ -990,7 +994,7 @@ static bool read_duration(loader_t *ld, json_object *v, uint64_t min, uint64_t m
         return false;
     uint64_t ms = 0;
     bool ok = false;
-    if (cl_config_parse_duration(t.value, &ms) != CL_OK)
+    if (parse_duration(t.value, &ms) != CL_OK)
         fail_got_text(ld, &t, false, "expected " DURATION_EXAMPLES);
     else if (ms < min || ms > max)
         fail_range(ld, &t, false, min, max);
@@ -1009,7 +1013,7 @@ static void read_duration_field(loader_t *ld, const field_t *f, json_object *v)
 {
     uint64_t *dst = AT(ld->config, f->offset, uint64_t);
     if (v == NULL) {
-        if (cl_config_parse_duration(f->default_text, dst) != CL_OK)
+        if (parse_duration(f->default_text, dst) != CL_OK)
             cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }
@@ -1038,7 +1042,7 @@ static void read_size_field(loader_t *ld, const field_t *f, json_object *v)
         text_t t;
         if (!read_string(ld, v, false, SIZE_EXAMPLES, &t))
             return;
-        if (cl_config_parse_size(t.value, &bytes) != CL_OK) {
+        if (parse_size(t.value, &bytes) != CL_OK) {
             fail_got_text(ld, &t, false, "expected " SIZE_EXAMPLES);
             free(t.value);
             return;
@@ -1098,7 +1102,7 @@ static void read_duration_list_field(loader_t *ld, const field_t *f, json_object
     if (v == NULL) {
         *dst = cl_xcalloc(1, sizeof(uint64_t));
         *count = 1;
-        if (cl_config_parse_duration(f->default_text, &(*dst)[0]) != CL_OK)
+        if (parse_duration(f->default_text, &(*dst)[0]) != CL_OK)
             cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }

@@ -217,14 +217,4 @@ typedef void (*cl_config_diff_cb)(const char *name, const cl_config_reload_rule_
  * appears or disappears is reported once as "elasticsearch". */
 int cl_config_diff(const cl_config_t *a, const cl_config_t *b, cl_config_diff_cb cb, void *data);
 
-/* Parse a duration: a decimal integer followed by one unit, ms, s, m, h or
- * d, with no space ("250ms", "30m"). Returns 0 or CL_ERR (bad syntax or
- * overflow). */
-int cl_config_parse_duration(const char *s, uint64_t *ms);
-
-/* Parse a size: a decimal integer followed by B, KB, MB or GB (1024-based),
- * with no space ("64KB", "5MB"). Returns 0 or CL_ERR. In a file a size may
- * also be a plain JSON integer (bytes). */
-int cl_config_parse_size(const char *s, uint64_t *bytes);
-
 #endif

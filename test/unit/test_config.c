@@ -595,7 +595,7 @@ static void test_parse_duration(void)
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         uint64_t ms = 0;
-        int rc = cl_config_parse_duration(cases[i].text, &ms);
+        int rc = parse_duration(cases[i].text, &ms);
         if (rc != cases[i].rc || (rc == CL_OK && ms != cases[i].ms))
             CL_FAIL_("duration \"%s\": expected rc %d value %" PRIu64 ", got rc %d value %" PRIu64,
                      cases[i].text, cases[i].rc, cases[i].ms, rc, ms);
@@ -618,7 +618,7 @@ static void test_parse_size(void)
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         uint64_t bytes = 0;
-        int rc = cl_config_parse_size(cases[i].text, &bytes);
+        int rc = parse_size(cases[i].text, &bytes);
         if (rc != cases[i].rc || (rc == CL_OK && bytes != cases[i].bytes))
             CL_FAIL_("size \"%s\": expected rc %d value %" PRIu64 ", got rc %d value %" PRIu64,
                      cases[i].text, cases[i].rc, cases[i].bytes, rc, bytes);
