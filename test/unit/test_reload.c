@@ -323,7 +323,8 @@ static void test_describe_parts_joins_names(void)
  * because some values are valid only beside others: the shipped example, two
  * configurations with every section and setting given (elasticsearch takes
  * either a username and password or an api_key), and the example with
- * aggregation off, where the elasticsearch section may go. */
+ * aggregation off, where the elasticsearch section may go. Each change is
+ * planned once alone and once beside a change that restarts every part. */
 #define FULL_CONFIG                                                                                \
     "{\"kafka\": {\"brokers\": \"127.0.0.1:9092\", \"group_id\": \"g\", \"topics\": [\"clicks\", " \
     "\"views\"], \"properties\": {\"session.timeout.ms\": 10000}, \"poll_interval\": \"50ms\"},"   \
@@ -514,6 +515,49 @@ static bool check_one_change(const cl_config_t *old, const cl_config_t *next, co
     return true;
 }
 
+/* The change of `name` in doc again, now beside a change that restarts
+ * every running part (a new database): a setting applied in place is then
+ * reported as applied by its owner's restart, and its step stays in the plan
+ * (the application skips it for a part that restarts). */
+static void check_beside_a_restart(const cl_config_t *old, json_object *doc, const char *name,
+                                   const cl_config_reload_rule_t *rule)
+{
+    json_object *both = NULL;
+    json_object_deep_copy(doc, &both, NULL);
+    const char *companion = strcmp(name, "mariadb.database") == 0 ? "user" : "database";
+    json_object_object_add(section_of(both, "mariadb"), companion,
+                           json_object_new_string("walk_companion"));
+    cl_config_t *next = load_doc(both);
+    heard_t heard = {0};
+    cl_reload_plan_t plan;
+    memset(&plan, 0, sizeof plan);
+    if (next != NULL)
+        cl_reload_plan(old, next, &plan, on_change, &heard);
+    else
+        CL_FAIL_("%s: no longer loads beside a new mariadb.%s", name, companion);
+    unsigned wanted = next != NULL ? cl_reload_parts_wanted(old) | cl_reload_parts_wanted(next) : 0;
+    bool restarts = rule->apply == CL_APPLY_RESTART;
+    unsigned want_steps = restarts || rule->apply == CL_APPLY_WHEN_READ ? 0 : 1u << rule->apply;
+    unsigned want_reported = rule->parts & wanted; /* every running part restarts */
+    int at = -1;
+    for (int i = 0; i < heard.calls && i < 16; i++) {
+        if (strcmp(heard.names[i], name) == 0)
+            at = i;
+    }
+    if (next != NULL && (plan.changes != 2 || at < 0))
+        CL_FAIL_("%s beside mariadb.%s: %d changes", name, companion, plan.changes);
+    else if (next != NULL && heard.restart[at] != want_reported)
+        CL_FAIL_("%s beside a restart of everything: reported as applied by 0x%x, expected 0x%x",
+                 name, heard.restart[at], want_reported);
+    if (next != NULL && plan.restart != (CL_PARTS_ALL & wanted))
+        CL_FAIL_("%s beside mariadb.%s: restarts 0x%x", name, companion, plan.restart);
+    if (next != NULL && in_place_steps(&plan) != want_steps)
+        CL_FAIL_("%s beside a restart: in-place steps 0x%x, the table says 0x%x", name,
+                 in_place_steps(&plan), want_steps);
+    cl_config_free(next);
+    json_object_put(both);
+}
+
 /* Sets doc's value at section.key (or ingest.mapping.key, or adds a Kafka
  * property) in a copy of base, loads it and checks the plan; true when some
  * valid, different value was planned. Takes value. */
@@ -530,6 +574,7 @@ static bool try_value(json_object *base, const cl_config_t *old, const char *sec
     if (planned) {
         seen->changed = true;
         seen->every_part = seen->every_part || every_part;
+        check_beside_a_restart(old, doc, name, rule);
     }
     cl_config_free(next);
     json_object_put(doc);
