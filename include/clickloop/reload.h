@@ -1,5 +1,6 @@
 /* reload: what a new configuration changes in a running clickloop, and how
- * each change is applied (SIGHUP). main carries the plan out.
+ * each change is applied (SIGHUP). The application carries the plan out; the
+ * rule of each setting lives beside it in config.c's field table.
  *
  * A setting is applied either in place (the running module takes the new
  * value: batch sizes, the MariaDB pool size (the ingest pool opens or closes
