@@ -2,9 +2,11 @@
  * docs/configuration.md.
  *
  * The schema is data: one table of fields per section, each with its kind,
- * default, range and place in cl_config_t. One walker checks a section
- * against its table, so a new setting is one table line, and the same tables
- * drive cl_config_diff() and cl_config_free(). Rules that tie two settings
+ * default, range, place in cl_config_t and reload rule (restart which parts,
+ * or apply in place by which step). One walker checks a section against its
+ * table, so a new setting is one table line, and the same tables drive
+ * cl_config_diff() (which hands each difference's rule to the reload
+ * planner) and cl_config_free(). Rules that tie two settings
  * together run after every section is read, and only when neither setting
  * had a problem of its own, so one mistake yields one message.
  *
@@ -52,11 +54,7 @@ typedef struct {
 
 /* Largest last, for formatting. */
 static const unit_t duration_units[] = {
-    {"ms", 1},
-    {"s", MS_PER_SECOND},
-    {"m", MS_PER_MINUTE},
-    {"h", MS_PER_HOUR},
-    {"d", MS_PER_DAY},
+    {"ms", 1}, {"s", MS_PER_SECOND}, {"m", MS_PER_MINUTE}, {"h", MS_PER_HOUR}, {"d", MS_PER_DAY},
 };
 
 static const unit_t size_units[] = {
@@ -89,12 +87,16 @@ static int parse_with_unit(const char *s, const unit_t *units, size_t unit_count
     return CL_ERR;
 }
 
-int cl_config_parse_duration(const char *s, uint64_t *ms)
+/* A decimal integer followed by one unit, ms, s, m, h or d, with no space
+ * ("250ms", "30m"). Returns 0 or CL_ERR (bad syntax or overflow). */
+static int parse_duration(const char *s, uint64_t *ms)
 {
     return parse_with_unit(s, duration_units, CL_ARRAY_LEN(duration_units), ms);
 }
 
-int cl_config_parse_size(const char *s, uint64_t *bytes)
+/* A decimal integer followed by B, KB, MB or GB (1024-based), with no space
+ * ("64KB", "5MB"). In a file a size may also be a plain JSON integer. */
+static int parse_size(const char *s, uint64_t *bytes)
 {
     return parse_with_unit(s, size_units, CL_ARRAY_LEN(size_units), bytes);
 }
@@ -155,7 +157,8 @@ typedef struct {
     uint64_t default_number;
     uint64_t min, max;
     string_rule_t rule;
-    const char *const *names; /* KIND_ENUM, NULL-terminated */
+    const char *const *names;       /* KIND_ENUM, NULL-terminated */
+    cl_config_reload_rule_t reload; /* how a change takes effect on a reload */
 } field_t;
 
 typedef struct {
@@ -165,6 +168,7 @@ typedef struct {
      * all others are filled with defaults when absent. */
     bool has_presence;
     size_t presence_offset;
+    cl_config_reload_rule_t presence_reload; /* the section appears or goes */
     const field_t *fields;
     size_t field_count;
 } section_t;
@@ -175,101 +179,170 @@ static bool rule_database(const char *s, char *why, size_t why_len);
 static bool rule_url(const char *s, char *why, size_t why_len);
 static bool rule_index(const char *s, char *why, size_t why_len);
 
+/* The reload rules, the last argument of every table line. */
+#define RESTARTS(what)                                                                             \
+    {                                                                                              \
+        .apply = CL_APPLY_RESTART, .parts = (what)                                                 \
+    }
+#define APPLIED_BY(step, owner)                                                                    \
+    {                                                                                              \
+        .apply = (step), .parts = (owner)                                                          \
+    }
+#define READ_WHEN_NEEDED                                                                           \
+    {                                                                                              \
+        .apply = CL_APPLY_WHEN_READ, .parts = 0                                                    \
+    }
+/* The settings that only the ingest part reads, applied by its restart. */
+#define RESTARTS_INGEST RESTARTS(CL_PART_INGEST)
+#define BY_INGEST_PARAMS APPLIED_BY(CL_APPLY_INGEST_PARAMS, CL_PART_INGEST)
+#define BY_SINK APPLIED_BY(CL_APPLY_SINK, CL_PART_INDEXER)
+#define BY_RETENTION APPLIED_BY(CL_APPLY_RETENTION, CL_PART_RETENTION)
+#define BY_LOG APPLIED_BY(CL_APPLY_LOG, 0)
+
 #define OFF(member) offsetof(cl_config_t, member)
-#define F_STRING(k, m, fl, def, rl)                                                            \
-    {.key = (k), .kind = KIND_STRING, .flags = (fl), .offset = OFF(m), .default_text = (def),   \
-     .rule = (rl)}
-#define F_BOOL(k, m, def) {.key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def)}
-#define F_PORT(k, m, def)                                                                      \
-    {.key = (k), .kind = KIND_PORT, .offset = OFF(m), .default_number = (def), .min = 1,        \
-     .max = 65535}
-#define F_INTEGER(k, m, def, lo, hi)                                                           \
-    {.key = (k), .kind = KIND_INTEGER, .offset = OFF(m), .default_number = (def), .min = (lo),  \
-     .max = (hi)}
-#define F_DURATION(k, m, def, lo, hi)                                                          \
-    {.key = (k), .kind = KIND_DURATION, .offset = OFF(m), .default_text = (def), .min = (lo),   \
-     .max = (hi)}
-#define F_SIZE(k, m, def, lo, hi)                                                              \
-    {.key = (k), .kind = KIND_SIZE, .offset = OFF(m), .default_number = (def), .min = (lo),     \
-     .max = (hi)}
-#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl)                                           \
-    {.key = (k), .kind = (kd), .flags = (fl), .offset = OFF(m), .count_offset = OFF(count),     \
-     .default_text = (def), .min = (lo), .max = (hi), .rule = (rl)}
-#define F_ENUM(k, m, def, nm)                                                                  \
-    {.key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm)}
-#define F_SPECIAL(k, kd, m) {.key = (k), .kind = (kd), .offset = OFF(m)}
+#define F_STRING(k, m, fl, def, rl, how)                                                           \
+    {                                                                                              \
+        .key = (k), .kind = KIND_STRING, .flags = (fl), .offset = OFF(m), .default_text = (def),   \
+        .rule = (rl), .reload = how                                                                \
+    }
+#define F_BOOL(k, m, def, how)                                                                     \
+    {                                                                                              \
+        .key = (k), .kind = KIND_BOOL, .offset = OFF(m), .default_number = (def), .reload = how    \
+    }
+#define F_PORT(k, m, def, how)                                                                     \
+    {                                                                                              \
+        .key = (k), .kind = KIND_PORT, .offset = OFF(m), .default_number = (def), .min = 1,        \
+        .max = 65535, .reload = how                                                                \
+    }
+#define F_INTEGER(k, m, def, lo, hi, how)                                                          \
+    {                                                                                              \
+        .key = (k), .kind = KIND_INTEGER, .offset = OFF(m), .default_number = (def), .min = (lo),  \
+        .max = (hi), .reload = how                                                                 \
+    }
+#define F_DURATION(k, m, def, lo, hi, how)                                                         \
+    {                                                                                              \
+        .key = (k), .kind = KIND_DURATION, .offset = OFF(m), .default_text = (def), .min = (lo),   \
+        .max = (hi), .reload = how                                                                 \
+    }
+#define F_SIZE(k, m, def, lo, hi, how)                                                             \
+    {                                                                                              \
+        .key = (k), .kind = KIND_SIZE, .offset = OFF(m), .default_number = (def), .min = (lo),     \
+        .max = (hi), .reload = how                                                                 \
+    }
+#define F_LIST(k, kd, m, count, fl, def, lo, hi, rl, how)                                          \
+    {                                                                                              \
+        .key = (k), .kind = (kd), .flags = (fl), .offset = OFF(m), .count_offset = OFF(count),     \
+        .default_text = (def), .min = (lo), .max = (hi), .rule = (rl), .reload = how               \
+    }
+#define F_ENUM(k, m, def, nm, how)                                                                 \
+    {                                                                                              \
+        .key = (k), .kind = KIND_ENUM, .offset = OFF(m), .default_text = (def), .names = (nm),     \
+        .reload = how                                                                              \
+    }
+#define F_SPECIAL(k, kd, m, how)                                                                   \
+    {                                                                                              \
+        .key = (k), .kind = (kd), .offset = OFF(m), .reload = how                                  \
+    }
 
-#define SECONDS(n) ((n) * MS_PER_SECOND)
-#define MINUTES(n) ((n) * MS_PER_MINUTE)
-#define HOURS(n) ((n) * MS_PER_HOUR)
-#define DAYS(n) ((n) * MS_PER_DAY)
+#define SECONDS(n) ((n)*MS_PER_SECOND)
+#define MINUTES(n) ((n)*MS_PER_MINUTE)
+#define HOURS(n) ((n)*MS_PER_HOUR)
+#define DAYS(n) ((n)*MS_PER_DAY)
 
+/* Everything the Kafka consumer is created with. */
 static const field_t kafka_fields[] = {
-    F_STRING("brokers", kafka.brokers, F_REQUIRED, NULL, NULL),
-    F_STRING("group_id", kafka.group_id, 0, "clickloop", NULL),
+    F_STRING("brokers", kafka.brokers, F_REQUIRED, NULL, NULL, RESTARTS_INGEST),
+    F_STRING("group_id", kafka.group_id, 0, "clickloop", NULL, RESTARTS_INGEST),
     F_LIST("topics", KIND_STRING_LIST, kafka.topics, kafka.topic_count, F_REQUIRED, NULL, 0, 0,
-           NULL),
-    F_SPECIAL("properties", KIND_PROPERTIES, kafka.properties),
-    F_DURATION("poll_interval", kafka.poll_interval_ms, "100ms", 1, SECONDS(10)),
+           NULL, RESTARTS_INGEST),
+    F_SPECIAL("properties", KIND_PROPERTIES, kafka.properties, RESTARTS_INGEST),
+    F_DURATION("poll_interval", kafka.poll_interval_ms, "100ms", 1, SECONDS(10), RESTARTS_INGEST),
 };
 
+/* Every part has a connection of its own: a change of where or how to
+ * connect restarts them all. */
+#define RESTARTS_ALL RESTARTS(CL_PARTS_ALL)
 static const field_t mariadb_fields[] = {
-    F_STRING("host", mariadb.host, 0, "127.0.0.1", rule_host),
-    F_PORT("port", mariadb.port, 3306),
-    F_STRING("socket", mariadb.socket, 0, NULL, rule_socket_path),
-    F_STRING("user", mariadb.user, F_REQUIRED, NULL, NULL),
-    F_STRING("password", mariadb.password, F_SECRET | F_ALLOW_EMPTY, "", NULL),
-    F_STRING("database", mariadb.database, F_REQUIRED, NULL, rule_database),
-    F_INTEGER("pool_size", mariadb.pool_size, 4, 1, 64),
-    F_DURATION("connect_timeout", mariadb.connect_timeout_ms, "5s", SECONDS(1), HOURS(1)),
-    F_DURATION("read_timeout", mariadb.read_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1)),
-    F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1)),
-    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's counts. */
-    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB),
+    F_STRING("host", mariadb.host, 0, "127.0.0.1", rule_host, RESTARTS_ALL),
+    F_PORT("port", mariadb.port, 3306, RESTARTS_ALL),
+    F_STRING("socket", mariadb.socket, 0, NULL, rule_socket_path, RESTARTS_ALL),
+    F_STRING("user", mariadb.user, F_REQUIRED, NULL, NULL, RESTARTS_ALL),
+    F_STRING("password", mariadb.password, F_SECRET | F_ALLOW_EMPTY, "", NULL, RESTARTS_ALL),
+    F_STRING("database", mariadb.database, F_REQUIRED, NULL, rule_database, RESTARTS_ALL),
+    /* Only the ingest pool has this size; the other parts use one connection. */
+    F_INTEGER("pool_size", mariadb.pool_size, 4, 1, 64,
+              APPLIED_BY(CL_APPLY_POOL_SIZE, CL_PART_INGEST)),
+    F_DURATION("connect_timeout", mariadb.connect_timeout_ms, "5s", SECONDS(1), HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("read_timeout", mariadb.read_timeout_ms, "30s", SECONDS(1), HOURS(1), RESTARTS_ALL),
+    F_DURATION("write_timeout", mariadb.write_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("reconnect_min_backoff", mariadb.reconnect_min_backoff_ms, "100ms", 10, HOURS(1),
+               RESTARTS_ALL),
+    F_DURATION("reconnect_max_backoff", mariadb.reconnect_max_backoff_ms, "30s", 10, HOURS(1),
+               RESTARTS_ALL),
+    /* 1 GiB is MariaDB's largest max_allowed_packet: by default the server's
+     * counts. Read when the store starts, so only ingest restarts. */
+    F_SIZE("max_allowed_packet", mariadb.max_allowed_packet, GIB, 64 * KIB, GIB, RESTARTS_INGEST),
 };
+#undef RESTARTS_ALL
 
 static const field_t ingest_fields[] = {
-    F_INTEGER("batch_max_events", ingest.batch_max_events, 1000, 1, 100000),
-    F_DURATION("batch_max_delay", ingest.batch_max_delay_ms, "200ms", 1, SECONDS(60)),
+    F_INTEGER("batch_max_events", ingest.batch_max_events, 1000, 1, 100000, BY_INGEST_PARAMS),
+    F_DURATION("batch_max_delay", ingest.batch_max_delay_ms, "200ms", 1, SECONDS(60),
+               BY_INGEST_PARAMS),
     /* The lower bound is ingest.batch_max_events, checked across fields. */
-    F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000),
-    F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB),
+    F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000,
+              BY_INGEST_PARAMS),
+    /* The event parser is created with it. */
+    F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB, RESTARTS_INGEST),
     /* The event-time window (event.h); 100 years is as good as no bound. */
-    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(3660000)),
-    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(3660000)),
-    F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping),
+    F_DURATION("max_event_age", ingest.max_event_age_ms, "400d", SECONDS(1), DAYS(3660000),
+               BY_INGEST_PARAMS),
+    F_DURATION("max_future_skew", ingest.max_future_skew_ms, "1h", 0, DAYS(3660000),
+               BY_INGEST_PARAMS),
+    F_SPECIAL("mapping", KIND_MAPPING, ingest.mapping, RESTARTS_INGEST),
 };
 
 static const field_t aggregation_fields[] = {
-    F_BOOL("enabled", aggregation.enabled, true),
-    F_DURATION("interval", aggregation.interval_ms, "10s", 100, DAYS(1)),
+    /* The indexer runs only beside the aggregator. */
+    F_BOOL("enabled", aggregation.enabled, true, RESTARTS(CL_PART_AGGREGATOR | CL_PART_INDEXER)),
+    F_DURATION("interval", aggregation.interval_ms, "10s", 100, DAYS(1),
+               APPLIED_BY(CL_APPLY_AGGREGATION_INTERVAL, CL_PART_AGGREGATOR)),
     F_LIST("windows", KIND_DURATION_LIST, aggregation.windows_ms, aggregation.window_count,
-           F_WINDOW, "1h", MINUTES(1), DAYS(31), NULL),
-    F_DURATION("session_timeout", aggregation.session_timeout_ms, "30m", SECONDS(1), DAYS(1)),
+           F_WINDOW, "1h", MINUTES(1), DAYS(31), NULL, RESTARTS(CL_PART_AGGREGATOR)),
+    F_DURATION("session_timeout", aggregation.session_timeout_ms, "30m", SECONDS(1), DAYS(1),
+               RESTARTS(CL_PART_AGGREGATOR)),
 };
 
+/* Connection and bulk settings go to a new sink attached to the running
+ * indexer; the index restarts the indexer, since documents already sent name
+ * the old index. */
 static const field_t elasticsearch_fields[] = {
     F_LIST("urls", KIND_STRING_LIST, elasticsearch.urls, elasticsearch.url_count,
-           F_REQUIRED | F_TRIM_SLASH, NULL, 0, 0, rule_url),
-    F_STRING("index", elasticsearch.index, 0, "clickstream-stats", rule_index),
-    F_STRING("username", elasticsearch.username, 0, NULL, NULL),
-    F_STRING("password", elasticsearch.password, F_SECRET | F_ALLOW_EMPTY, NULL, NULL),
-    F_STRING("api_key", elasticsearch.api_key, F_SECRET, NULL, NULL),
-    F_STRING("ca_file", elasticsearch.ca_file, 0, NULL, NULL),
-    F_BOOL("verify_tls", elasticsearch.verify_tls, true),
-    F_INTEGER("bulk_max_docs", elasticsearch.bulk_max_docs, 1000, 1, 100000),
-    F_SIZE("bulk_max_bytes", elasticsearch.bulk_max_bytes, 5 * MIB, KIB, 100 * MIB),
-    F_INTEGER("max_in_flight", elasticsearch.max_in_flight, 2, 1, 64),
-    F_DURATION("request_timeout", elasticsearch.request_timeout_ms, "30s", SECONDS(1), HOURS(1)),
-    F_DURATION("retry_min_backoff", elasticsearch.retry_min_backoff_ms, "200ms", 10, HOURS(1)),
-    F_DURATION("retry_max_backoff", elasticsearch.retry_max_backoff_ms, "30s", 10, HOURS(1)),
-    F_DURATION("node_down_for", elasticsearch.node_down_for_ms, "30s", SECONDS(1), HOURS(1)),
+           F_REQUIRED | F_TRIM_SLASH, NULL, 0, 0, rule_url, BY_SINK),
+    F_STRING("index", elasticsearch.index, 0, "clickstream-stats", rule_index,
+             RESTARTS(CL_PART_INDEXER)),
+    F_STRING("username", elasticsearch.username, 0, NULL, NULL, BY_SINK),
+    F_STRING("password", elasticsearch.password, F_SECRET | F_ALLOW_EMPTY, NULL, NULL, BY_SINK),
+    F_STRING("api_key", elasticsearch.api_key, F_SECRET, NULL, NULL, BY_SINK),
+    F_STRING("ca_file", elasticsearch.ca_file, 0, NULL, NULL, BY_SINK),
+    F_BOOL("verify_tls", elasticsearch.verify_tls, true, BY_SINK),
+    F_INTEGER("bulk_max_docs", elasticsearch.bulk_max_docs, 1000, 1, 100000, BY_SINK),
+    F_SIZE("bulk_max_bytes", elasticsearch.bulk_max_bytes, 5 * MIB, KIB, 100 * MIB, BY_SINK),
+    F_INTEGER("max_in_flight", elasticsearch.max_in_flight, 2, 1, 64, BY_SINK),
+    F_DURATION("request_timeout", elasticsearch.request_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               BY_SINK),
+    F_DURATION("retry_min_backoff", elasticsearch.retry_min_backoff_ms, "200ms", 10, HOURS(1),
+               BY_SINK),
+    F_DURATION("retry_max_backoff", elasticsearch.retry_max_backoff_ms, "30s", 10, HOURS(1),
+               BY_SINK),
+    F_DURATION("node_down_for", elasticsearch.node_down_for_ms, "30s", SECONDS(1), HOURS(1),
+               BY_SINK),
 };
 
 static const field_t admin_fields[] = {
-    F_SPECIAL("listen", KIND_LISTEN, admin),
+    F_SPECIAL("listen", KIND_LISTEN, admin, APPLIED_BY(CL_APPLY_ADMIN, 0)),
 };
 
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
@@ -284,29 +357,37 @@ _Static_assert(sizeof(cl_log_level_t) == sizeof(int) && sizeof(cl_log_format_t) 
                "enums are stored as int");
 
 static const field_t log_fields[] = {
-    F_ENUM("level", log.level, "info", log_level_names),
-    F_ENUM("format", log.format, "logfmt", log_format_names),
+    F_ENUM("level", log.level, "info", log_level_names, BY_LOG),
+    F_ENUM("format", log.format, "logfmt", log_format_names, BY_LOG),
 };
 
+/* Switching retention on or off (raw_days) starts or stops its runner: that
+ * is in place too. */
 static const field_t retention_fields[] = {
-    F_INTEGER("raw_days", retention.raw_days, 0, 0, 36500),
-    F_INTEGER("batch_rows", retention.batch_rows, 1000, 1, 100000),
-    F_DURATION("interval", retention.interval_ms, "1m", SECONDS(1), DAYS(1)),
+    F_INTEGER("raw_days", retention.raw_days, 0, 0, 36500, BY_RETENTION),
+    F_INTEGER("batch_rows", retention.batch_rows, 1000, 1, 100000, BY_RETENTION),
+    F_DURATION("interval", retention.interval_ms, "1m", SECONDS(1), DAYS(1), BY_RETENTION),
 };
 
 static const field_t shutdown_fields[] = {
-    F_DURATION("drain_timeout", shutdown.drain_timeout_ms, "30s", SECONDS(1), HOURS(1)),
+    /* Read when a shutdown begins. */
+    F_DURATION("drain_timeout", shutdown.drain_timeout_ms, "30s", SECONDS(1), HOURS(1),
+               READ_WHEN_NEEDED),
 };
 
-#define SECTION(k, req, fields) {(k), (req), false, 0, (fields), CL_ARRAY_LEN(fields)}
+#define SECTION(k, req, fields)                                                                    \
+    {                                                                                              \
+        (k), (req), false, 0, {0, 0}, (fields), CL_ARRAY_LEN(fields)                               \
+    }
 
 static const section_t sections[] = {
     SECTION("kafka", true, kafka_fields),
     SECTION("mariadb", true, mariadb_fields),
     SECTION("ingest", false, ingest_fields),
     SECTION("aggregation", false, aggregation_fields),
-    {"elasticsearch", false, true, OFF(elasticsearch.present), elasticsearch_fields,
-     CL_ARRAY_LEN(elasticsearch_fields)},
+    /* A sink appears or goes with the section: the indexer restarts. */
+    {"elasticsearch", false, true, OFF(elasticsearch.present), RESTARTS(CL_PART_INDEXER),
+     elasticsearch_fields, CL_ARRAY_LEN(elasticsearch_fields)},
     SECTION("admin", false, admin_fields),
     SECTION("log", false, log_fields),
     SECTION("retention", false, retention_fields),
@@ -337,7 +418,7 @@ static bool kafka_property_is_secret(const char *name)
 }
 
 #define AT(config, offset, type) ((type *)(void *)((char *)(config) + (offset)))
-#define AT_CONST(config, offset, type)                                                         \
+#define AT_CONST(config, offset, type)                                                             \
     ((type const *)(const void *)((const char *)(config) + (offset)))
 
 /* ---- string rules ------------------------------------------------------ */
@@ -620,14 +701,19 @@ static void path_pop(loader_t *ld, size_t mark)
 static const char *json_type_phrase(json_object *v)
 {
     switch (json_object_get_type(v)) {
-    case json_type_null: return "null";
-    case json_type_boolean: return "a boolean";
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "a boolean";
     case json_type_int:
-    case json_type_double: return "a number";
+    case json_type_double:
+        return "a number";
     case json_type_string:
         return json_object_get_string_len(v) == 0 ? "an empty string" : "a string";
-    case json_type_array: return json_object_array_length(v) == 0 ? "an empty array" : "an array";
-    case json_type_object: return "an object";
+    case json_type_array:
+        return json_object_array_length(v) == 0 ? "an empty array" : "an array";
+    case json_type_object:
+        return "an object";
     }
     return "a value";
 }
@@ -652,7 +738,9 @@ static void describe_json(cl_buf_t *b, json_object *v, bool secret)
         break;
     case json_type_null:
     case json_type_array:
-    case json_type_object: cl_buf_append_str(b, json_type_phrase(v)); break;
+    case json_type_object:
+        cl_buf_append_str(b, json_type_phrase(v));
+        break;
     }
 }
 
@@ -871,8 +959,7 @@ static void read_integer_field(loader_t *ld, const field_t *f, json_object *v)
          * still fails the range check. */
         int64_t i = json_object_get_int64(v);
         if (i < 0 || (uint64_t)i < f->min || (uint64_t)i > f->max) {
-            fail_got_json(ld, v, false, "must be between %" PRIu64 " and %" PRIu64, f->min,
-                          f->max);
+            fail_got_json(ld, v, false, "must be between %" PRIu64 " and %" PRIu64, f->min, f->max);
             return;
         }
         n = (uint64_t)i;
@@ -899,15 +986,15 @@ static void fail_range(loader_t *ld, const text_t *t, bool is_size, uint64_t min
 /* Reads a duration in [min, max]. On success, when keep is not NULL, the
  * string is handed to the caller (who frees keep->value) for later
  * messages about the same value. */
-static bool read_duration(loader_t *ld, json_object *v, uint64_t min, uint64_t max,
-                          uint64_t *out, text_t *keep)
+static bool read_duration(loader_t *ld, json_object *v, uint64_t min, uint64_t max, uint64_t *out,
+                          text_t *keep)
 {
     text_t t;
     if (!read_string(ld, v, false, DURATION_EXAMPLES, &t))
         return false;
     uint64_t ms = 0;
     bool ok = false;
-    if (cl_config_parse_duration(t.value, &ms) != CL_OK)
+    if (parse_duration(t.value, &ms) != CL_OK)
         fail_got_text(ld, &t, false, "expected " DURATION_EXAMPLES);
     else if (ms < min || ms > max)
         fail_range(ld, &t, false, min, max);
@@ -926,8 +1013,8 @@ static void read_duration_field(loader_t *ld, const field_t *f, json_object *v)
 {
     uint64_t *dst = AT(ld->config, f->offset, uint64_t);
     if (v == NULL) {
-        if (cl_config_parse_duration(f->default_text, dst) != CL_OK)
-            abort(); /* a broken table default is a programming error */
+        if (parse_duration(f->default_text, dst) != CL_OK)
+            cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }
     read_duration(ld, v, f->min, f->max, dst, NULL);
@@ -955,7 +1042,7 @@ static void read_size_field(loader_t *ld, const field_t *f, json_object *v)
         text_t t;
         if (!read_string(ld, v, false, SIZE_EXAMPLES, &t))
             return;
-        if (cl_config_parse_size(t.value, &bytes) != CL_OK) {
+        if (parse_size(t.value, &bytes) != CL_OK) {
             fail_got_text(ld, &t, false, "expected " SIZE_EXAMPLES);
             free(t.value);
             return;
@@ -1015,8 +1102,8 @@ static void read_duration_list_field(loader_t *ld, const field_t *f, json_object
     if (v == NULL) {
         *dst = cl_xcalloc(1, sizeof(uint64_t));
         *count = 1;
-        if (cl_config_parse_duration(f->default_text, &(*dst)[0]) != CL_OK)
-            abort();
+        if (parse_duration(f->default_text, &(*dst)[0]) != CL_OK)
+            cl_panic("config: the default of %s is not a duration", f->key);
         return;
     }
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0) {
@@ -1277,18 +1364,40 @@ static void read_listen_field(loader_t *ld, const field_t *f, json_object *v)
 static void read_field(loader_t *ld, const field_t *f, json_object *v)
 {
     switch (f->kind) {
-    case KIND_STRING: read_string_field(ld, f, v); break;
-    case KIND_BOOL: read_bool_field(ld, f, v); break;
+    case KIND_STRING:
+        read_string_field(ld, f, v);
+        break;
+    case KIND_BOOL:
+        read_bool_field(ld, f, v);
+        break;
     case KIND_PORT:
-    case KIND_INTEGER: read_integer_field(ld, f, v); break;
-    case KIND_DURATION: read_duration_field(ld, f, v); break;
-    case KIND_SIZE: read_size_field(ld, f, v); break;
-    case KIND_STRING_LIST: read_string_list_field(ld, f, v); break;
-    case KIND_DURATION_LIST: read_duration_list_field(ld, f, v); break;
-    case KIND_ENUM: read_enum_field(ld, f, v); break;
-    case KIND_PROPERTIES: read_properties_field(ld, f, v); break;
-    case KIND_MAPPING: read_mapping_field(ld, f, v); break;
-    case KIND_LISTEN: read_listen_field(ld, f, v); break;
+    case KIND_INTEGER:
+        read_integer_field(ld, f, v);
+        break;
+    case KIND_DURATION:
+        read_duration_field(ld, f, v);
+        break;
+    case KIND_SIZE:
+        read_size_field(ld, f, v);
+        break;
+    case KIND_STRING_LIST:
+        read_string_list_field(ld, f, v);
+        break;
+    case KIND_DURATION_LIST:
+        read_duration_list_field(ld, f, v);
+        break;
+    case KIND_ENUM:
+        read_enum_field(ld, f, v);
+        break;
+    case KIND_PROPERTIES:
+        read_properties_field(ld, f, v);
+        break;
+    case KIND_MAPPING:
+        read_mapping_field(ld, f, v);
+        break;
+    case KIND_LISTEN:
+        read_listen_field(ld, f, v);
+        break;
     }
 }
 
@@ -1435,9 +1544,8 @@ static void text_location(const char *text, size_t offset, unsigned *line, unsig
     }
 }
 
-__attribute__((format(printf, 4, 5))) static void add_syntax_error(loader_t *ld, const char *text,
-                                                                   size_t offset,
-                                                                   const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+add_syntax_error(loader_t *ld, const char *text, size_t offset, const char *fmt, ...)
 {
     unsigned line, column;
     text_location(text, offset, &line, &column);
@@ -1455,11 +1563,11 @@ __attribute__((format(printf, 4, 5))) static void add_syntax_error(loader_t *ld,
 
 typedef struct {
     bool is_object;
-    bool want_key;      /* object: the next string is a key */
-    size_t index;       /* array: index of the current element */
-    size_t key_offset;  /* object: current key, raw, inside the quotes */
+    bool want_key;     /* object: the next string is a key */
+    size_t index;      /* array: index of the current element */
+    size_t key_offset; /* object: current key, raw, inside the quotes */
     size_t key_len;
-    size_t keys_start;  /* object: its keys in the scanner's key list */
+    size_t keys_start; /* object: its keys in the scanner's key list */
 } scan_frame_t;
 
 typedef struct {
@@ -1526,8 +1634,8 @@ static void scan_key(scanner_t *sc, size_t offset, size_t len)
     top->key_len = len;
     top->want_key = false;
     for (size_t i = top->keys_start; i < sc->key_count; i++) {
-        if (sc->keys[i].len == len && memcmp(sc->text + sc->keys[i].offset, sc->text + offset,
-                                             len) == 0) {
+        if (sc->keys[i].len == len &&
+            memcmp(sc->text + sc->keys[i].offset, sc->text + offset, len) == 0) {
             scan_report_duplicate(sc, sc->keys[i].offset);
             return;
         }
@@ -1707,10 +1815,8 @@ static void load_text(loader_t *ld, const char *text, size_t len)
     }
 
     struct json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON parser\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON parser");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     /* The length includes the NUL so that json-c knows the input ends here
      * (a number at the very end is otherwise "incomplete"). */
@@ -1776,7 +1882,9 @@ int cl_config_load_file(const char *path, const cl_config_load_opts_t *opts, cl_
 static void free_field(cl_config_t *c, const field_t *f)
 {
     switch (f->kind) {
-    case KIND_STRING: free(*AT(c, f->offset, char *)); break;
+    case KIND_STRING:
+        free(*AT(c, f->offset, char *));
+        break;
     case KIND_STRING_LIST: {
         char **list = *AT(c, f->offset, char **);
         size_t count = *AT(c, f->count_offset, size_t);
@@ -1785,7 +1893,9 @@ static void free_field(cl_config_t *c, const field_t *f)
         free(list);
         break;
     }
-    case KIND_DURATION_LIST: free(*AT(c, f->offset, uint64_t *)); break;
+    case KIND_DURATION_LIST:
+        free(*AT(c, f->offset, uint64_t *));
+        break;
     case KIND_PROPERTIES:
         for (size_t i = 0; i < c->kafka.property_count; i++) {
             free(c->kafka.properties[i].name);
@@ -1806,7 +1916,8 @@ static void free_field(cl_config_t *c, const field_t *f)
     case KIND_INTEGER:
     case KIND_DURATION:
     case KIND_SIZE:
-    case KIND_ENUM: break;
+    case KIND_ENUM:
+        break;
     }
 }
 
@@ -1839,7 +1950,8 @@ typedef struct {
     int count;
 } differ_t;
 
-static void report(differ_t *d, const char *section, const char *key, const char *suffix)
+static void report(differ_t *d, const cl_config_reload_rule_t *rule, const char *section,
+                   const char *key, const char *suffix)
 {
     cl_buf_t name;
     cl_buf_init(&name);
@@ -1849,7 +1961,7 @@ static void report(differ_t *d, const char *section, const char *key, const char
     if (suffix != NULL)
         cl_buf_append_str(&name, suffix);
     if (d->cb != NULL)
-        d->cb(name.data, d->data);
+        d->cb(name.data, rule, d->data);
     d->count++;
     cl_buf_free(&name);
 }
@@ -1868,7 +1980,8 @@ static const char *find_property(const cl_config_kafka_t *k, const char *name)
     return NULL;
 }
 
-static void diff_properties(differ_t *d, const cl_config_kafka_t *a, const cl_config_kafka_t *b)
+static void diff_properties(differ_t *d, const field_t *f, const cl_config_kafka_t *a,
+                            const cl_config_kafka_t *b)
 {
     for (size_t pass = 0; pass < 2; pass++) {
         const cl_config_kafka_t *from = pass == 0 ? a : b, *other = pass == 0 ? b : a;
@@ -1876,15 +1989,15 @@ static void diff_properties(differ_t *d, const cl_config_kafka_t *a, const cl_co
             const char *name = from->properties[i].name;
             const char *theirs = find_property(other, name);
             /* Pass 1 reports changed and removed, pass 2 only added. */
-            bool differs = pass == 0 ? str_differs(from->properties[i].value, theirs)
-                                     : theirs == NULL;
+            bool differs =
+                pass == 0 ? str_differs(from->properties[i].value, theirs) : theirs == NULL;
             if (differs) {
                 cl_buf_t suffix;
                 cl_buf_init(&suffix);
                 cl_buf_append_char(&suffix, '[');
                 append_quoted(&suffix, name);
                 cl_buf_append_char(&suffix, ']');
-                report(d, "kafka.properties", NULL, suffix.data);
+                report(d, &f->reload, "kafka.properties", NULL, suffix.data);
                 cl_buf_free(&suffix);
             }
         }
@@ -1896,7 +2009,8 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
     switch (f->kind) {
     case KIND_STRING:
         return str_differs(*AT_CONST(a, f->offset, char *), *AT_CONST(b, f->offset, char *));
-    case KIND_BOOL: return *AT_CONST(a, f->offset, bool) != *AT_CONST(b, f->offset, bool);
+    case KIND_BOOL:
+        return *AT_CONST(a, f->offset, bool) != *AT_CONST(b, f->offset, bool);
     case KIND_PORT:
         return *AT_CONST(a, f->offset, uint16_t) != *AT_CONST(b, f->offset, uint16_t);
     case KIND_INTEGER:
@@ -1904,8 +2018,8 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
     case KIND_DURATION:
     case KIND_SIZE:
         return *AT_CONST(a, f->offset, uint64_t) != *AT_CONST(b, f->offset, uint64_t);
-    case KIND_ENUM: return memcmp(AT_CONST(a, f->offset, char), AT_CONST(b, f->offset, char),
-                                  sizeof(int)) != 0;
+    case KIND_ENUM:
+        return memcmp(AT_CONST(a, f->offset, char), AT_CONST(b, f->offset, char), sizeof(int)) != 0;
     case KIND_STRING_LIST: {
         size_t n = *AT_CONST(a, f->count_offset, size_t);
         if (n != *AT_CONST(b, f->count_offset, size_t))
@@ -1924,9 +2038,11 @@ static bool field_differs(const cl_config_t *a, const cl_config_t *b, const fiel
                (n > 0 && memcmp(*AT_CONST(a, f->offset, uint64_t *),
                                 *AT_CONST(b, f->offset, uint64_t *), n * sizeof(uint64_t)) != 0);
     }
-    case KIND_LISTEN: return str_differs(a->admin.listen, b->admin.listen);
+    case KIND_LISTEN:
+        return str_differs(a->admin.listen, b->admin.listen);
     case KIND_PROPERTIES:
-    case KIND_MAPPING: break; /* compared entry by entry by the caller */
+    case KIND_MAPPING:
+        break; /* compared entry by entry by the caller */
     }
     return false;
 }
@@ -1940,21 +2056,21 @@ int cl_config_diff(const cl_config_t *a, const cl_config_t *b, cl_config_diff_cb
             bool pa = *AT_CONST(a, sec->presence_offset, bool);
             bool pb = *AT_CONST(b, sec->presence_offset, bool);
             if (pa != pb)
-                report(&d, sec->key, NULL, NULL);
+                report(&d, &sec->presence_reload, sec->key, NULL, NULL);
             if (!pa || !pb)
                 continue;
         }
         for (size_t i = 0; i < sec->field_count; i++) {
             const field_t *f = &sec->fields[i];
             if (f->kind == KIND_PROPERTIES) {
-                diff_properties(&d, &a->kafka, &b->kafka);
+                diff_properties(&d, f, &a->kafka, &b->kafka);
             } else if (f->kind == KIND_MAPPING) {
                 for (int m = 0; m < CL_FIELD_COUNT; m++) {
                     if (str_differs(a->ingest.mapping[m], b->ingest.mapping[m]))
-                        report(&d, "ingest.mapping", event_field_names[m], NULL);
+                        report(&d, &f->reload, "ingest.mapping", event_field_names[m], NULL);
                 }
             } else if (field_differs(a, b, f)) {
-                report(&d, sec->key, f->key, NULL);
+                report(&d, &f->reload, sec->key, f->key, NULL);
             }
         }
     }

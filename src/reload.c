@@ -58,88 +58,54 @@ typedef struct {
     unsigned restart; /* with cb: the whole plan's restarts (second pass) */
 } planner_t;
 
-static bool is(const char *name, const char *setting)
+/* Records what the rule of a changed setting asks for and returns the parts
+ * it restarts, before they are filtered by what runs. The rule comes from the
+ * configuration's field table, where every setting has one. */
+static unsigned apply_rule(cl_reload_plan_t *plan, const char *name,
+                           const cl_config_reload_rule_t *rule)
 {
-    return strcmp(name, setting) == 0;
-}
-
-static bool under(const char *name, const char *prefix)
-{
-    return strncmp(name, prefix, strlen(prefix)) == 0;
-}
-
-/* The parts that must restart for a change of `name`, before they are
- * filtered by what runs; 0 with the in-place flag set for the others, and
- * *owner set to the part that applies such a setting: when another setting
- * restarts that part, the restart is what applies this one too (the new part
- * starts from the new configuration and main skips the in-place step). */
-static unsigned classify(planner_t *p, const char *name, unsigned *owner)
-{
-    cl_reload_plan_t *plan = p->plan;
-    *owner = 0;
-    if (under(name, "kafka.") || is(name, "ingest.max_event_bytes") ||
-        under(name, "ingest.mapping.") || is(name, "mariadb.max_allowed_packet"))
-        return CL_PART_INGEST; /* the packet limit is read when the store starts */
-    if (is(name, "mariadb.pool_size")) {
-        /* Only the ingest pool has this size; the others use one connection. */
-        plan->pool_size = true;
-        *owner = CL_PART_INGEST;
-        return 0;
-    }
-    if (under(name, "mariadb."))
-        return CL_PARTS_ALL; /* every part has a connection of its own */
-    if (is(name, "ingest.batch_max_events") || is(name, "ingest.batch_max_delay") ||
-        is(name, "ingest.max_in_flight_events") || is(name, "ingest.max_event_age") ||
-        is(name, "ingest.max_future_skew")) {
-        plan->ingest_params = true;
-        *owner = CL_PART_INGEST;
-        return 0;
-    }
-    if (is(name, "aggregation.enabled"))
-        return CL_PART_AGGREGATOR | CL_PART_INDEXER;
-    if (is(name, "aggregation.interval")) {
-        plan->aggregation_interval = true;
-        *owner = CL_PART_AGGREGATOR;
-        return 0;
-    }
-    if (is(name, "aggregation.windows") || is(name, "aggregation.session_timeout"))
-        return CL_PART_AGGREGATOR;
-    if (is(name, "elasticsearch") || is(name, "elasticsearch.index"))
-        return CL_PART_INDEXER; /* documents already sent name the old index */
-    if (under(name, "elasticsearch.")) {
-        plan->sink = true;
-        *owner = CL_PART_INDEXER;
-        return 0;
-    }
-    if (is(name, "admin.listen")) {
-        plan->admin = true;
-        return 0;
-    }
-    if (under(name, "log.")) {
+    switch (rule->apply) {
+    case CL_APPLY_RESTART:
+        return rule->parts;
+    case CL_APPLY_LOG:
         plan->log = true;
         return 0;
-    }
-    if (under(name, "retention.")) {
-        /* Also switching it on or off: main starts or stops the runner. */
+    case CL_APPLY_INGEST_PARAMS:
+        plan->ingest_params = true;
+        return 0;
+    case CL_APPLY_POOL_SIZE:
+        plan->pool_size = true;
+        return 0;
+    case CL_APPLY_AGGREGATION_INTERVAL:
+        plan->aggregation_interval = true;
+        return 0;
+    case CL_APPLY_SINK:
+        plan->sink = true;
+        return 0;
+    case CL_APPLY_ADMIN:
+        plan->admin = true;
+        return 0;
+    case CL_APPLY_RETENTION:
         plan->retention = true;
-        *owner = CL_PART_RETENTION;
+        return 0;
+    case CL_APPLY_WHEN_READ:
         return 0;
     }
-    if (under(name, "shutdown."))
-        return 0;        /* read when a shutdown begins */
-    return CL_PARTS_ALL; /* a setting this code does not know: the safe way */
+    cl_panic("reload: setting %s has no reload rule in the configuration table", name);
 }
 
-static void on_difference(const char *name, void *data)
+static void on_difference(const char *name, const cl_config_reload_rule_t *rule, void *data)
 {
     planner_t *p = data;
-    unsigned owner;
-    unsigned restart = classify(p, name, &owner) & p->wanted;
+    unsigned restart = apply_rule(p->plan, name, rule) & p->wanted;
     p->plan->restart |= restart;
     if (p->cb == NULL)
         return;
-    if (restart == 0)
-        restart = owner & p->restart;
+    /* A setting applied in place by a part that restarts anyway is applied
+     * by that restart: the new part starts from the new configuration, and
+     * the application skips the in-place step. */
+    if (rule->apply != CL_APPLY_RESTART)
+        restart = rule->parts & p->restart;
     p->cb(p->arg, name, restart);
 }
 

@@ -22,6 +22,43 @@
 #include "clickloop/event_fields.h"
 #include "clickloop/log.h"
 
+/* The parts of a running clickloop that the application starts and may
+ * restart on a reload. They live here because each setting's reload rule
+ * (below) names them. */
+typedef enum {
+    CL_PART_INGEST = 1u << 0,     /* MariaDB pool, store, event parser, pipeline, Kafka consumer */
+    CL_PART_AGGREGATOR = 1u << 1, /* aggregation runner and its connection */
+    CL_PART_INDEXER = 1u << 2,    /* indexer, its connection, and the Elasticsearch sink */
+    CL_PART_RETENTION = 1u << 3,  /* retention runner and its connection */
+} cl_part_t;
+
+#define CL_PARTS_ALL (CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER | CL_PART_RETENTION)
+
+/* How a changed setting takes effect on a reload (SIGHUP): by restarting
+ * parts, or in place by the one step named here. The reload planner
+ * (reload.h) turns these into a plan; 0 is no rule at all, which the field
+ * table never holds (test_config walks it). */
+typedef enum {
+    CL_APPLY_RESTART = 1,          /* restart the parts of the rule */
+    CL_APPLY_LOG,                  /* log level and format, set in place */
+    CL_APPLY_INGEST_PARAMS,        /* batching and event-time window: cl_pipeline_set_params */
+    CL_APPLY_POOL_SIZE,            /* the ingest pool opens or closes connections */
+    CL_APPLY_AGGREGATION_INTERVAL, /* the aggregator's timer takes the new interval */
+    CL_APPLY_SINK,                 /* a new Elasticsearch sink for the running indexer */
+    CL_APPLY_ADMIN,                /* the admin listener moves */
+    CL_APPLY_RETENTION,            /* new policy, or the runner starts or stops */
+    CL_APPLY_WHEN_READ,            /* read each time it is needed (shutdown.*): nothing to do */
+} cl_config_apply_t;
+
+/* The reload rule of one setting, held beside it in config.c's field table. */
+typedef struct cl_config_reload_rule_s {
+    cl_config_apply_t apply;
+    /* CL_APPLY_RESTART: the parts to restart (CL_PART_*). Otherwise the part
+     * whose restart applies the setting as well (0: none), since a restarted
+     * part starts from the new configuration. */
+    unsigned parts;
+} cl_config_reload_rule_t;
+
 /* One librdkafka property, passed to rd_kafka_conf_set() as strings. */
 typedef struct cl_config_kafka_property_s {
     char *name;
@@ -59,8 +96,8 @@ typedef struct cl_config_ingest_s {
     uint64_t batch_max_delay_ms;
     uint32_t max_in_flight_events;
     uint64_t max_event_bytes;
-    uint64_t max_event_age_ms;    /* older events are rejected */
-    uint64_t max_future_skew_ms;  /* events further ahead are rejected */
+    uint64_t max_event_age_ms;   /* older events are rejected */
+    uint64_t max_future_skew_ms; /* events further ahead are rejected */
     /* One RFC 6901 JSON Pointer per field, indexed by cl_event_field_t, kept
      * escaped as written (never "", always starting with "/"). */
     char *mapping[CL_FIELD_COUNT];
@@ -97,9 +134,9 @@ typedef struct cl_config_elasticsearch_s {
 } cl_config_elasticsearch_t;
 
 typedef struct cl_config_admin_s {
-    bool enabled;  /* admin.listen is set */
-    char *listen;  /* as written, e.g. "[::1]:9400"; NULL when disabled */
-    char *host;    /* IP address without brackets, e.g. "::1" */
+    bool enabled; /* admin.listen is set */
+    char *listen; /* as written, e.g. "[::1]:9400"; NULL when disabled */
+    char *host;   /* IP address without brackets, e.g. "::1" */
     uint16_t port;
 } cl_config_admin_t;
 
@@ -167,24 +204,17 @@ void cl_config_free(cl_config_t *config);
 void cl_config_errors_free(cl_config_errors_t *errs);
 
 /* Called once per setting that differs, with its dotted name (for example
- * "mariadb.pool_size", "ingest.mapping.url", "kafka.properties[\"linger.ms\"]").
- * Names only: a changed password is reported without its value. */
-typedef void (*cl_config_diff_cb)(const char *name, void *data);
+ * "mariadb.pool_size", "ingest.mapping.url", "kafka.properties[\"linger.ms\"]")
+ * and its reload rule from the field table (an entry of kafka.properties or
+ * ingest.mapping has the rule of the whole setting). Names only: a changed
+ * password is reported without its value. */
+typedef void (*cl_config_diff_cb)(const char *name, const cl_config_reload_rule_t *rule,
+                                  void *data);
 
 /* Compare two configurations setting by setting, calling cb (which may be
  * NULL) for each difference in schema order; returns the number of
  * differences. `source` is not compared. A whole elasticsearch section that
  * appears or disappears is reported once as "elasticsearch". */
 int cl_config_diff(const cl_config_t *a, const cl_config_t *b, cl_config_diff_cb cb, void *data);
-
-/* Parse a duration: a decimal integer followed by one unit, ms, s, m, h or
- * d, with no space ("250ms", "30m"). Returns 0 or CL_ERR (bad syntax or
- * overflow). */
-int cl_config_parse_duration(const char *s, uint64_t *ms);
-
-/* Parse a size: a decimal integer followed by B, KB, MB or GB (1024-based),
- * with no space ("64KB", "5MB"). Returns 0 or CL_ERR. In a file a size may
- * also be a plain JSON integer (bytes). */
-int cl_config_parse_size(const char *s, uint64_t *bytes);
 
 #endif

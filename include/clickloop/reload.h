@@ -1,5 +1,6 @@
 /* reload: what a new configuration changes in a running clickloop, and how
- * each change is applied (SIGHUP). main carries the plan out.
+ * each change is applied (SIGHUP). The application carries the plan out; the
+ * rule of each setting lives beside it in config.c's field table.
  *
  * A setting is applied either in place (the running module takes the new
  * value: batch sizes, the MariaDB pool size (the ingest pool opens or closes
@@ -25,16 +26,6 @@
 #include "clickloop/common.h"
 #include "clickloop/config.h"
 
-/* The parts main creates at start and may create again for a reload. */
-typedef enum {
-    CL_PART_INGEST = 1u << 0,     /* MariaDB pool, store, event parser, pipeline, Kafka consumer */
-    CL_PART_AGGREGATOR = 1u << 1, /* aggregation runner and its connection */
-    CL_PART_INDEXER = 1u << 2,    /* indexer, its connection, and the Elasticsearch sink */
-    CL_PART_RETENTION = 1u << 3,  /* retention runner and its connection */
-} cl_part_t;
-
-#define CL_PARTS_ALL (CL_PART_INGEST | CL_PART_AGGREGATOR | CL_PART_INDEXER | CL_PART_RETENTION)
-
 /* The parts that a configuration runs: ingest always, the aggregator while
  * aggregation is enabled, the indexer while it is enabled and elasticsearch
  * is configured, retention while raw_days > 0. */
@@ -48,8 +39,8 @@ void cl_reload_describe_parts(unsigned parts, char *out, size_t size);
 typedef struct cl_reload_plan_s {
     unsigned restart;          /* parts to stop and create again (CL_PART_*) */
     bool log;                  /* log.level / log.format: set in place */
-    bool ingest_params; /* batch sizes, delay, max in flight, event-time window:
-                           cl_pipeline_set_params */
+    bool ingest_params;        /* batch sizes, delay, max in flight, event-time window:
+                                  cl_pipeline_set_params */
     bool pool_size;            /* mariadb.pool_size: cl_db_pool_resize of the ingest pool */
     bool aggregation_interval; /* cl_aggregator_set_interval */
     bool sink;                 /* Elasticsearch connection settings: a new sink */
@@ -64,8 +55,9 @@ typedef struct cl_reload_plan_s {
  * part when another setting restarts that part). */
 typedef void (*cl_reload_change_cb)(void *arg, const char *name, unsigned restart);
 
-/* Compare two valid configurations and fill *plan; cb may be NULL. A setting
- * clickloop does not know how to apply in place restarts every part. Parts
+/* Compare two valid configurations and fill *plan; cb may be NULL. Each
+ * changed setting is planned by its reload rule, kept beside it in the
+ * configuration's field table (config.h: cl_config_reload_rule_t). Parts
  * running in neither configuration are not restarted: a change of a setting
  * only they use is applied in place (it takes effect when they start). */
 void cl_reload_plan(const cl_config_t *old, const cl_config_t *next, cl_reload_plan_t *plan,

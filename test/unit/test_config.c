@@ -1,8 +1,10 @@
 /* Unit tests for the configuration loader: broken files are rejected with one
  * message per problem naming its JSON path, defaults fill what is absent,
  * ${ENV} expansion never shows what it expanded to, secrets never appear in
- * messages, and the shipped example files load. */
-#include "clickloop/config.h"
+ * messages, the shipped example files load, and every setting of the field
+ * table carries a reload rule. The file includes config.c to walk that
+ * table. */
+#include "../../src/config.c"
 
 #include <stdbool.h>
 
@@ -126,8 +128,7 @@ static const broken_case_t broken_cases[] = {
      "mariadb.reconnect_max_backoff", "must not be shorter than mariadb.reconnect_min_backoff"},
     {MARIADB_RAW("\"user\": \"u\\u0000x\", \"database\": \"db\""), "mariadb.user",
      "must not contain a NUL character"},
-    {"{" KAFKA_OK ", \"mariadb\": \"db\", " ES_OK "}", "mariadb",
-     "expected an object, got \"db\""},
+    {"{" KAFKA_OK ", \"mariadb\": \"db\", " ES_OK "}", "mariadb", "expected an object, got \"db\""},
     /* ingest */
     {VALID_WITH(", \"ingest\": {\"max_in_flight_events\": 500}"), "ingest.max_in_flight_events",
      "must be at least ingest.batch_max_events (1000), got 500"},
@@ -155,8 +156,8 @@ static const broken_case_t broken_cases[] = {
      "must be a JSON Pointer starting with \"/\", got \"url\""},
     {VALID_WITH(", \"ingest\": {\"mapping\": {\"url\": \"/a~2b\"}}"), "ingest.mapping.url",
      "\"~\" must be followed by 0 or 1"},
-    {VALID_WITH(", \"ingest\": {\"mapping\": {\"referrer\": \"/ref\"}}"),
-     "ingest.mapping.referrer", "unknown event field (known fields: event_id, user_id"},
+    {VALID_WITH(", \"ingest\": {\"mapping\": {\"referrer\": \"/ref\"}}"), "ingest.mapping.referrer",
+     "unknown event field (known fields: event_id, user_id"},
     {VALID_WITH(", \"ingest\": {\"mapping\": [\"/url\"]}"), "ingest.mapping",
      "expected an object of event field names to JSON Pointers, got an array"},
     /* aggregation */
@@ -357,9 +358,9 @@ static void test_elasticsearch_optional_when_aggregation_disabled(void)
 {
     cl_config_t *c = NULL;
     cl_config_errors_t errs;
-    CL_ASSERT_INT_EQ(CL_OK, load("{" KAFKA_OK ", " MARIADB_OK
-                                 ", \"aggregation\": {\"enabled\": false}}",
-                                 &c, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK,
+        load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}", &c, &errs));
     CL_ASSERT(c != NULL && !c->elasticsearch.present && c->elasticsearch.urls == NULL);
     CL_ASSERT(c != NULL && !c->aggregation.enabled);
     print_messages(&errs);
@@ -454,8 +455,8 @@ static void test_env_escape_keeps_literal_dollar_brace(void)
     cl_config_free(c);
     cl_config_errors_free(&errs);
 
-    CL_ASSERT_INT_EQ(CL_OK, load(VALID_WITH(", \"log\": {\"level\": \"${EMPTY}info\"}"), &c,
-                                 &errs));
+    CL_ASSERT_INT_EQ(CL_OK,
+                     load(VALID_WITH(", \"log\": {\"level\": \"${EMPTY}info\"}"), &c, &errs));
     if (c != NULL)
         CL_ASSERT_INT_EQ(CL_LOG_INFO, c->log.level);
     cl_config_free(c);
@@ -464,10 +465,10 @@ static void test_env_escape_keeps_literal_dollar_brace(void)
 
 static void test_unset_env_variable_names_variable_and_path(void)
 {
-    const char *json = "{\"kafka\": {\"brokers\": \"k\", \"topics\": [\"t\"]},"
-                       " \"mariadb\": {\"user\": \"u\", \"password\": "
-                       "\"${CLICKLOOP_DB_PASSWORD}\", \"database\": \"${NOPE_A}${NOPE_B}\"}, " ES_OK
-                       "}";
+    const char *json =
+        "{\"kafka\": {\"brokers\": \"k\", \"topics\": [\"t\"]},"
+        " \"mariadb\": {\"user\": \"u\", \"password\": "
+        "\"${CLICKLOOP_DB_PASSWORD}\", \"database\": \"${NOPE_A}${NOPE_B}\"}, " ES_OK "}";
     cl_config_t *c = NULL;
     cl_config_errors_t errs;
     CL_ASSERT_INT_EQ(CL_ERR, load(json, &c, &errs));
@@ -594,7 +595,7 @@ static void test_parse_duration(void)
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         uint64_t ms = 0;
-        int rc = cl_config_parse_duration(cases[i].text, &ms);
+        int rc = parse_duration(cases[i].text, &ms);
         if (rc != cases[i].rc || (rc == CL_OK && ms != cases[i].ms))
             CL_FAIL_("duration \"%s\": expected rc %d value %" PRIu64 ", got rc %d value %" PRIu64,
                      cases[i].text, cases[i].rc, cases[i].ms, rc, ms);
@@ -608,21 +609,16 @@ static void test_parse_size(void)
         int rc;
         uint64_t bytes;
     } cases[] = {
-        {"64B", CL_OK, 64},
-        {"64KB", CL_OK, 65536},
-        {"5MB", CL_OK, 5242880},
-        {"1GB", CL_OK, 1073741824},
-        {"1024", CL_ERR, 0},
-        {"5mb", CL_ERR, 0},
-        {"5 MB", CL_ERR, 0},
-        {"5M", CL_ERR, 0},
-        {"1.5MB", CL_ERR, 0},
-        {"MB", CL_ERR, 0},
+        {"64B", CL_OK, 64},           {"64KB", CL_OK, 65536},
+        {"5MB", CL_OK, 5242880},      {"1GB", CL_OK, 1073741824},
+        {"1024", CL_ERR, 0},          {"5mb", CL_ERR, 0},
+        {"5 MB", CL_ERR, 0},          {"5M", CL_ERR, 0},
+        {"1.5MB", CL_ERR, 0},         {"MB", CL_ERR, 0},
         {"17179869184GB", CL_ERR, 0},
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         uint64_t bytes = 0;
-        int rc = cl_config_parse_size(cases[i].text, &bytes);
+        int rc = parse_size(cases[i].text, &bytes);
         if (rc != cases[i].rc || (rc == CL_OK && bytes != cases[i].bytes))
             CL_FAIL_("size \"%s\": expected rc %d value %" PRIu64 ", got rc %d value %" PRIu64,
                      cases[i].text, cases[i].rc, cases[i].bytes, rc, bytes);
@@ -633,16 +629,25 @@ static void test_parse_size(void)
 
 typedef struct {
     char names[16][64];
+    cl_config_reload_rule_t rules[16];
     int count;
 } names_t;
 
-static void collect_name(const char *name, void *data)
+static void collect_name(const char *name, const cl_config_reload_rule_t *rule, void *data)
 {
     names_t *n = data;
-    if (n->count < 16)
+    if (n->count < 16) {
         snprintf(n->names[n->count], sizeof n->names[0], "%s", name);
+        n->rules[n->count] = *rule;
+    }
     n->count++;
 }
+
+#define CL_ASSERT_RULE(expected_apply, expected_parts, rule)                                       \
+    do {                                                                                           \
+        CL_ASSERT_INT_EQ((expected_apply), (rule).apply);                                          \
+        CL_ASSERT_INT_EQ((expected_parts), (rule).parts);                                          \
+    } while (0)
 
 static void test_diff_lists_changed_settings_by_name(void)
 {
@@ -675,13 +680,25 @@ static void test_diff_lists_changed_settings_by_name(void)
     names_t n = {.count = 0};
     CL_ASSERT_INT_EQ(8, cl_config_diff(a, b, collect_name, &n));
     static const char *const expected[] = {
-        "kafka.properties[\"linger.ms\"]", "kafka.properties[\"acks\"]",
-        "kafka.properties[\"client.id\"]", "mariadb.password",
-        "mariadb.pool_size", "ingest.mapping.url",
-        "aggregation.windows", "log.level",
+        "kafka.properties[\"linger.ms\"]",
+        "kafka.properties[\"acks\"]",
+        "kafka.properties[\"client.id\"]",
+        "mariadb.password",
+        "mariadb.pool_size",
+        "ingest.mapping.url",
+        "aggregation.windows",
+        "log.level",
     };
     for (int i = 0; i < n.count && i < (int)CL_ARRAY_LEN(expected); i++)
         CL_ASSERT_STR_EQ(expected[i], n.names[i]);
+    /* Each difference comes with the rule of its table line. */
+    for (int i = 0; i < 3; i++)
+        CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PART_INGEST, n.rules[i]);
+    CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PARTS_ALL, n.rules[3]);
+    CL_ASSERT_RULE(CL_APPLY_POOL_SIZE, CL_PART_INGEST, n.rules[4]);
+    CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PART_INGEST, n.rules[5]);
+    CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PART_AGGREGATOR, n.rules[6]);
+    CL_ASSERT_RULE(CL_APPLY_LOG, 0, n.rules[7]);
     cl_config_free(a);
     cl_config_free(b);
 }
@@ -692,18 +709,69 @@ static void test_diff_reports_elasticsearch_section_once(void)
     cl_config_errors_t errs;
     CL_ASSERT_INT_EQ(CL_OK, load(VALID, &a, &errs));
     cl_config_errors_free(&errs);
-    CL_ASSERT_INT_EQ(CL_OK,
-                     load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}",
-                          &b, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK,
+        load("{" KAFKA_OK ", " MARIADB_OK ", \"aggregation\": {\"enabled\": false}}", &b, &errs));
     cl_config_errors_free(&errs);
     names_t n = {.count = 0};
     if (a != NULL && b != NULL) {
         CL_ASSERT_INT_EQ(2, cl_config_diff(a, b, collect_name, &n));
         CL_ASSERT_STR_EQ("aggregation.enabled", n.names[0]);
         CL_ASSERT_STR_EQ("elasticsearch", n.names[1]);
+        CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PART_AGGREGATOR | CL_PART_INDEXER, n.rules[0]);
+        CL_ASSERT_RULE(CL_APPLY_RESTART, CL_PART_INDEXER, n.rules[1]);
     }
     cl_config_free(a);
     cl_config_free(b);
+}
+
+/* ---- reload rules ---------------------------------------------------------------- */
+
+/* NULL when rule is one the reload planner can carry out, else why not. A
+ * restart names at least one part; an in-place step may name the part whose
+ * restart applies it too; nothing names a part that does not exist. */
+static const char *rule_problem(const cl_config_reload_rule_t *rule)
+{
+    if (rule->apply < CL_APPLY_RESTART || rule->apply > CL_APPLY_WHEN_READ)
+        return "has no reload rule";
+    if ((rule->parts & ~(unsigned)CL_PARTS_ALL) != 0)
+        return "names a part that does not exist";
+    if (rule->apply == CL_APPLY_RESTART && rule->parts == 0)
+        return "restarts no part";
+    if (rule->apply == CL_APPLY_WHEN_READ && rule->parts != 0)
+        return "is read when needed, so no part applies it";
+    return NULL;
+}
+
+static void test_every_setting_of_the_table_has_a_reload_rule(void)
+{
+    size_t checked = 0;
+    for (size_t s = 0; s < CL_ARRAY_LEN(sections); s++) {
+        const section_t *sec = &sections[s];
+        for (size_t i = 0; i < sec->field_count; i++, checked++) {
+            const char *why = rule_problem(&sec->fields[i].reload);
+            if (why != NULL)
+                CL_FAIL_("%s.%s %s", sec->key, sec->fields[i].key, why);
+        }
+        /* A section that may be absent has a rule for appearing or going. */
+        const char *why = sec->has_presence ? rule_problem(&sec->presence_reload) : NULL;
+        if (why != NULL)
+            CL_FAIL_("section %s %s", sec->key, why);
+    }
+    CL_ASSERT(checked >= 50); /* the settings documented in docs/configuration.md */
+}
+
+/* The walk above is a real check: a line without a rule fails it. */
+static void test_a_setting_without_a_rule_is_caught(void)
+{
+    static const field_t unruled[] = {
+        {.key = "forgotten", .kind = KIND_BOOL, .offset = OFF(aggregation.enabled)},
+    };
+    CL_ASSERT_STR_EQ("has no reload rule", rule_problem(&unruled[0].reload));
+    cl_config_reload_rule_t nowhere = RESTARTS(0);
+    CL_ASSERT_STR_EQ("restarts no part", rule_problem(&nowhere));
+    cl_config_reload_rule_t stranger = APPLIED_BY(CL_APPLY_SINK, 1u << 7);
+    CL_ASSERT_STR_EQ("names a part that does not exist", rule_problem(&stranger));
 }
 
 /* ---- files ------------------------------------------------------------------- */
@@ -737,8 +805,8 @@ static void test_nested_mapping_example_loads_and_differs_only_in_mapping(void)
                                                 NULL, &nested, &errs));
     print_messages(&errs);
     cl_config_errors_free(&errs);
-    CL_ASSERT_INT_EQ(CL_OK, cl_config_load_file(CL_SOURCE_ROOT "/config.example.json", NULL,
-                                                &flat, &errs));
+    CL_ASSERT_INT_EQ(
+        CL_OK, cl_config_load_file(CL_SOURCE_ROOT "/config.example.json", NULL, &flat, &errs));
     cl_config_errors_free(&errs);
     if (flat != NULL && nested != NULL) {
         CL_ASSERT_STR_EQ("/click_data/user_id", nested->ingest.mapping[CL_FIELD_USER_ID]);
@@ -802,6 +870,8 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_parse_size),
     CL_TEST(test_diff_lists_changed_settings_by_name),
     CL_TEST(test_diff_reports_elasticsearch_section_once),
+    CL_TEST(test_every_setting_of_the_table_has_a_reload_rule),
+    CL_TEST(test_a_setting_without_a_rule_is_caught),
     CL_TEST(test_example_config_loads),
     CL_TEST(test_nested_mapping_example_loads_and_differs_only_in_mapping),
     CL_TEST(test_missing_file_is_reported_with_its_name),
