@@ -606,4 +606,3 @@ void cl_app_free(cl_app_t *app)
     }
     free(app);
 }
-

@@ -47,8 +47,8 @@ static int start_ingest_stream(cl_app_t *app)
     cl_kafka_source_params_t kp;
     cl_kafka_source_params_from_config(c, &kp);
     cl_kafka_source_t *src = NULL;
-    int rc = cl_kafka_source_new(app->loop, &kp, cl_pipeline_kafka_handlers(), PIPELINE(app),
-                                 &src, err);
+    int rc =
+        cl_kafka_source_new(app->loop, &kp, cl_pipeline_kafka_handlers(), PIPELINE(app), &src, err);
     cl_app_set_module(app, M_SOURCE, rc == CL_OK ? src : NULL);
     if (rc != CL_OK) {
         cl_log_error("main", "%s", err);
@@ -249,13 +249,12 @@ static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
          * says so once (the metrics and /readyz show it goes on). A run
          * cancelled by a stop is expected, not worth a warning. */
         bool quiet = app->parts[P_AGGREGATOR].state == PART_STOPPING || !r->new_failure;
-        cl_log(quiet                   ? CL_LOG_DEBUG
+        cl_log(quiet                 ? CL_LOG_DEBUG
                : r->status == CL_ERR ? CL_LOG_ERROR
                                      : CL_LOG_WARN,
                "aggregate", "aggregation run failed (%llu in a row): %s; the next run %s",
                (unsigned long long)r->consecutive_failures, r->message,
-               r->status == CL_ERR ? "isolates what failed or retries it"
-                                   : "picks its work up");
+               r->status == CL_ERR ? "isolates what failed or retries it" : "picks its work up");
         return;
     }
     if (r->recovered_after > 0)
@@ -527,8 +526,8 @@ static void retention_apply(cl_app_t *app, const cl_reload_plan_t *plan, const c
     case PART_UP:
         if (r->raw_days == 0)
             cl_app_stop_part(app, p, false);
-        else if (cl_retention_set_policy(RETENTION(app), r->raw_days, r->batch_rows,
-                                         r->interval_ms, err) != CL_OK)
+        else if (cl_retention_set_policy(RETENTION(app), r->raw_days, r->batch_rows, r->interval_ms,
+                                         err) != CL_OK)
             cl_log_error("config", "%s", err);
         break;
     case PART_DOWN:
@@ -647,8 +646,7 @@ static void on_old_admin_closed(void *arg)
     char err[CL_ERR_LEN];
     part_t *p = &app->parts[P_ADMIN];
     bool live = app->state != APP_DRAINING && app->state != APP_CLOSING;
-    if (live && a->enabled &&
-        admin_listen(app, a->host, a->port, a->listen, err) != CL_OK) {
+    if (live && a->enabled && admin_listen(app, a->host, a->port, a->listen, err) != CL_OK) {
         cl_log_error("main", "admin.listen: %s", err);
         char again[CL_ERR_LEN];
         if (m->host == NULL)

@@ -62,12 +62,12 @@ typedef struct part_def_s part_def_t;
 struct part_s {
     const part_def_t *def;
     part_state_t state;
-    bool was_up;     /* stopping: it had started completely */
-    bool finish;     /* stopping for a shutdown: requests in flight may finish */
-    bool stepping;   /* inside step_part(): completions wait for it */
-    bool again;      /* wanted again by a reload while it was stopping */
-    unsigned step;   /* next stop step */
-    unsigned wait;   /* closes and waits of the current step not yet complete */
+    bool was_up;   /* stopping: it had started completely */
+    bool finish;   /* stopping for a shutdown: requests in flight may finish */
+    bool stepping; /* inside step_part(): completions wait for it */
+    bool again;    /* wanted again by a reload while it was stopping */
+    unsigned step; /* next stop step */
+    unsigned wait; /* closes and waits of the current step not yet complete */
 };
 
 struct part_def_s {

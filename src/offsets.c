@@ -12,6 +12,7 @@ struct cl_offsets_segment_s {
     int64_t first;
     int64_t last;
     bool done;
+    bool abandoned; /* its messages were not written: it stays, unfinished */
 };
 
 struct cl_offsets_part_s {
@@ -43,8 +44,8 @@ static void part_detach_all(cl_offsets_part_t *p)
         cl_offsets_segment_t *next = s->next;
         s->part = NULL;
         s->next = NULL;
-        if (s->done)
-            free(s);
+        if (s->done || s->abandoned)
+            free(s); /* no batch holds it any more */
         s = next;
     }
     p->head = p->tail = NULL;
@@ -158,6 +159,15 @@ cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s)
 bool cl_offsets_segment_is_tail(const cl_offsets_segment_t *s)
 {
     return s->part != NULL && s->part->tail == s;
+}
+
+void cl_offsets_segment_abandon(cl_offsets_segment_t *s)
+{
+    if (s->part == NULL) {
+        free(s); /* revoked meanwhile */
+        return;
+    }
+    s->abandoned = true;
 }
 
 bool cl_offsets_segment_done(cl_offsets_segment_t *s, cl_offsets_part_t **part,

@@ -154,11 +154,13 @@ static void batch_free(cl_batch_t *b)
 }
 
 /* Free a batch that will never be stored: its offsets are never committed. */
+/* Its events were neither stored nor rejected: its partitions' offsets must
+ * not move past them (offsets.h). */
 static void batch_abandon(cl_batch_t *b)
 {
-    int64_t unused;
     for (size_t i = 0; i < b->segment_count; i++)
-        cl_offsets_segment_done(b->segments[i], NULL, &unused);
+        cl_offsets_segment_abandon(b->segments[i]);
+    b->segment_count = 0;
     batch_free(b);
 }
 

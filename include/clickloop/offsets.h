@@ -52,6 +52,13 @@ void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset);
 cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s);
 bool cl_offsets_segment_is_tail(const cl_offsets_segment_t *s);
 
+/* The segment's messages were not written and will not be (a batch cancelled
+ * by a close, or refused when submitted): it stays in its partition as a
+ * segment never done, so no later segment of the partition commits past it;
+ * the messages are consumed again after the partition's next assignment.
+ * The segment is the tracker's from now on (freed with its partition). */
+void cl_offsets_segment_abandon(cl_offsets_segment_t *s);
+
 /* The segment's batch is durably stored. If that lets the partition's
  * committable offset advance, returns true and sets *commit_offset to the next
  * offset to consume (last done offset + 1) and *part to the partition. The
