@@ -402,12 +402,19 @@ static const section_t sections[] = {
 static const char *const event_field_names[CL_FIELD_COUNT] = CL_EVENT_FIELD_NAMES;
 
 /* Properties clickloop sets itself: offsets are stored only after the
- * database commit, and the group and brokers have their own settings. */
+ * database commit and committed by librdkafka from there, its events and
+ * logs are served on the loop, and the group and brokers have their own
+ * settings. (Callbacks cannot be set as strings at all: librdkafka refuses
+ * them, and --check-config reports that.) */
 static const struct {
     const char *name;
     const char *instead;
 } managed_kafka_properties[] = {
     {"enable.auto.offset.store", "clickloop stores offsets only after the database commit"},
+    {"enable.auto.commit",
+     "clickloop commits the offsets it stored (turned off, nothing would ever be committed)"},
+    {"enable.partition.eof", "clickloop consumes without end-of-partition events"},
+    {"log.queue", "clickloop serves librdkafka's logs on its own loop"},
     {"group.id", "use kafka.group_id"},
     {"bootstrap.servers", "use kafka.brokers"},
     {"metadata.broker.list", "use kafka.brokers"},

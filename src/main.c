@@ -15,6 +15,7 @@
 #include "clickloop/app.h"
 #include "clickloop/config.h"
 #include "clickloop/log.h"
+#include "clickloop/reload.h"
 
 static void usage(FILE *out)
 {
@@ -34,6 +35,22 @@ static void usage(FILE *out)
             "Configuration reference: docs/configuration.md\n");
 }
 
+typedef struct {
+    const char *path;
+    int problems;
+} check_t;
+
+static void on_problem(void *arg, const char *message)
+{
+    check_t *c = arg;
+    fprintf(stderr, "%s: %s\n", c->path, message);
+    c->problems++;
+}
+
+/* The file, checked by the loader and then by the libraries (every
+ * kafka.properties entry applied to a scratch librdkafka configuration, and
+ * so on: reload.h), so that every problem is named before anything starts.
+ * NULL after printing them all. */
 static cl_config_t *load_config(const char *path)
 {
     cl_config_t *config = NULL;
@@ -44,6 +61,11 @@ static cl_config_t *load_config(const char *path)
         config = NULL;
     }
     cl_config_errors_free(&errs);
+    check_t check = {.path = path, .problems = 0};
+    if (config != NULL && cl_reload_preflight(config, on_problem, &check) > 0) {
+        cl_config_free(config);
+        config = NULL;
+    }
     return config;
 }
 

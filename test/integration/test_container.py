@@ -357,6 +357,34 @@ def test_check_config_of_the_compose_config(clickloop_bin):
             in r.stderr), r.stderr
 
 
+def test_check_config_and_start_name_every_kafka_property_librdkafka_refuses(clickloop_bin,
+                                                                             tmp_path):
+    """Every refused librdkafka property is named by its JSON path, by --check-config and
+    before a start (not only the first one, and not only once the consumer starts)."""
+    config = json.loads(COMPOSE_CONFIG.read_text())
+    config["mariadb"]["password"] = "x"
+    config["kafka"]["properties"] = {"auto.offset.reset": 42,
+                                     "session.timeout.ms": "not-a-number",
+                                     "fetch.min.bytes": "1"}
+    path = tmp_path / "bad-kafka.json"
+    path.write_text(json.dumps(config))
+    for args in (["--check-config", str(path)], ["--config", str(path)]):
+        r = subprocess.run([str(clickloop_bin), *args], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert f'{path}: kafka.properties["auto.offset.reset"]: librdkafka refuses it' in r.stderr
+        assert f'{path}: kafka.properties["session.timeout.ms"]: librdkafka refuses it' in r.stderr
+        assert "fetch.min.bytes" not in r.stderr, r.stderr
+        assert "valid" not in r.stdout
+    # A property clickloop owns is refused by the loader with its reason.
+    config["kafka"]["properties"] = {"enable.auto.commit": "false"}
+    path.write_text(json.dumps(config))
+    r = subprocess.run([str(clickloop_bin), "--check-config", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    assert 'kafka.properties["enable.auto.commit"]: set by clickloop' in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------- the entrypoint, live
 
 def free_port():
