@@ -133,10 +133,8 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN])
         return cl_errorf(err, "the source is not well-formed UTF-8 at byte %zu (%s)", bad,
                          cl_utf8_problem(source, len, bad));
     json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     json_object *obj = json_tokener_parse_ex(tok, source, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
@@ -195,10 +193,8 @@ static json_object *parse_json(const char *body, size_t len)
     if (body == NULL || len == 0 || len > INT32_MAX)
         return NULL;
     json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
     if (json_tokener_get_error(tok) != json_tokener_success) {
         json_object_put(obj);

@@ -102,21 +102,6 @@ bool cl_es_index_has_date(const char *pattern)
     return false;
 }
 
-/* Civil date from days since 1970-01-01 (proleptic Gregorian), after Howard
- * Hinnant's days_from_civil inverse: pure arithmetic, no time_t or locale. */
-static void civil_from_days(int64_t days, int64_t *year, int *month, int *day)
-{
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t doe = days - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *year = yoe + era * 400 + (*month <= 2);
-}
-
 /* Expand the date patterns of `pattern` with `subst(letter)`; shared by the
  * three functions below. */
 typedef const char *(*date_subst_fn)(char letter, const void *data);
@@ -161,7 +146,7 @@ int cl_es_index_name(const char *pattern, int64_t start_ms, char *out, size_t si
     int64_t days = start_ms / MS_PER_DAY - (start_ms % MS_PER_DAY < 0);
     int64_t year;
     int month, day;
-    civil_from_days(days, &year, &month, &day);
+    cl_civil_from_days(days, &year, &month, &day);
     if (year < 0 || year > 9999)
         return CL_ERR;
     date_parts_t parts;

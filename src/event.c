@@ -337,34 +337,6 @@ static int days_in_month(int64_t year, int month)
     return month == 2 && is_leap_year(year) ? 29 : days[month - 1];
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. The year is counted
- * from March so that the leap day ends it; 400 years (an "era") are exactly
- * 146097 days. This is Howard Hinnant's days_from_civil. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t year_of_era = y - era * 400;                           /* 0..399 */
-    int64_t day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1; /* 0..365, from March 1 */
-    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    return era * 146097 + day_of_era - 719468; /* 719468: days from 0000-03-01 to 1970-01-01 */
-}
-
-/* The inverse of days_from_civil. */
-static void civil_from_days(int64_t days, int64_t *y, int *m, int *d)
-{
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t day_of_era = days - era * 146097; /* 0..146096 */
-    int64_t year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-    int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    int64_t mp = (5 * day_of_year + 2) / 153; /* month from March, 0..11 */
-    *d = (int)(day_of_year - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = year_of_era + era * 400 + (*m <= 2);
-}
-
 /* ---- timestamps ------------------------------------------------------- */
 
 /* Read exactly n decimal digits. */
@@ -478,12 +450,12 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
         millis = 999;
     }
 
-    int64_t t = days_from_civil(year, month, day) * MS_PER_DAY +
+    int64_t t = cl_days_from_civil(year, month, day) * MS_PER_DAY +
                 ((int64_t)hour * 3600 + minute * 60 + second) * 1000 + millis -
                 (int64_t)offset_min * 60000;
-    if (t < 0)
+    if (t < CL_EVENT_TS_MIN_MS)
         return timestamp_error(reason, s, len, "instant earlier than 1970-01-01T00:00:00Z");
-    if (t > CL_EVENT_TS_MAX_MS)
+    if (t > CL_DATETIME_MAX_MS)
         return timestamp_error(reason, s, len, "instant later than 9999-12-31T23:59:59.999Z");
     *ms = t;
     return CL_OK;
@@ -495,7 +467,7 @@ static int timestamp_from_integer(int64_t v, int64_t *ms, char *reason)
     if (v < 0)
         return cl_errorf(reason, "timestamp: must not be negative, got %" PRId64, v);
     int64_t t = v >= CL_EVENT_EPOCH_MS_FROM ? v : v * 1000;
-    if (t > CL_EVENT_TS_MAX_MS)
+    if (t > CL_DATETIME_MAX_MS)
         return cl_errorf(reason, "timestamp: %" PRId64 " is later than 9999-12-31T23:59:59.999Z",
                          v);
     *ms = t;
@@ -510,57 +482,35 @@ static int timestamp_from_double(double v, int64_t *ms, char *reason)
         return cl_errorf(reason, "timestamp: must not be negative, got %.17g", v);
     double t = v >= (double)CL_EVENT_EPOCH_MS_FROM ? v : v * 1000.0;
     /* Compare before converting: a double beyond int64 has no defined cast. */
-    if (t >= (double)CL_EVENT_TS_MAX_MS + 1.0)
+    if (t >= (double)CL_DATETIME_MAX_MS + 1.0)
         return cl_errorf(reason, "timestamp: %.17g is later than 9999-12-31T23:59:59.999Z", v);
     *ms = (int64_t)floor(t + 0.0005);
-    if (*ms > CL_EVENT_TS_MAX_MS)
-        *ms = CL_EVENT_TS_MAX_MS; /* only the 0.5 us allowance can get here */
+    if (*ms > CL_DATETIME_MAX_MS)
+        *ms = CL_DATETIME_MAX_MS; /* only the 0.5 us allowance can get here */
     return CL_OK;
-}
-
-static void put_digits(char *out, int64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        out[i] = (char)('0' + v % 10);
-        v /= 10;
-    }
-}
-
-void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE])
-{
-    if (ms < 0)
-        ms = 0;
-    if (ms > CL_EVENT_TS_MAX_MS)
-        ms = CL_EVENT_TS_MAX_MS;
-    int64_t year;
-    int month, day;
-    civil_from_days(ms / MS_PER_DAY, &year, &month, &day);
-    int64_t in_day = ms % MS_PER_DAY;
-    memcpy(out, "0000-00-00 00:00:00.000", CL_EVENT_DATETIME_SIZE);
-    put_digits(out, year, 4);
-    put_digits(out + 5, month, 2);
-    put_digits(out + 8, day, 2);
-    put_digits(out + 11, in_day / 3600000, 2);
-    put_digits(out + 14, in_day / 60000 % 60, 2);
-    put_digits(out + 17, in_day / 1000 % 60, 2);
-    put_digits(out + 20, in_day % 1000, 3);
 }
 
 /* ---- event-time window ------------------------------------------------- */
 
-/* "2026-11-28T14:00:00.123Z" */
-static void format_instant(int64_t ms, char out[CL_EVENT_DATETIME_SIZE + 1])
+/* "2026-11-28T14:00:00.123Z" in a reason; an instant no DATETIME holds (only
+ * a clock gone wild can give one) is written in milliseconds instead. */
+#define INSTANT_SIZE (CL_DATETIME_SIZE + 1)
+
+static void format_instant(int64_t ms, char out[INSTANT_SIZE])
 {
-    cl_event_format_datetime(ms, out);
+    if (cl_datetime_format(ms, out) != CL_OK) {
+        snprintf(out, INSTANT_SIZE, "%" PRId64 " ms", ms);
+        return;
+    }
     out[10] = 'T';
-    out[CL_EVENT_DATETIME_SIZE - 1] = 'Z';
-    out[CL_EVENT_DATETIME_SIZE] = '\0';
+    out[CL_DATETIME_SIZE - 1] = 'Z';
+    out[CL_DATETIME_SIZE] = '\0';
 }
 
 int cl_event_check_time_window(int64_t ts_ms, int64_t now_ms, const cl_event_time_window_t *w,
                                char reason[CL_ERR_LEN])
 {
-    char at[CL_EVENT_DATETIME_SIZE + 1], now[CL_EVENT_DATETIME_SIZE + 1];
+    char at[INSTANT_SIZE], now[INSTANT_SIZE];
     /* Both bounds are at most 10 000 years (config.c), 3.2e14 ms: far from an
      * overflow. */
     if (ts_ms < now_ms - (int64_t)w->max_age_ms) {
@@ -913,10 +863,8 @@ int cl_event_parser_new(const char *const pointers[CL_FIELD_COUNT], size_t max_b
         }
     }
     parser->tokener = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
-    if (parser->tokener == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (parser->tokener == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_tokener_set_flags(parser->tokener, JSON_TOKENER_STRICT);
     *out = parser;
     return CL_OK;

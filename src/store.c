@@ -233,47 +233,6 @@ int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]
 
 /* ---- Values --------------------------------------------------------------- */
 
-/* Days since 1970-01-01 to a civil date (proleptic Gregorian), after Howard
- * Hinnant's civil_from_days: exact for every year, no time_t limits. */
-static void civil_from_days(int64_t z, int64_t *y, unsigned int *m, unsigned int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned int doe = (unsigned int)(z - era * 146097);
-    unsigned int yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned int doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned int mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
-int cl_store_format_datetime(int64_t ms, char out[CL_STORE_DATETIME_SIZE])
-{
-    if (ms < CL_STORE_TS_MIN_MS || ms > CL_STORE_TS_MAX_MS) {
-        out[0] = '\0';
-        return CL_ERR;
-    }
-    const int64_t day_ms = 86400000;
-    int64_t days = ms / day_ms;
-    int64_t rem = ms % day_ms;
-    if (rem < 0) { /* floor, not truncation, before 1970 */
-        rem += day_ms;
-        days--;
-    }
-    int64_t year;
-    unsigned int month, day;
-    civil_from_days(days, &year, &month, &day);
-    unsigned int msec = (unsigned int)(rem % 1000);
-    unsigned int secs = (unsigned int)(rem / 1000);
-    /* The moduli are no-ops after the range check; they show the compiler
-     * that every field fits its width. */
-    snprintf(out, CL_STORE_DATETIME_SIZE, "%04u-%02u-%02u %02u:%02u:%02u.%03u",
-             (unsigned int)year % 10000u, month % 100u, day % 100u, secs / 3600 % 100u,
-             secs / 60 % 60, secs % 60, msec);
-    return CL_OK;
-}
-
 /* Characters in well-formed UTF-8: every byte that does not continue one. */
 static size_t utf8_chars(const char *s, size_t len)
 {
@@ -332,7 +291,7 @@ static int check_row(const cl_store_row_t *r, char err[CL_ERR_LEN])
         check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
                    err) != CL_OK)
         return CL_ERR;
-    if (r->ts_ms < CL_STORE_TS_MIN_MS || r->ts_ms > CL_STORE_TS_MAX_MS)
+    if (r->ts_ms < CL_DATETIME_MIN_MS || r->ts_ms > CL_DATETIME_MAX_MS)
         return cl_errorf(err, "timestamp %" PRId64 " ms is outside the DATETIME range", r->ts_ms);
     if (r->time_spent_ms < -1)
         return cl_errorf(err, "time_spent_ms %" PRId64 " is negative", r->time_spent_ms);
@@ -418,8 +377,8 @@ static bool has_user_agent(const cl_store_row_t *r)
 
 static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
-    char when[CL_STORE_DATETIME_SIZE];
-    cl_store_format_datetime(r->ts_ms, when); /* range checked by check_row */
+    char when[CL_DATETIME_SIZE];
+    cl_datetime_format(r->ts_ms, when); /* range checked by check_row */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');
@@ -438,8 +397,8 @@ static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_e
 
 static void append_pending_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
-    char when[CL_STORE_DATETIME_SIZE];
-    cl_store_format_datetime(r->ts_ms, when); /* range checked by check_row */
+    char when[CL_DATETIME_SIZE];
+    cl_datetime_format(r->ts_ms, when); /* range checked by check_row */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');

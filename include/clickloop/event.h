@@ -43,7 +43,8 @@
  *                 millisecond, after a 0.5 microsecond allowance for binary
  *                 floating point (1764338400.123 is 1764338400.12299990654 as
  *                 a double). Negative, NaN and infinite numbers are refused.
- *                 The result must fall within 1970-01-01T00:00:00.000Z ..
+ *                 The result must fall within CL_EVENT_TS_MIN_MS ..
+ *                 CL_DATETIME_MAX_MS, 1970-01-01T00:00:00.000Z ..
  *                 9999-12-31T23:59:59.999Z.
  *  url            required string, no length limit beyond the payload's.
  *  country        optional ISO 3166-1 alpha-2 code: exactly two ASCII letters,
@@ -81,12 +82,12 @@
 #define CL_EVENT_TIME_SPENT_MAX_MS INT64_C(1000000000000)
 /* Epoch numbers at or above this are milliseconds, below it seconds. */
 #define CL_EVENT_EPOCH_MS_FROM INT64_C(100000000000)
-/* 9999-12-31T23:59:59.999Z, the last instant a DATETIME(3) can hold. */
-#define CL_EVENT_TS_MAX_MS INT64_C(253402300799999)
+/* The first instant an event may carry, the epoch: earlier ones, which a
+ * DATETIME(3) could hold, are refused. The last is CL_DATETIME_MAX_MS
+ * (common.h), the last a DATETIME(3) can hold. */
+#define CL_EVENT_TS_MIN_MS INT64_C(0)
 /* "e:" + 128 bytes, or "k:" + 249 + ":" + 11 + ":" + 20 (int32, int64). */
 #define CL_EVENT_ROW_KEY_MAX_LEN 284
-/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
-#define CL_EVENT_DATETIME_SIZE 24
 
 /* One accepted event. Every string is NUL-terminated, valid UTF-8 without NUL
  * bytes, and lives in one allocation owned by the event (`storage`), so a
@@ -150,11 +151,6 @@ void cl_event_clear(cl_event_t *ev);
  * without a field name. */
 int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
                                     char reason[CL_ERR_LEN]);
-
-/* Write `ms` as a MariaDB DATETIME(3) literal in UTC, "YYYY-MM-DD HH:MM:SS.mmm"
- * (23 characters and a NUL). Values outside 0..CL_EVENT_TS_MAX_MS, which
- * cl_event_parse never produces, are clamped into that range. */
-void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE]);
 
 /* How far an event's time may be from the moment it is consumed. Events far
  * in the past or the future are producer bugs (a clock at 1970, a unit

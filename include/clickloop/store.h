@@ -2,7 +2,7 @@
  * one idempotent transaction.
  *
  * Pure parts (no I/O, unit-tested): the schema migrations as SQL text, the
- * DATETIME(3) formatter, the row checks, and the batch SQL builder. The async
+ * row checks, and the batch SQL builder. The async
  * parts run that SQL on a cl_db_pool_t: cl_store_migrate() at start, then
  * cl_store_write_batch() for every batch, retried until it is stored.
  *
@@ -52,11 +52,12 @@
 #define CL_STORE_USER_AGENT_MAX_CHARS 4096
 #define CL_STORE_REASON_MAX_CHARS 1024
 
-/* DATETIME(3) range: 1000-01-01 00:00:00.000 .. 9999-12-31 23:59:59.999 UTC. */
-#define CL_STORE_TS_MIN_MS INT64_C(-30610224000000)
-#define CL_STORE_TS_MAX_MS INT64_C(253402300799999)
-/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
-#define CL_STORE_DATETIME_SIZE 24
+/* Aliases until aggregate.c and retention.c use CL_DATETIME_* and
+ * cl_datetime_format (common.h). */
+#define CL_STORE_TS_MIN_MS CL_DATETIME_MIN_MS
+#define CL_STORE_TS_MAX_MS CL_DATETIME_MAX_MS
+#define CL_STORE_DATETIME_SIZE CL_DATETIME_SIZE
+#define cl_store_format_datetime cl_datetime_format
 
 /* One valid event, as the store needs it. Mirrors cl_event_t field for field
  * so the caller maps with plain assignments. Strings are NUL-terminated except
@@ -108,10 +109,6 @@ typedef size_t (*cl_store_escape_fn)(char *to, const char *from, size_t len);
  * implicitly, so a crash mid-way re-runs a migration, and two instances
  * starting together may both run it. */
 int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]);
-
-/* Write `ms` as "YYYY-MM-DD HH:MM:SS.mmm" in UTC. CL_ERR outside the
- * DATETIME range (CL_STORE_TS_MIN_MS..CL_STORE_TS_MAX_MS). */
-int cl_store_format_datetime(int64_t ms, char out[CL_STORE_DATETIME_SIZE]);
 
 /* Can this row be stored without a server error (strict mode)? Checks
  * presence, well-formed UTF-8 and the column limits above. Rows that fail

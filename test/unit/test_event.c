@@ -1,6 +1,7 @@
 /* Unit tests for the event module: field extraction through flat and nested
  * mappings, every rejection reason, timestamps, the row key, and the calendar
- * arithmetic behind cl_event_format_datetime. */
+ * arithmetic (common.h) as the timestamp parser and the DATETIME formatter
+ * use it. */
 #include "clickloop/event.h"
 
 #include <time.h>
@@ -628,7 +629,7 @@ static void test_timestamp_string_forms(void)
         {"2026-11-28T14:00:00.9999999Z", T0 + 999},
         {"1970-01-01T00:00:00Z", 0},
         {"1970-01-01T01:00:00+01:00", 0},
-        {"9999-12-31T23:59:59.999Z", CL_EVENT_TS_MAX_MS},
+        {"9999-12-31T23:59:59.999Z", CL_DATETIME_MAX_MS},
         {"2024-02-29T12:00:00Z", INT64_C(1709208000000)},
         {"2000-02-29T00:00:00Z", INT64_C(951782400000)},
         {"2016-12-31T23:59:60Z", INT64_C(1483228799999)}, /* leap second clamped */
@@ -714,7 +715,7 @@ static void test_timestamp_numbers_seconds_or_milliseconds_by_magnitude(void)
         {"99999999999", INT64_C(99999999999000)},  /* just below 1e11: seconds */
         {"100000000000", INT64_C(100000000000)},   /* 1e11: milliseconds */
         {"99999999999.5", INT64_C(99999999999500)},
-        {"253402300799999", CL_EVENT_TS_MAX_MS},
+        {"253402300799999", CL_DATETIME_MAX_MS},
         {"99999999999.999", INT64_C(99999999999999)},
         {"253402300799.999", INT64_C(253402300799)}, /* >= 1e11, so milliseconds */
     };
@@ -727,34 +728,16 @@ static void test_timestamp_numbers_seconds_or_milliseconds_by_magnitude(void)
     }
 }
 
-static void test_format_datetime(void)
-{
-    static const ts_case_t cases[] = {
-        {"1970-01-01 00:00:00.000", 0},
-        {"2026-11-28 14:00:00.250", T0 + 250},
-        {"2024-02-29 12:00:00.000", INT64_C(1709208000000)},
-        {"2016-12-31 23:59:59.999", INT64_C(1483228799999)},
-        {"9999-12-31 23:59:59.999", CL_EVENT_TS_MAX_MS},
-        {"1970-01-01 00:00:00.000", -5},                         /* clamped */
-        {"9999-12-31 23:59:59.999", CL_EVENT_TS_MAX_MS + 86400000}, /* clamped */
-    };
-    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
-        char out[CL_EVENT_DATETIME_SIZE];
-        cl_event_format_datetime(cases[i].ms, out);
-        CL_ASSERT_STR_EQ(cases[i].text, out);
-    }
-}
-
 /* Every day from 1970-01-01 to 9999-12-31: formatting then parsing gives the
  * same instant, and consecutive days are consecutive dates. */
 static void test_calendar_round_trips_every_day(void)
 {
-    int64_t last_day = CL_EVENT_TS_MAX_MS / 86400000;
-    char previous[CL_EVENT_DATETIME_SIZE] = "";
+    int64_t last_day = CL_DATETIME_MAX_MS / 86400000;
+    char previous[CL_DATETIME_SIZE] = "";
     for (int64_t day = 0; day <= last_day; day++) {
         int64_t ms = day * 86400000 + 45296789; /* 12:34:56.789 */
-        char text[CL_EVENT_DATETIME_SIZE + 1];
-        cl_event_format_datetime(ms, text);
+        char text[CL_DATETIME_SIZE + 1];
+        CL_ASSERT_INT_EQ(CL_OK, cl_datetime_format(ms, text));
         if (strcmp(previous, text) >= 0) {
             CL_FAIL_("day %" PRId64 ": \"%s\" does not follow \"%s\"", day, text, previous);
             return;
@@ -834,7 +817,7 @@ static void test_time_window_rejects_one_millisecond_too_far_ahead(void)
                      "2026-12-04T18:00:00.000Z, more than ingest.max_future_skew (3600000 ms) "
                      "allows",
                      reason);
-    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(CL_EVENT_TS_MAX_MS, NOW_MS,
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(CL_DATETIME_MAX_MS, NOW_MS,
                                                         &default_window, reason));
     CL_ASSERT_STR_CONTAINS(reason, "9999-12-31T23:59:59.999Z");
 }
@@ -882,7 +865,6 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_timestamp_string_forms),
     CL_TEST(test_timestamp_string_rejections),
     CL_TEST(test_timestamp_numbers_seconds_or_milliseconds_by_magnitude),
-    CL_TEST(test_format_datetime),
     CL_TEST(test_calendar_round_trips_every_day),
     CL_TEST(test_calendar_agrees_with_timegm),
     CL_TEST(test_time_window_accepts_both_edges_exactly),

@@ -1,5 +1,5 @@
 /* Unit tests for the pure parts of the store module: batch SQL, row checks,
- * DATETIME(3) formatting and migrations. No server: the batch builder gets
+ * and migrations. No server: the batch builder gets
  * its escaping function passed in. */
 #include "clickloop/store.h"
 
@@ -306,29 +306,6 @@ static void test_sql_bytes_count_escaping_and_every_table(void)
                      cl_store_rejected_sql_bytes(&rej));
 }
 
-static void test_datetime_formats_utc_with_milliseconds(void)
-{
-    char out[CL_STORE_DATETIME_SIZE];
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(0, out));
-    CL_ASSERT_STR_EQ("1970-01-01 00:00:00.000", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(-1, out));
-    CL_ASSERT_STR_EQ("1969-12-31 23:59:59.999", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(INT64_C(1709208000500), out));
-    CL_ASSERT_STR_EQ("2024-02-29 12:00:00.500", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MAX_MS, out));
-    CL_ASSERT_STR_EQ("9999-12-31 23:59:59.999", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MIN_MS, out));
-    CL_ASSERT_STR_EQ("1000-01-01 00:00:00.000", out);
-}
-
-static void test_datetime_refuses_values_outside_the_column_range(void)
-{
-    char out[CL_STORE_DATETIME_SIZE];
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MAX_MS + 1, out));
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MIN_MS - 1, out));
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(INT64_MIN, out));
-}
-
 static void test_migration_from_zero_creates_every_table_and_records_the_version(void)
 {
     cl_buf_t b;
@@ -553,8 +530,6 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_row_check_refuses_what_strict_mode_would),
     CL_TEST(test_sql_bytes_bound_the_built_batch_closely),
     CL_TEST(test_sql_bytes_count_escaping_and_every_table),
-    CL_TEST(test_datetime_formats_utc_with_milliseconds),
-    CL_TEST(test_datetime_refuses_values_outside_the_column_range),
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
     CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
     CL_TEST(test_migration_from_three_adds_the_retention_state_only),
