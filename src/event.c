@@ -745,7 +745,7 @@ static int take_fields(const cl_event_parser_t *parser, struct json_object *root
     if (take_event_id(parser, root, x, reason) != CL_OK ||
         take_user_id(parser, root, x, reason) != CL_OK ||
         take_timestamp(parser, root, x, reason) != CL_OK ||
-        take_required_string(parser, root, CL_FIELD_URL, SIZE_MAX, &x->text[CL_FIELD_URL],
+        take_required_string(parser, root, CL_FIELD_URL, CL_EVENT_URL_MAX_LEN, &x->text[CL_FIELD_URL],
                              reason) != CL_OK ||
         take_country(parser, root, x, reason) != CL_OK)
         return CL_ERR;

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/event.h"
 #include "clickloop/utf8.h"
 
 /* ---- Schema --------------------------------------------------------------- */
@@ -261,52 +262,19 @@ static int check_text(const char *field, const char *s, size_t len, bool optiona
 
 static size_t opt_len(const char *s) { return s != NULL ? strlen(s) : 0; }
 
-static int check_row(const cl_store_row_t *r, char err[CL_ERR_LEN])
-{
-    if (r->row_key == NULL || r->row_key_len == 0)
-        return cl_errorf(err, "row_key is missing");
-    if (r->row_key_len > CL_STORE_ROW_KEY_MAX_BYTES)
-        return cl_errorf(err, "row_key is %zu bytes long, the column holds %d", r->row_key_len,
-                         CL_STORE_ROW_KEY_MAX_BYTES);
-    if (memchr(r->country, '\0', sizeof r->country) == NULL)
-        return cl_errorf(err, "country is not NUL-terminated");
-    if (check_text("event_id", r->event_id, opt_len(r->event_id), true,
-                   CL_STORE_EVENT_ID_MAX_CHARS, false, err) != CL_OK ||
-        check_text("user_id", r->user_id, opt_len(r->user_id), false,
-                   CL_STORE_USER_ID_MAX_CHARS, false, err) != CL_OK ||
-        check_text("url", r->url, r->url_len, false, CL_STORE_URL_MAX_BYTES, true, err) !=
-            CL_OK ||
-        check_text("country", r->country, strlen(r->country), true, 2,
-                   false, err) != CL_OK ||
-        check_text("city", r->city, opt_len(r->city), true, CL_STORE_TEXT_MAX_CHARS, false,
-                   err) != CL_OK ||
-        check_text("browser", r->browser, opt_len(r->browser), true, CL_STORE_TEXT_MAX_CHARS,
-                   false, err) != CL_OK ||
-        check_text("os", r->os, opt_len(r->os), true, CL_STORE_TEXT_MAX_CHARS, false, err) !=
-            CL_OK ||
-        check_text("device", r->device, opt_len(r->device), true, CL_STORE_TEXT_MAX_CHARS,
-                   false, err) != CL_OK ||
-        check_text("user_agent", r->user_agent, opt_len(r->user_agent), true,
-                   CL_STORE_USER_AGENT_MAX_CHARS, false, err) != CL_OK ||
-        check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
-                   err) != CL_OK)
-        return CL_ERR;
-    if (r->ts_ms < CL_DATETIME_MIN_MS || r->ts_ms > CL_DATETIME_MAX_MS)
-        return cl_errorf(err, "timestamp %" PRId64 " ms is outside the DATETIME range", r->ts_ms);
-    if (r->time_spent_ms < -1)
-        return cl_errorf(err, "time_spent_ms %" PRId64 " is negative", r->time_spent_ms);
-    if (r->partition < 0 || r->offset < 0)
-        return cl_errorf(err, "Kafka partition %" PRId32 " / offset %" PRId64 " is negative",
-                         r->partition, r->offset);
-    return CL_OK;
-}
+/* Rows are valid by construction (store.h): the event parser's limits are
+ * within the columns' (bytes bound characters from above), its instants
+ * within DATETIME(3). */
+_Static_assert(CL_EVENT_ROW_KEY_MAX_LEN <= CL_STORE_ROW_KEY_MAX_BYTES, "row_key fits");
+_Static_assert(CL_EVENT_ID_MAX_LEN <= CL_STORE_EVENT_ID_MAX_CHARS, "event_id fits");
+_Static_assert(CL_EVENT_USER_ID_MAX_LEN <= CL_STORE_USER_ID_MAX_CHARS, "user_id fits");
+_Static_assert(CL_EVENT_URL_MAX_LEN <= CL_STORE_URL_MAX_BYTES, "url fits");
+_Static_assert(CL_EVENT_TEXT_MAX_LEN <= CL_STORE_TEXT_MAX_CHARS, "city, browser, os, device fit");
+_Static_assert(CL_EVENT_USER_AGENT_MAX_LEN <= CL_STORE_USER_AGENT_MAX_CHARS, "user_agent fits");
+_Static_assert(CL_EVENT_TS_MIN_MS >= CL_DATETIME_MIN_MS, "event times fit DATETIME(3)");
 
-int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN])
-{
-    return check_row(row, err);
-}
-
-int cl_store_rejected_check(const cl_store_rejected_t *r, char err[CL_ERR_LEN])
+/* Rejected events come from Kafka as they are: the one check they get. */
+static int check_rejected(const cl_store_rejected_t *r, char err[CL_ERR_LEN])
 {
     if (check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
                    err) != CL_OK)
@@ -378,7 +346,7 @@ static bool has_user_agent(const cl_store_row_t *r)
 static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
     char when[CL_DATETIME_SIZE];
-    cl_datetime_format(r->ts_ms, when); /* range checked by check_row */
+    cl_datetime_format(r->ts_ms, when); /* in range: store.h */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');
@@ -398,7 +366,7 @@ static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_e
 static void append_pending_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
     char when[CL_DATETIME_SIZE];
-    cl_datetime_format(r->ts_ms, when); /* range checked by check_row */
+    cl_datetime_format(r->ts_ms, when); /* in range: store.h */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');
@@ -469,14 +437,8 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
                              cl_store_escape_fn escape, char err[CL_ERR_LEN])
 {
     char why[CL_ERR_LEN];
-    for (size_t i = 0; i < n_rows; i++) {
-        if (check_row(&rows[i], why) != CL_OK)
-            return cl_errorf(err, "batch row %zu (%s [%" PRId32 "] offset %" PRId64 "): %s", i,
-                             rows[i].topic != NULL ? rows[i].topic : "?", rows[i].partition,
-                             rows[i].offset, why);
-    }
     for (size_t i = 0; i < n_rejected; i++) {
-        if (cl_store_rejected_check(&rejected[i], why) != CL_OK)
+        if (check_rejected(&rejected[i], why) != CL_OK)
             return cl_errorf(err, "batch rejected event %zu: %s", i, why);
     }
     if (n_rows == 0 && n_rejected == 0)

@@ -3,6 +3,11 @@
  * rejected_events). Pure logic, no I/O: the kafka source calls it for every
  * message, unit tests and fuzzers call it directly.
  *
+ * This is the one validation of an event on its way to SQL: an accepted
+ * event fits the store's columns as it is (store.h relies on it, and checks
+ * the limits below against its columns at compile time), so nothing checks
+ * it again.
+ *
  * Rules, in the order they are checked (the first failure is the reason):
  *  1. The payload is not empty, and at most the configured number of bytes.
  *  2. It is well-formed UTF-8 (see utf8.h); the reason names the byte offset
@@ -46,7 +51,8 @@
  *                 The result must fall within CL_EVENT_TS_MIN_MS ..
  *                 CL_DATETIME_MAX_MS, 1970-01-01T00:00:00.000Z ..
  *                 9999-12-31T23:59:59.999Z.
- *  url            required string, no length limit beyond the payload's.
+ *  url            required string, 1..CL_EVENT_URL_MAX_LEN bytes (in practice
+ *                 the payload's limit comes first).
  *  country        optional ISO 3166-1 alpha-2 code: exactly two ASCII letters,
  *                 stored upper-case. Only the shape is checked, not whether
  *                 the code is assigned (the list changes; "XK" is in wide use).
@@ -79,6 +85,8 @@
 #define CL_EVENT_USER_ID_MAX_LEN 256
 #define CL_EVENT_TEXT_MAX_LEN 1024
 #define CL_EVENT_USER_AGENT_MAX_LEN 4096
+/* A MEDIUMTEXT: more than any payload ingest.max_event_bytes allows leaves. */
+#define CL_EVENT_URL_MAX_LEN 16777215
 #define CL_EVENT_TIME_SPENT_MAX_MS INT64_C(1000000000000)
 /* Epoch numbers at or above this are milliseconds, below it seconds. */
 #define CL_EVENT_EPOCH_MS_FROM INT64_C(100000000000)
@@ -128,8 +136,10 @@ int cl_event_parser_new(const char *const pointers[CL_FIELD_COUNT], size_t max_b
                         cl_event_parser_t **out, char err[CL_ERR_LEN]);
 void cl_event_parser_free(cl_event_parser_t *parser);
 
-/* Parse one message. `payload` may be NULL (a Kafka tombstone); `topic` must
- * not be. Returns 0 with *ev filled (the caller later calls cl_event_clear),
+/* Parse one message. `payload` may be NULL (a Kafka tombstone); `topic`,
+ * `partition` and `offset` are the message's as librdkafka gives them (a
+ * topic name of at most 249 bytes of [a-zA-Z0-9._-], never negative
+ * numbers), which is what keeps the row key and the Kafka columns valid. Returns 0 with *ev filled (the caller later calls cl_event_clear),
  * or CL_ERR with the rejection reason in `reason` and *ev zeroed, so that
  * cl_event_clear(ev) is harmless either way. */
 int cl_event_parse(cl_event_parser_t *parser, const void *payload, size_t len, const char *topic,

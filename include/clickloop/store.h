@@ -61,7 +61,14 @@
 
 /* One valid event, as the store needs it. Mirrors cl_event_t field for field
  * so the caller maps with plain assignments. Strings are NUL-terminated except
- * row_key and url, which carry their length. */
+ * row_key and url, which carry their length.
+ *
+ * A row is valid by construction: cl_event_parse (event.h) is the one
+ * validation of an event on its way to SQL, and every value it accepts fits
+ * its column (present where required, well-formed UTF-8 without NUL, within
+ * the limits above, dated within DATETIME; store.c asserts the limits at
+ * compile time). The store does not check rows again: a row made by hand
+ * must keep to the same rules. */
 typedef struct cl_store_row_s {
     const char *row_key;
     size_t row_key_len;
@@ -110,13 +117,6 @@ typedef size_t (*cl_store_escape_fn)(char *to, const char *from, size_t len);
  * starting together may both run it. */
 int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]);
 
-/* Can this row be stored without a server error (strict mode)? Checks
- * presence, well-formed UTF-8 and the column limits above. Rows that fail
- * belong in rejected_events with this message as the reason; the builder
- * refuses a batch containing one. */
-int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN]);
-int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR_LEN]);
-
 /* Append one multi-statement transaction storing `rows` and `rejected`:
  *   START TRANSACTION;
  *   INSERT INTO click_data (...) VALUES (...),... ON DUPLICATE KEY UPDATE row_key=row_key;
@@ -132,8 +132,11 @@ int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR
  * fields are NULL; binary columns use the _binary introducer. The statement
  * grows with the batch: the caller bounds the batch so the text stays under
  * the server's max_allowed_packet (see cl_store_row_sql_bytes and
- * cl_store_max_batch_sql_bytes; cl_store_write_batch checks it). Returns
- * CL_ERR, naming the row, if a row fails its check. */
+ * cl_store_max_batch_sql_bytes; cl_store_write_batch checks it). Rows are
+ * taken as valid (see cl_store_row_t); rejected events, which no parser
+ * checked, are: CL_ERR, naming the one, when its topic is missing, not
+ * UTF-8 or too long, its partition or offset negative, or its reason
+ * missing. */
 int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n_rows,
                              const cl_store_rejected_t *rejected, size_t n_rejected,
                              cl_store_escape_fn escape, char err[CL_ERR_LEN]);
@@ -144,8 +147,7 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
  * its rows and cl_store_rejected_sql_bytes() over its rejected events. Each
  * is an upper bound computed from the exact escaped lengths of the values
  * (every table a row goes to counts: its row key is written four times), at
- * most a few dozen bytes over what the builder writes. Rows must pass
- * cl_store_row_check. */
+ * most a few dozen bytes over what the builder writes. */
 #define CL_STORE_BATCH_SQL_BASE_BYTES 1024
 size_t cl_store_row_sql_bytes(const cl_store_row_t *row);
 size_t cl_store_rejected_sql_bytes(const cl_store_rejected_t *rejected);
@@ -216,8 +218,8 @@ int cl_store_migrate(cl_store_t *store, cl_store_migrate_cb cb, void *arg, char 
 
 /* Store a batch. The SQL is built before this returns, so `rows`, `rejected`
  * and the strings they point to may be freed as soon as it returns. Needs a
- * successful cl_store_migrate first. Returns CL_ERR (cb never runs) if a row
- * fails its check. cb runs once, from the loop:
+ * successful cl_store_migrate first. Returns CL_ERR (cb never runs) when the
+ * builder refuses a rejected event (see above). cb runs once, from the loop:
  * - Transient failures (deadlocks, a lost connection) are retried with
  *   backoff until they succeed.
  * - So are the errors that are not the data's (CL_DB_ERROR_OPERATOR: a

@@ -211,6 +211,33 @@ static void test_long_url_accepted(void)
     cl_event_clear(&ev);
 }
 
+/* The column is a MEDIUMTEXT: a URL one byte longer is refused even when the
+ * parser's payload limit would let it through. */
+static void test_url_longer_than_its_column_rejected(void)
+{
+    size_t url_len = CL_EVENT_URL_MAX_LEN + 1;
+    size_t cap = url_len + 64;
+    char *json = cl_xmalloc(cap);
+    int head = snprintf(json, cap, "{" UID "," TS ",\"url\":\"");
+    memset(json + head, 'x', url_len);
+    memcpy(json + head + url_len, "\"}", 3);
+    size_t len = strlen(json);
+    cl_event_parser_t *parser = NULL;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parser_new(NULL, len, &parser, err));
+    cl_event_t ev;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_parse(parser, json, len, "t", 0, 0, &ev, err));
+    CL_ASSERT_STR_EQ("url: 16777216 bytes is over the limit of 16777215 bytes", err);
+    json[head + url_len - 1] = '"'; /* one byte shorter: at the limit */
+    json[head + url_len] = '}';
+    json[head + url_len + 1] = '\0';
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, len - 1, "t", 0, 0, &ev, err));
+    CL_ASSERT_INT_EQ(CL_EVENT_URL_MAX_LEN, ev.url_len);
+    cl_event_clear(&ev);
+    cl_event_parser_free(parser);
+    free(json);
+}
+
 static void test_user_id_integer_stored_as_decimal_text(void)
 {
     static const struct {
@@ -839,6 +866,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_optional_null_means_absent),
     CL_TEST(test_strings_stored_exactly_after_unescaping),
     CL_TEST(test_long_url_accepted),
+    CL_TEST(test_url_longer_than_its_column_rejected),
     CL_TEST(test_user_id_integer_stored_as_decimal_text),
     CL_TEST(test_user_id_integers_json_c_may_have_clamped_rejected),
     CL_TEST(test_time_spent_fraction_rounded_to_nearest),
