@@ -38,8 +38,8 @@ void cl_es_json_append_string(cl_buf_t *out, const char *s, size_t len);
 
 /* ---- Building a request body ---------------------------------------------- */
 
-/* One document of a bulk request. `source` is one JSON object (the caller has
- * checked it, e.g. with cl_es_source_check); its newlines, which in valid JSON
+/* One document of a bulk request. `source` is one JSON object (built so by
+ * construction, es_doc.h; it is not parsed again); its newlines, which in valid JSON
  * can only be whitespace between tokens, are written as spaces so that the
  * NDJSON framing holds. version 0 means none; otherwise the action carries
  * `"version":N,"version_type":"external_gte"` and the cluster keeps whichever
@@ -74,7 +74,9 @@ void cl_es_bulk_free(cl_es_bulk_t *bulk);
  * a document larger than max_bytes travels alone. */
 bool cl_es_bulk_add(cl_es_bulk_t *bulk, const cl_es_bulk_doc_t *doc);
 
-/* Check that `len` bytes are exactly one JSON object in well-formed UTF-8,
+/* For JSON that no builder here made (the index mappings at setup) and for
+ * the tests of every builder; not for documents on their way out, which are
+ * correct by construction. Check that `len` bytes are exactly one JSON object in well-formed UTF-8,
  * whitespace around it allowed: two objects or a stray action would shift
  * the framing of every following document. The JSON check is json-c's
  * (JSON_TOKENER_STRICT), which still lets a few non-RFC 8259 forms through

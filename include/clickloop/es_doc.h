@@ -105,7 +105,12 @@ typedef struct cl_es_stats_doc_s {
     int64_t updated_at_ms;
 } cl_es_stats_doc_t;
 
-/* Append the document's JSON source (one line, no newline) to out. */
+/* Append the document's JSON source (one line, no newline) to out. It is one
+ * JSON object by construction: strings go through cl_es_json_append_string,
+ * numbers are integers or finite decimals (a non-finite average is null),
+ * so it is not parsed again before it is sent; the unit tests parse and
+ * round-trip documents at every edge. Strings must be well-formed UTF-8, as
+ * the utf8mb4 columns they are read from hold them. */
 void cl_es_stats_source(cl_buf_t *out, const cl_es_stats_doc_t *doc);
 
 /* cl_es_doc_id() of the aggregate. */

@@ -4,6 +4,7 @@
 #include "clickloop/es_doc.h"
 
 #include <json-c/json.h>
+#include <math.h>
 
 #include "cl_test.h"
 
@@ -250,6 +251,84 @@ static void test_source_writes_unknowns_as_null_and_escapes_the_url(void)
     cl_buf_free(&out);
 }
 
+static bool field_is(json_object *src, const char *key, json_type type)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(src, key, &v) && json_object_is_type(v, type);
+}
+
+static int64_t field_int(json_object *src, const char *key)
+{
+    json_object *v = NULL;
+    json_object_object_get_ex(src, key, &v);
+    return json_object_get_int64(v);
+}
+
+/* The sink does not parse documents again before sending them (es_sink.h):
+ * what guards the builder is this test. Documents at every edge (each byte
+ * value in the URL, multi-byte text, extreme numbers, non-finite averages,
+ * absent countries) must pass the check the sink once made and give back,
+ * parsed, the values they were built from. */
+static void test_every_generated_source_is_one_json_object_that_round_trips(void)
+{
+    char url[2 * 256 + 64];
+    size_t url_len = 0;
+    for (int c = 1; c < 256; c++) {
+        if (c >= 0x80) /* well-formed UTF-8 only, as the utf8mb4 column holds */
+            continue;
+        url[url_len++] = (char)c;
+    }
+    memcpy(url + url_len, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9);
+    url_len += 9;
+    url[url_len] = '\0';
+    const double averages[] = {0.0, 1234.5, 1e300, -0.0, NAN, INFINITY};
+    const char *const countries[] = {"DE", "", NULL, "ABCDEFGHIJKLMNOP"};
+    const int64_t starts[] = {0, INT64_MIN, INT64_MAX, -86400000};
+    const uint64_t counts[] = {0, 1, UINT64_MAX};
+    size_t built = 0;
+    for (size_t a = 0; a < CL_ARRAY_LEN(averages); a++)
+        for (size_t c = 0; c < CL_ARRAY_LEN(countries); c++)
+            for (size_t t = 0; t < CL_ARRAY_LEN(starts); t++)
+                for (size_t n = 0; n < CL_ARRAY_LEN(counts); n++) {
+                    cl_es_stats_doc_t d = sample_doc();
+                    d.url = url;
+                    d.url_len = url_len;
+                    d.country = countries[c];
+                    d.window_start_ms = d.window_end_ms = d.updated_at_ms = starts[t];
+                    d.clicks = d.unique_users = d.time_spent_samples = counts[n];
+                    d.avg_time_spent_ms = averages[a];
+                    cl_buf_t out;
+                    cl_buf_init(&out);
+                    cl_es_stats_source(&out, &d);
+                    built++;
+                    char err[CL_ERR_LEN];
+                    if (cl_es_source_check(out.data, out.len, err) != CL_OK ||
+                        memchr(out.data, '\n', out.len) != NULL) {
+                        CL_FAIL_("document %zu: %s in %s", built, err, out.data);
+                        cl_buf_free(&out);
+                        return;
+                    }
+                    json_object *src = parse_or_null(out.data);
+                    json_object *v = NULL;
+                    CL_ASSERT(json_object_object_get_ex(src, "url", &v));
+                    CL_ASSERT_INT_EQ(url_len, json_object_get_string_len(v));
+                    CL_ASSERT(memcmp(url, json_object_get_string(v), url_len) == 0);
+                    CL_ASSERT_INT_EQ(starts[t], field_int(src, "window_start"));
+                    CL_ASSERT_INT_EQ(starts[t], field_int(src, "updated_at"));
+                    CL_ASSERT(json_object_object_get_ex(src, "clicks", &v));
+                    CL_ASSERT(json_object_get_uint64(v) == counts[n]);
+                    bool has_country = countries[c] != NULL && countries[c][0] != '\0';
+                    CL_ASSERT(field_is(src, "country",
+                                       has_country ? json_type_string : json_type_null));
+                    bool has_avg = counts[n] > 0 && isfinite(averages[a]);
+                    CL_ASSERT(field_is(src, "avg_time_spent_ms",
+                                       has_avg ? json_type_double : json_type_null));
+                    json_object_put(src);
+                    cl_buf_free(&out);
+                }
+    CL_ASSERT_INT_EQ(6 * 4 * 4 * 3, built);
+}
+
 static void test_stats_doc_id_matches_doc_id(void)
 {
     cl_es_stats_doc_t d = sample_doc();
@@ -281,6 +360,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_mapping_is_strict_and_keeps_long_urls_indexable),
     CL_TEST(test_source_has_exactly_the_mapped_fields),
     CL_TEST(test_source_writes_unknowns_as_null_and_escapes_the_url),
+    CL_TEST(test_every_generated_source_is_one_json_object_that_round_trips),
     CL_TEST(test_stats_doc_id_matches_doc_id),
 };
 
