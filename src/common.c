@@ -18,6 +18,13 @@ void cl_panic(const char *fmt, ...)
     abort();
 }
 
+void cl_close_complete(void *object, cl_close_cb cb, void *arg)
+{
+    free(object);
+    if (cb != NULL)
+        cb(arg);
+}
+
 static void cl_oom(size_t size)
 {
     cl_panic("out of memory allocating %zu bytes", size);

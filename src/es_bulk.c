@@ -69,18 +69,6 @@ void cl_es_bulk_init(cl_es_bulk_t *bulk, size_t max_docs, size_t max_bytes)
     bulk->max_bytes = max_bytes;
 }
 
-void cl_es_bulk_reset(cl_es_bulk_t *bulk)
-{
-    cl_buf_reset(&bulk->body);
-    bulk->docs = 0;
-}
-
-void cl_es_bulk_free(cl_es_bulk_t *bulk)
-{
-    cl_buf_free(&bulk->body);
-    bulk->docs = 0;
-}
-
 /* Copy a source, writing CR and LF as spaces: in valid JSON they can only be
  * insignificant whitespace (raw control characters are not allowed inside
  * strings), and one raw newline would end the line early and shift every

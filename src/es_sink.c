@@ -358,17 +358,6 @@ int cl_es_sink_params_validate(const cl_es_sink_params_t *p, char err[CL_ERR_LEN
     return CL_OK;
 }
 
-const char *cl_es_doc_outcome_name(cl_es_doc_outcome_t outcome)
-{
-    switch (outcome) {
-    case CL_ES_DOC_INDEXED: return "indexed";
-    case CL_ES_DOC_SUPERSEDED: return "superseded";
-    case CL_ES_DOC_FAILED: return "failed";
-    case CL_ES_DOC_CANCELLED: return "cancelled";
-    }
-    return "unknown";
-}
-
 /* ---- Sockets and timers for libcurl --------------------------------------------------------- */
 
 static void sink_maybe_free(cl_es_sink_t *s);

@@ -336,11 +336,6 @@ void cl_gauge_set(cl_gauge_t *g, const char *const *values, double v)
     get_series(&g->family, values)->value = v;
 }
 
-void cl_gauge_add(cl_gauge_t *g, const char *const *values, double v)
-{
-    get_series(&g->family, values)->value += v;
-}
-
 void cl_gauge_clear(cl_gauge_t *g)
 {
     family_t *f = &g->family;

@@ -572,7 +572,7 @@ struct cl_store_s {
     uint64_t rng;
     cl_store_stats_t stats;
     bool closing, anchor_closing;
-    cl_store_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 };
 
@@ -616,11 +616,7 @@ int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *p
 static void on_anchor_closed(uv_handle_t *h)
 {
     cl_store_t *s = h->data;
-    cl_store_close_cb cb = s->close_cb;
-    void *arg = s->close_arg;
-    free(s);
-    if (cb != NULL)
-        cb(arg);
+    cl_close_complete(s, s->close_cb, s->close_arg);
 }
 
 static void store_maybe_closed(cl_store_t *s)
@@ -635,12 +631,7 @@ static void on_op_closed(uv_handle_t *h)
 {
     store_op_t *op = h->data;
     cl_store_t *s = op->store;
-    if (op->prev != NULL)
-        op->prev->next = op->next;
-    else
-        s->ops = op->next;
-    if (op->next != NULL)
-        op->next->prev = op->prev;
+    CL_DLIST_UNLINK(s->ops, op);
     s->op_count--;
     cl_buf_free(&op->sql);
     free(op);
@@ -657,10 +648,7 @@ static store_op_t *op_new(cl_store_t *s, op_kind_t kind, void *arg)
     cl_buf_init(&op->sql);
     uv_timer_init(s->loop, &op->timer);
     op->timer.data = op;
-    op->next = s->ops;
-    if (s->ops != NULL)
-        s->ops->prev = op;
-    s->ops = op;
+    CL_DLIST_PUSH(s->ops, op);
     s->op_count++;
     return op;
 }
@@ -899,7 +887,7 @@ const char *cl_store_blocked(const cl_store_t *s)
 
 void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out) { *out = s->stats; }
 
-int cl_store_close(cl_store_t *s, cl_store_close_cb cb, void *arg)
+int cl_store_close(cl_store_t *s, cl_close_cb cb, void *arg)
 {
     if (s->closing)
         return CL_ERR;

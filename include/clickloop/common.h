@@ -25,6 +25,11 @@
  * caller passed with the close. */
 typedef void (*cl_close_cb)(void *arg);
 
+/* The last step of every asynchronous close: free `object` (which may hold
+ * `cb` and `arg`: they are passed by value, read before the free), then call
+ * cb(arg) unless cb is NULL. */
+void cl_close_complete(void *object, cl_close_cb cb, void *arg);
+
 /* A state the code cannot reach was reached (a broken table, a switch over an
  * enum that missed a value): print "clickloop: <message>" and abort. For
  * programming errors only; anything input or the servers can cause is an

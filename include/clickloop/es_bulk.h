@@ -55,7 +55,8 @@ typedef struct cl_es_bulk_doc_s {
 } cl_es_bulk_doc_t;
 
 /* A request body under construction: `{"index":{...}}\n<source>\n` per
- * document, every line ending in "\n" including the last. */
+ * document, every line ending in "\n" including the last. Whoever ends up
+ * with `body` (the request that sends it) frees it with cl_buf_free. */
 typedef struct cl_es_bulk_s {
     cl_buf_t body;
     size_t docs;
@@ -64,9 +65,6 @@ typedef struct cl_es_bulk_s {
 } cl_es_bulk_t;
 
 void cl_es_bulk_init(cl_es_bulk_t *bulk, size_t max_docs, size_t max_bytes);
-/* Forget the documents, keep the allocation. */
-void cl_es_bulk_reset(cl_es_bulk_t *bulk);
-void cl_es_bulk_free(cl_es_bulk_t *bulk);
 
 /* Append one document if it fits: returns true, or false (the body is left
  * exactly as it was) when the body already holds max_docs documents or the

@@ -105,8 +105,6 @@ typedef enum {
     CL_ES_DOC_CANCELLED,
 } cl_es_doc_outcome_t;
 
-const char *cl_es_doc_outcome_name(cl_es_doc_outcome_t outcome);
-
 /* Called once per accepted document. reason is NULL for INDEXED, else a
  * sentence valid during the call only (for FAILED the cluster's error type
  * and reason, e.g. "HTTP 400: mapper_parsing_exception: failed to parse

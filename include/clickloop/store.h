@@ -197,7 +197,6 @@ typedef struct cl_store_batch_result_s {
 
 typedef void (*cl_store_migrate_cb)(void *arg, const cl_store_migrate_result_t *result);
 typedef void (*cl_store_batch_cb)(void *arg, const cl_store_batch_result_t *result);
-typedef void (*cl_store_close_cb)(void *arg);
 
 typedef struct cl_store_stats_s {
     uint64_t batches_stored;
@@ -254,6 +253,6 @@ void cl_store_stats(const cl_store_t *store, cl_store_stats_t *out);
  * does (with its real outcome). cb runs when none is left, then the store is
  * freed. Close the store before the pool, and close the pool without waiting
  * for cb: closing the pool is what ends queries stuck on a dead server. */
-int cl_store_close(cl_store_t *store, cl_store_close_cb cb, void *arg);
+int cl_store_close(cl_store_t *store, cl_close_cb cb, void *arg);
 
 #endif
