@@ -3,7 +3,7 @@
  * failure classification, and the life cycle on a real libuv loop (close
  * cancels what is queued; a refused connection is reported, retried and
  * marks the node down). The file includes es_sink.c to reach its static
- * helpers. Requests against real clusters: test/integration/es_smoke.c. */
+ * helpers. Requests against real clusters: test/integration/test_aggregate.py. */
 #include "../../src/es_sink.c"
 
 #include "cl_test.h"
