@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "clickloop/event.h"
+#include "clickloop/log.h"
 #include "clickloop/utf8.h"
 
 /* ---- Schema --------------------------------------------------------------- */
@@ -666,6 +667,14 @@ static void op_set_blocked(store_op_t *op, bool blocked, const char *message)
         s->blocked_ops++;
     else
         s->blocked_ops--;
+    /* Logged once per change of state (log.h), not per retry. */
+    if (blocked && s->blocked_ops == 1)
+        cl_log_warn("store",
+                    "ingest batches are held, retrying with backoff until an operator fixes "
+                    "the cause: %s",
+                    s->blocked_reason);
+    else if (!blocked && s->blocked_ops == 0)
+        cl_log_info("store", "no ingest batch is held any more");
 }
 
 /* Report the outcome once, then free the op from the timer's close callback. */
