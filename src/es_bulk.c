@@ -141,8 +141,7 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN])
         for (size_t i = used; i < len; i++) {
             char c = source[i];
             if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-                rc = cl_errorf(err, "the source has text after its JSON object, at byte %zu",
-                               i);
+                rc = cl_errorf(err, "the source has text after its JSON object, at byte %zu", i);
                 break;
             }
         }
@@ -363,10 +362,18 @@ static bool parse_items(const char *body, size_t len, size_t doc_count, cl_es_bu
         r->status = status;
         r->outcome = item_outcome(status, error != NULL ? object_string(error, "type") : NULL);
         switch (r->outcome) {
-        case CL_ES_ITEM_OK: out->ok++; break;
-        case CL_ES_ITEM_SUPERSEDED: out->superseded++; break;
-        case CL_ES_ITEM_RETRY: out->retry++; break;
-        case CL_ES_ITEM_DROP: out->drop++; break;
+        case CL_ES_ITEM_OK:
+            out->ok++;
+            break;
+        case CL_ES_ITEM_SUPERSEDED:
+            out->superseded++;
+            break;
+        case CL_ES_ITEM_RETRY:
+            out->retry++;
+            break;
+        case CL_ES_ITEM_DROP:
+            out->drop++;
+            break;
         }
         if (r->outcome != CL_ES_ITEM_OK)
             r->reason = item_reason(status, error);
@@ -414,4 +421,7 @@ void cl_es_bulk_parse(long http_status, const char *body, size_t len, size_t doc
     snprintf(out->request.reason, sizeof out->request.reason, "HTTP %ld: %s", http_status, why);
 }
 
-void cl_es_bulk_result_free(cl_es_bulk_result_t *result) { free_items(result); }
+void cl_es_bulk_result_free(cl_es_bulk_result_t *result)
+{
+    free_items(result);
+}

@@ -31,9 +31,15 @@ int cl_es_window_label(uint64_t window_ms, char out[CL_ES_WINDOW_LABEL_SIZE])
     return CL_ERR; /* unreachable: every length is a whole number of ms */
 }
 
-static bool is_lower_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); }
+static bool is_lower_alnum(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z');
+}
 
-static bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
+static bool is_alnum(char c)
+{
+    return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
 
 static bool is_hex(char c)
 {
@@ -62,8 +68,9 @@ int cl_es_doc_id_from_hash(const char *window, int64_t window_start_ms, const ch
                          WINDOW_LABEL_MAX);
     for (size_t i = 0; i < window_len; i++)
         if (!is_lower_alnum(window[i]))
-            return cl_errorf(err, "document id: the window label \"%s\" may only contain "
-                                  "digits and lower-case letters",
+            return cl_errorf(err,
+                             "document id: the window label \"%s\" may only contain "
+                             "digits and lower-case letters",
                              window);
     if (country == NULL)
         country = "";
@@ -83,9 +90,8 @@ int cl_es_doc_id_from_hash(const char *window, int64_t window_start_ms, const ch
     return CL_OK;
 }
 
-int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country,
-                 const char *url, size_t url_len, char out[CL_ES_DOC_ID_SIZE],
-                 char err[CL_ERR_LEN])
+int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country, const char *url,
+                 size_t url_len, char out[CL_ES_DOC_ID_SIZE], char err[CL_ERR_LEN])
 {
     if (url == NULL)
         return cl_errorf(err, "document id: the URL is missing");
@@ -201,16 +207,20 @@ static const char stats_mappings[] =
     "\"window\":{\"type\":\"keyword\"},"
     "\"window_start\":" DATE_FIELD ","
     "\"window_end\":" DATE_FIELD ","
-    "\"url\":{\"type\":\"keyword\",\"ignore_above\":" STR(CL_ES_URL_IGNORE_ABOVE) "},"
-    "\"url_sha256\":{\"type\":\"keyword\"},"
-    "\"country\":{\"type\":\"keyword\"},"
-    "\"clicks\":{\"type\":\"long\"},"
-    "\"unique_users\":{\"type\":\"long\"},"
-    "\"time_spent_samples\":{\"type\":\"long\"},"
-    "\"avg_time_spent_ms\":{\"type\":\"double\"},"
-    "\"updated_at\":" DATE_FIELD "}}";
+    "\"url\":{\"type\":\"keyword\",\"ignore_above\":" STR(
+        CL_ES_URL_IGNORE_ABOVE) "},"
+                                "\"url_sha256\":{\"type\":\"keyword\"},"
+                                "\"country\":{\"type\":\"keyword\"},"
+                                "\"clicks\":{\"type\":\"long\"},"
+                                "\"unique_users\":{\"type\":\"long\"},"
+                                "\"time_spent_samples\":{\"type\":\"long\"},"
+                                "\"avg_time_spent_ms\":{\"type\":\"double\"},"
+                                "\"updated_at\":" DATE_FIELD "}}";
 
-const char *cl_es_stats_mappings(void) { return stats_mappings; }
+const char *cl_es_stats_mappings(void)
+{
+    return stats_mappings;
+}
 
 void cl_es_stats_source(cl_buf_t *out, const cl_es_stats_doc_t *doc)
 {

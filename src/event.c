@@ -83,13 +83,19 @@ static const char *quote_value(const char *s, size_t len, char out[QUOTE_SIZE])
 static const char *type_phrase(struct json_object *v)
 {
     switch (json_object_get_type(v)) {
-    case json_type_null: return "null";
-    case json_type_boolean: return "a boolean";
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "a boolean";
     case json_type_double:
-    case json_type_int: return "a number";
-    case json_type_object: return "an object";
-    case json_type_array: return "an array";
-    case json_type_string: return "a string";
+    case json_type_int:
+        return "a number";
+    case json_type_object:
+        return "an object";
+    case json_type_array:
+        return "an array";
+    case json_type_string:
+        return "a string";
     }
     return "an unknown type";
 }
@@ -127,9 +133,25 @@ static long unicode_escape_at(const unsigned char *p, size_t len, size_t at)
 static bool allowed_outside_strings(unsigned char c)
 {
     switch (c) {
-    case ' ': case '\t': case '\n': case '\r':
-    case '{': case '}': case '[': case ']': case ',': case ':':
-    case 't': case 'r': case 'u': case 'e': case 'f': case 'a': case 'l': case 's': case 'n':
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r':
+    case '{':
+    case '}':
+    case '[':
+    case ']':
+    case ',':
+    case ':':
+    case 't':
+    case 'r':
+    case 'u':
+    case 'e':
+    case 'f':
+    case 'a':
+    case 'l':
+    case 's':
+    case 'n':
         return true;
     default:
         return false;
@@ -188,8 +210,8 @@ static bool word_ends_plain_run(uint64_t w)
     const uint64_t ones = UINT64_C(0x0101010101010101);
     uint64_t quote = w ^ (ones * '"');
     uint64_t backslash = w ^ (ones * '\\');
-    uint64_t hits = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
-                    ((w - ones * 0x20) & ~w);
+    uint64_t hits =
+        ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | ((w - ones * 0x20) & ~w);
     return (hits & UINT64_C(0x8080808080808080)) != 0;
 }
 
@@ -239,9 +261,8 @@ static int check_string(const unsigned char *p, size_t len, size_t *at, char *re
                                  unit, i);
             i += 12;
         } else if (unit >= 0xDC00 && unit <= 0xDFFF) {
-            return cl_errorf(reason,
-                             "not valid UTF-8: unpaired surrogate escape \\u%04lx at byte %zu",
-                             unit, i);
+            return cl_errorf(
+                reason, "not valid UTF-8: unpaired surrogate escape \\u%04lx at byte %zu", unit, i);
         } else {
             i += 6;
         }
@@ -268,8 +289,7 @@ static int check_strict_json(const unsigned char *p, size_t len, char *reason)
     while (i < len) {
         unsigned char c = p[i];
         if (c == '"' || c == '-' || is_digit(c)) {
-            int rc = c == '"' ? check_string(p, len, &i, reason)
-                              : check_number(p, len, &i, reason);
+            int rc = c == '"' ? check_string(p, len, &i, reason) : check_number(p, len, &i, reason);
             if (rc != CL_OK)
                 return CL_ERR;
             continue;
@@ -394,8 +414,7 @@ static int timestamp_error(char *reason, const char *s, size_t len, const char *
     return cl_errorf(reason, "%s in %s", problem, quote_value(s, len, shown));
 }
 
-int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
-                                    char reason[CL_ERR_LEN])
+int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms, char reason[CL_ERR_LEN])
 {
     int year, month, day, hour, minute, second;
     if (len < 19 || !read_digits(s, 4, &year) || s[4] != '-' || !read_digits(s + 5, 2, &month) ||
@@ -426,8 +445,7 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
         return timestamp_error(reason, s, len, "no time zone");
     int offset_min, zone_hours, zone_minutes;
     if (!read_zone(s, len, &i, &offset_min, &zone_hours, &zone_minutes))
-        return timestamp_error(reason, s, len, "expected a time zone (Z or +hh:mm) at byte %zu",
-                               i);
+        return timestamp_error(reason, s, len, "expected a time zone (Z or +hh:mm) at byte %zu", i);
     if (i != len)
         return timestamp_error(reason, s, len, "unexpected text after the time zone");
 
@@ -582,15 +600,18 @@ static int take_required_string(const cl_event_parser_t *parser, struct json_obj
 {
     struct json_object *v;
     switch (find_field(parser, root, f, &v)) {
-    case VALUE_ABSENT: return missing(parser, f, reason);
-    case VALUE_NULL: return cl_errorf(reason, "%s: must not be null", field_names[f]);
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, f, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "%s: must not be null", field_names[f]);
+    case VALUE_PRESENT:
+        break;
     }
     return take_string(v, f, max_len, out, reason);
 }
 
-static int take_event_id(const cl_event_parser_t *parser, struct json_object *root,
-                         fields_t *x, char *reason)
+static int take_event_id(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                         char *reason)
 {
     struct json_object *v;
     presence_t p = find_field(parser, root, CL_FIELD_EVENT_ID, &v);
@@ -630,9 +651,12 @@ static int take_user_id(const cl_event_parser_t *parser, struct json_object *roo
 {
     struct json_object *v;
     switch (find_field(parser, root, CL_FIELD_USER_ID, &v)) {
-    case VALUE_ABSENT: return missing(parser, CL_FIELD_USER_ID, reason);
-    case VALUE_NULL: return cl_errorf(reason, "user_id: must not be null");
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, CL_FIELD_USER_ID, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "user_id: must not be null");
+    case VALUE_PRESENT:
+        break;
     }
     switch (json_object_get_type(v)) {
     case json_type_string:
@@ -649,14 +673,17 @@ static int take_user_id(const cl_event_parser_t *parser, struct json_object *roo
     }
 }
 
-static int take_timestamp(const cl_event_parser_t *parser, struct json_object *root,
-                          fields_t *x, char *reason)
+static int take_timestamp(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                          char *reason)
 {
     struct json_object *v;
     switch (find_field(parser, root, CL_FIELD_TIMESTAMP, &v)) {
-    case VALUE_ABSENT: return missing(parser, CL_FIELD_TIMESTAMP, reason);
-    case VALUE_NULL: return cl_errorf(reason, "timestamp: must not be null");
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, CL_FIELD_TIMESTAMP, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "timestamp: must not be null");
+    case VALUE_PRESENT:
+        break;
     }
     switch (json_object_get_type(v)) {
     case json_type_string: {
@@ -701,8 +728,8 @@ static int take_country(const cl_event_parser_t *parser, struct json_object *roo
     return CL_OK;
 }
 
-static int take_time_spent(const cl_event_parser_t *parser, struct json_object *root,
-                           fields_t *x, char *reason)
+static int take_time_spent(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                           char *reason)
 {
     struct json_object *v;
     if (find_field(parser, root, CL_FIELD_TIME_SPENT_MS, &v) != VALUE_PRESENT)
@@ -745,8 +772,8 @@ static int take_fields(const cl_event_parser_t *parser, struct json_object *root
     if (take_event_id(parser, root, x, reason) != CL_OK ||
         take_user_id(parser, root, x, reason) != CL_OK ||
         take_timestamp(parser, root, x, reason) != CL_OK ||
-        take_required_string(parser, root, CL_FIELD_URL, CL_EVENT_URL_MAX_LEN, &x->text[CL_FIELD_URL],
-                             reason) != CL_OK ||
+        take_required_string(parser, root, CL_FIELD_URL, CL_EVENT_URL_MAX_LEN,
+                             &x->text[CL_FIELD_URL], reason) != CL_OK ||
         take_country(parser, root, x, reason) != CL_OK)
         return CL_ERR;
 
@@ -762,8 +789,8 @@ static int take_fields(const cl_event_parser_t *parser, struct json_object *root
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(optional_texts); i++) {
         cl_event_field_t f = optional_texts[i].field;
-        if (take_optional_string(parser, root, f, optional_texts[i].max_len, &x->text[f],
-                                 reason) != CL_OK)
+        if (take_optional_string(parser, root, f, optional_texts[i].max_len, &x->text[f], reason) !=
+            CL_OK)
             return CL_ERR;
     }
     return take_time_spent(parser, root, x, reason);
@@ -791,8 +818,8 @@ static void build_event(const fields_t *x, const char *topic, int32_t partition,
     char position[40] = ""; /* ":<partition>:<offset>", at most 33 bytes */
     size_t position_len = 0;
     if (id->ptr == NULL)
-        position_len = (size_t)snprintf(position, sizeof position, ":%" PRId32 ":%" PRId64,
-                                        partition, offset);
+        position_len =
+            (size_t)snprintf(position, sizeof position, ":%" PRId32 ":%" PRId64, partition, offset);
 
     size_t key_len = id->ptr != NULL ? 2 + id->len : 2 + topic_len + position_len;
     size_t size = key_len + 1 + topic_len + 1;
@@ -818,9 +845,12 @@ static void build_event(const fields_t *x, const char *topic, int32_t partition,
     w += key_len + 1;
 
     const char **slots[CL_FIELD_COUNT] = {
-        [CL_FIELD_USER_ID] = &ev->user_id, [CL_FIELD_URL] = &ev->url,
-        [CL_FIELD_CITY] = &ev->city,       [CL_FIELD_BROWSER] = &ev->browser,
-        [CL_FIELD_OS] = &ev->os,           [CL_FIELD_DEVICE] = &ev->device,
+        [CL_FIELD_USER_ID] = &ev->user_id,
+        [CL_FIELD_URL] = &ev->url,
+        [CL_FIELD_CITY] = &ev->city,
+        [CL_FIELD_BROWSER] = &ev->browser,
+        [CL_FIELD_OS] = &ev->os,
+        [CL_FIELD_DEVICE] = &ev->device,
         [CL_FIELD_USER_AGENT] = &ev->user_agent,
     };
     for (int f = CL_FIELD_USER_ID; f < CL_FIELD_COUNT; f++) {

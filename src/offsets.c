@@ -116,8 +116,14 @@ void cl_offsets_revoke(cl_offsets_t *o, const char *topic, int32_t partition)
     }
 }
 
-const char *cl_offsets_part_topic(const cl_offsets_part_t *p) { return p->topic; }
-int32_t cl_offsets_part_partition(const cl_offsets_part_t *p) { return p->partition; }
+const char *cl_offsets_part_topic(const cl_offsets_part_t *p)
+{
+    return p->topic;
+}
+int32_t cl_offsets_part_partition(const cl_offsets_part_t *p)
+{
+    return p->partition;
+}
 
 cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offset)
 {
@@ -138,7 +144,10 @@ void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset)
         s->last = offset;
 }
 
-cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s) { return s->part; }
+cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s)
+{
+    return s->part;
+}
 
 bool cl_offsets_segment_done(cl_offsets_segment_t *s, cl_offsets_part_t **part,
                              int64_t *commit_offset)

@@ -39,9 +39,8 @@
 
 /* ---- Schema --------------------------------------------------------------- */
 
-#define TABLE_OPTIONS                                                                          \
-    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION                  \
-    " ROW_FORMAT=DYNAMIC"
+#define TABLE_CHARSET " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION
+#define TABLE_OPTIONS TABLE_CHARSET " ROW_FORMAT=DYNAMIC"
 
 /* Every text column of a table (binary ones are left alone) and the table's
  * default to the text collation; the column types stay as they are. */
@@ -96,8 +95,8 @@ static const char *const migrations[] = {
     "reason VARCHAR(1024) NOT NULL, "
     "rejected_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), "
     "PRIMARY KEY (id), "
-    "UNIQUE KEY uq_rejected_coordinates (kafka_topic, kafka_partition, kafka_offset))"
-    TABLE_OPTIONS,
+    "UNIQUE KEY uq_rejected_coordinates (kafka_topic, kafka_partition, "
+    "kafka_offset))" TABLE_OPTIONS,
     /* 1 -> 2: aggregation (see aggregate.h). agg_pending holds one row per
      * stored event until a run has aggregated it: it is written in the batch
      * transaction, so it is complete in commit order, which auto-increment
@@ -245,8 +244,8 @@ static size_t utf8_chars(const char *s, size_t len)
 }
 
 /* NULL is fine when optional; otherwise well-formed and at most max_chars. */
-static int check_text(const char *field, const char *s, size_t len, bool optional,
-                      size_t max_chars, bool limit_is_bytes, char err[CL_ERR_LEN])
+static int check_text(const char *field, const char *s, size_t len, bool optional, size_t max_chars,
+                      bool limit_is_bytes, char err[CL_ERR_LEN])
 {
     if (s == NULL)
         return optional ? CL_OK : cl_errorf(err, "%s is missing", field);
@@ -261,7 +260,10 @@ static int check_text(const char *field, const char *s, size_t len, bool optiona
     return CL_OK;
 }
 
-static size_t opt_len(const char *s) { return s != NULL ? strlen(s) : 0; }
+static size_t opt_len(const char *s)
+{
+    return s != NULL ? strlen(s) : 0;
+}
 
 /* Rows are valid by construction (store.h): the event parser's limits are
  * within the columns' (bytes bound characters from above), its instants
@@ -337,7 +339,10 @@ static int compare_rejected(const void *a, const void *b)
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-static bool has_geo(const cl_store_row_t *r) { return r->country[0] != '\0' || r->city != NULL; }
+static bool has_geo(const cl_store_row_t *r)
+{
+    return r->country[0] != '\0' || r->city != NULL;
+}
 
 static bool has_user_agent(const cl_store_row_t *r)
 {
@@ -498,7 +503,10 @@ static size_t literal_bytes(const char *s, size_t len, bool binary)
     return (binary ? 7 : 0) + 2 + cl_db_escaped_length(s, len);
 }
 
-static size_t text_bytes(const char *s) { return literal_bytes(s, opt_len(s), false); }
+static size_t text_bytes(const char *s)
+{
+    return literal_bytes(s, opt_len(s), false);
+}
 
 size_t cl_store_row_sql_bytes(const cl_store_row_t *r)
 {
@@ -551,9 +559,9 @@ typedef struct store_op_s {
     void *arg;
     int found_version;
     uint64_t found_max_packet;
-    size_t n_rows;   /* OP_BATCH: rows (not rejected events) in the SQL */
-    bool blocked;    /* waiting for a retry after an operator's error */
-    bool too_large;  /* OP_BATCH: over the packet limit, completes with CL_ERR */
+    size_t n_rows;            /* OP_BATCH: rows (not rejected events) in the SQL */
+    bool blocked;             /* waiting for a retry after an operator's error */
+    bool too_large;           /* OP_BATCH: over the packet limit, completes with CL_ERR */
     char message[CL_ERR_LEN]; /* too_large: why */
 } store_op_t;
 
@@ -568,8 +576,8 @@ struct cl_store_s {
     int schema_version;
     uint64_t max_allowed_packet; /* the server's, or params.max_packet_bytes if smaller */
     uint64_t max_packet_param;
-    size_t blocked_ops;                /* ops with blocked set */
-    char blocked_reason[CL_ERR_LEN];   /* the last operator's error, while blocked_ops > 0 */
+    size_t blocked_ops;              /* ops with blocked set */
+    char blocked_reason[CL_ERR_LEN]; /* the last operator's error, while blocked_ops > 0 */
     uint64_t rng;
     cl_store_stats_t stats;
     bool closing, anchor_closing;
@@ -693,12 +701,11 @@ static void op_finish(store_op_t *op, int status, unsigned int code, const char 
             s->stats.batches_failed++;
         }
         s->stats.in_flight--;
-        cl_store_batch_result_t r = {status, cl_db_error_classify(code), code, message,
-                                     rows_affected, op->attempts};
+        cl_store_batch_result_t r = {
+            status, cl_db_error_classify(code), code, message, rows_affected, op->attempts};
         op->batch_cb(op->arg, &r);
     } else {
-        cl_store_migrate_result_t r = {status, code, message, op->found_version,
-                                       s->schema_version};
+        cl_store_migrate_result_t r = {status, code, message, op->found_version, s->schema_version};
         op->migrate_cb(op->arg, &r);
     }
     uv_close((uv_handle_t *)&op->timer, on_op_closed);
@@ -720,8 +727,8 @@ static void on_op_timer(uv_timer_t *t)
 static void op_retry_later(store_op_t *op)
 {
     cl_store_t *s = op->store;
-    uint64_t delay = cl_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms,
-                                      store_random(s));
+    uint64_t delay =
+        cl_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms, store_random(s));
     op->state = OP_BACKOFF;
     uv_timer_start(&op->timer, on_op_timer, delay, 0);
 }
@@ -894,7 +901,10 @@ const char *cl_store_blocked(const cl_store_t *s)
     return s->blocked_ops > 0 ? s->blocked_reason : NULL;
 }
 
-void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out) { *out = s->stats; }
+void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out)
+{
+    *out = s->stats;
+}
 
 int cl_store_close(cl_store_t *s, cl_close_cb cb, void *arg)
 {

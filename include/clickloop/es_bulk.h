@@ -86,8 +86,8 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN]);
 
 /* What happens to a request (or to a bulk request as a whole). */
 typedef enum {
-    CL_ES_REQUEST_OK = 0, /* 2xx: read the body */
-    CL_ES_REQUEST_RETRY,  /* transient: send it again after a backoff */
+    CL_ES_REQUEST_OK = 0,  /* 2xx: read the body */
+    CL_ES_REQUEST_RETRY,   /* transient: send it again after a backoff */
     CL_ES_REQUEST_REFUSED, /* the cluster refused this content (400, 409, 413, 422...) */
 } cl_es_request_outcome_t;
 

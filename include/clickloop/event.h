@@ -110,8 +110,8 @@ typedef struct cl_event_s {
     int64_t ts_ms; /* milliseconds since 1970-01-01T00:00:00Z */
     const char *url;
     size_t url_len;
-    char country[3]; /* "" when absent */
-    const char *city;       /* NULL when absent, and so on below */
+    char country[3];  /* "" when absent */
+    const char *city; /* NULL when absent, and so on below */
     const char *browser;
     const char *os;
     const char *device;
@@ -139,9 +139,9 @@ void cl_event_parser_free(cl_event_parser_t *parser);
 /* Parse one message. `payload` may be NULL (a Kafka tombstone); `topic`,
  * `partition` and `offset` are the message's as librdkafka gives them (a
  * topic name of at most 249 bytes of [a-zA-Z0-9._-], never negative
- * numbers), which is what keeps the row key and the Kafka columns valid. Returns 0 with *ev filled (the caller later calls cl_event_clear),
- * or CL_ERR with the rejection reason in `reason` and *ev zeroed, so that
- * cl_event_clear(ev) is harmless either way. */
+ * numbers), which is what keeps the row key and the Kafka columns valid. Returns 0 with *ev filled
+ * (the caller later calls cl_event_clear), or CL_ERR with the rejection reason in `reason` and *ev
+ * zeroed, so that cl_event_clear(ev) is harmless either way. */
 int cl_event_parse(cl_event_parser_t *parser, const void *payload, size_t len, const char *topic,
                    int32_t partition, int64_t offset, cl_event_t *ev, char reason[CL_ERR_LEN]);
 

@@ -77,8 +77,8 @@ typedef struct cl_store_row_s {
     int64_t ts_ms; /* milliseconds since the Unix epoch, UTC */
     const char *url;
     size_t url_len;
-    char country[3];        /* "" when absent */
-    const char *city;       /* NULL when absent, and so on below */
+    char country[3];  /* "" when absent */
+    const char *city; /* NULL when absent, and so on below */
     const char *browser;
     const char *os;
     const char *device;
@@ -175,8 +175,8 @@ typedef struct cl_store_migrate_result_s {
      * closing the store first ends the wait with CL_ERR_RETRY. */
     int status;
     unsigned int error_code;
-    const char *message;  /* "" on success */
-    int from_version;     /* as found, -1 if never read */
+    const char *message; /* "" on success */
+    int from_version;    /* as found, -1 if never read */
     int to_version;
 } cl_store_migrate_result_t;
 
@@ -203,7 +203,7 @@ typedef struct cl_store_stats_s {
     uint64_t batches_failed; /* refused for their data (CL_ERR results) */
     uint64_t batch_retries;  /* attempts after the first */
     uint64_t rows_affected;
-    size_t in_flight;        /* batches accepted and not yet completed */
+    size_t in_flight; /* batches accepted and not yet completed */
 } cl_store_stats_t;
 
 int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *params,

@@ -13,8 +13,8 @@
 
 #define DISTINCT_PAYLOADS 1024
 
-static const char *const paths[] = {"products", "cart", "checkout", "search", "account",
-                                    "blog/posts", "help/articles", "categories/shoes"};
+static const char *const paths[] = {"products", "cart",       "checkout",      "search",
+                                    "account",  "blog/posts", "help/articles", "categories/shoes"};
 static const char *const countries[] = {"US", "de", "FR", "jp", "BR", "in"};
 static const char *const browsers[] = {"Chrome", "Firefox", "Safari", "Edge"};
 

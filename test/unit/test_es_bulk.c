@@ -77,7 +77,8 @@ static void test_version_asks_for_external_gte(void)
 static void test_index_and_id_are_json_escaped(void)
 {
     const char *index = "we\"ird\\idx";
-    const char *id = "id\twith\x01" "ctl\nand \xc3\xa9";
+    const char *id = "id\twith\x01"
+                     "ctl\nand \xc3\xa9";
     cl_es_bulk_t b;
     cl_es_bulk_init(&b, 0, 0);
     cl_es_bulk_doc_t d = doc_of(index, id, "{}");
@@ -193,8 +194,7 @@ static void test_source_check_refuses_what_could_break_the_request(void)
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         char err[CL_ERR_LEN] = "";
-        CL_ASSERT_INT_EQ(CL_ERR,
-                         cl_es_source_check(cases[i].source, strlen(cases[i].source), err));
+        CL_ASSERT_INT_EQ(CL_ERR, cl_es_source_check(cases[i].source, strlen(cases[i].source), err));
         CL_ASSERT_STR_CONTAINS(err, cases[i].why);
     }
 }

@@ -16,8 +16,9 @@ static void test_window_labels_use_the_largest_whole_unit(void)
         uint64_t ms;
         const char *label;
     } cases[] = {
-        {86400000, "1d"}, {7 * 86400000ULL, "7d"}, {3600000, "1h"}, {6 * 3600000, "6h"},
-        {90 * 60000, "90m"}, {60000, "1m"}, {30000, "30s"}, {250, "250ms"}, {36 * 3600000, "36h"},
+        {86400000, "1d"},    {7 * 86400000ULL, "7d"}, {3600000, "1h"},
+        {6 * 3600000, "6h"}, {90 * 60000, "90m"},     {60000, "1m"},
+        {30000, "30s"},      {250, "250ms"},          {36 * 3600000, "36h"},
     };
     char out[CL_ES_WINDOW_LABEL_SIZE];
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
@@ -59,8 +60,8 @@ static void test_doc_id_from_a_known_hash_is_the_same_id(void)
     CL_ASSERT_STR_EQ(id, from_hash);
     CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", "0f11", from_hash, err));
     CL_ASSERT_STR_CONTAINS(err, "64 hex digits");
-    CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", HASH_EXAMPLE_COM "0",
-                                                    from_hash, err));
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_es_doc_id_from_hash("1h", 5, "DE", HASH_EXAMPLE_COM "0", from_hash, err));
     CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", NULL, from_hash, err));
 }
 
@@ -104,8 +105,8 @@ static void test_index_name_fills_in_the_utc_date_of_the_window_start(void)
 {
     char out[CL_ES_INDEX_NAME_SIZE];
     /* 2024-05-17T23:59:59.999Z */
-    CL_ASSERT_INT_EQ(25, cl_es_index_name("clickstream-stats-%Y.%m", 1715990399999, out,
-                                           sizeof out));
+    CL_ASSERT_INT_EQ(25,
+                     cl_es_index_name("clickstream-stats-%Y.%m", 1715990399999, out, sizeof out));
     CL_ASSERT_STR_EQ("clickstream-stats-2024.05", out);
     CL_ASSERT(cl_es_index_name("s-%Y%m%d", 1715990399999, out, sizeof out) > 0);
     CL_ASSERT_STR_EQ("s-20240517", out);
@@ -142,8 +143,7 @@ static void test_index_name_refuses_what_does_not_fit(void)
 static void test_template_pattern_and_name_follow_the_index_name(void)
 {
     char out[CL_ES_INDEX_NAME_SIZE];
-    CL_ASSERT_INT_EQ(21, cl_es_index_template_pattern("clickstream-stats-%Y.%m", out,
-                                                      sizeof out));
+    CL_ASSERT_INT_EQ(21, cl_es_index_template_pattern("clickstream-stats-%Y.%m", out, sizeof out));
     CL_ASSERT_STR_EQ("clickstream-stats-*.*", out);
     CL_ASSERT(cl_es_index_template_pattern("s-%Y%m%d", out, sizeof out) > 0);
     CL_ASSERT_STR_EQ("s-*", out);
@@ -318,8 +318,8 @@ static void test_every_generated_source_is_one_json_object_that_round_trips(void
                     CL_ASSERT(json_object_object_get_ex(src, "clicks", &v));
                     CL_ASSERT(json_object_get_uint64(v) == counts[n]);
                     bool has_country = countries[c] != NULL && countries[c][0] != '\0';
-                    CL_ASSERT(field_is(src, "country",
-                                       has_country ? json_type_string : json_type_null));
+                    CL_ASSERT(
+                        field_is(src, "country", has_country ? json_type_string : json_type_null));
                     bool has_avg = counts[n] > 0 && isfinite(averages[a]);
                     CL_ASSERT(field_is(src, "avg_time_spent_ms",
                                        has_avg ? json_type_double : json_type_null));

@@ -339,9 +339,8 @@ static void test_row_key_derived_from_topic_partition_offset(void)
     const char *json = "{" REQUIRED "}";
     cl_event_t ev;
     char reason[CL_ERR_LEN] = "";
-    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, strlen(json), "web.clicks-v2",
-                                           2147483647, INT64_C(9223372036854775807), &ev,
-                                           reason));
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, strlen(json), "web.clicks-v2", 2147483647,
+                                           INT64_C(9223372036854775807), &ev, reason));
     CL_ASSERT_STR_EQ("k:web.clicks-v2:2147483647:9223372036854775807", ev.row_key);
     CL_ASSERT_INT_EQ(strlen("k:web.clicks-v2:2147483647:9223372036854775807"), ev.row_key_len);
     CL_ASSERT(ev.event_id == NULL);
@@ -510,9 +509,12 @@ static void test_field_length_limits(void)
         const char *field;
         size_t limit;
     } cases[] = {
-        {"event_id", CL_EVENT_ID_MAX_LEN},  {"user_id", CL_EVENT_USER_ID_MAX_LEN},
-        {"city", CL_EVENT_TEXT_MAX_LEN},    {"browser", CL_EVENT_TEXT_MAX_LEN},
-        {"os", CL_EVENT_TEXT_MAX_LEN},      {"device", CL_EVENT_TEXT_MAX_LEN},
+        {"event_id", CL_EVENT_ID_MAX_LEN},
+        {"user_id", CL_EVENT_USER_ID_MAX_LEN},
+        {"city", CL_EVENT_TEXT_MAX_LEN},
+        {"browser", CL_EVENT_TEXT_MAX_LEN},
+        {"os", CL_EVENT_TEXT_MAX_LEN},
+        {"device", CL_EVENT_TEXT_MAX_LEN},
         {"user_agent", CL_EVENT_USER_AGENT_MAX_LEN},
     };
     static char value[CL_EVENT_USER_AGENT_MAX_LEN + 2];
@@ -575,8 +577,8 @@ static void test_parser_reusable_after_rejections(void)
     cl_event_t ev;
     const char *bad[] = {"{\"a\":", "[1]", "{\"x\":\"\\ud800\"}", "{\"a\":[{\"b\":"};
     for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++)
-        CL_ASSERT_INT_EQ(CL_ERR, cl_event_parse(parser, bad[i], strlen(bad[i]), "t", 0, 0, &ev,
-                                                reason));
+        CL_ASSERT_INT_EQ(CL_ERR,
+                         cl_event_parse(parser, bad[i], strlen(bad[i]), "t", 0, 0, &ev, reason));
     const char *good = "{" REQUIRED "}";
     CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, good, strlen(good), "t", 0, 1, &ev, reason));
     CL_ASSERT_STR_EQ("u-1", ev.user_id);
@@ -665,8 +667,7 @@ static void test_timestamp_string_forms(void)
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         char reason[CL_ERR_LEN] = "";
         int64_t ms = -1;
-        int rc = cl_event_parse_timestamp_string(cases[i].text, strlen(cases[i].text), &ms,
-                                                 reason);
+        int rc = cl_event_parse_timestamp_string(cases[i].text, strlen(cases[i].text), &ms, reason);
         if (rc != CL_OK) {
             CL_FAIL_("%s: rejected: %s", cases[i].text, reason);
         } else if (ms != cases[i].ms) {
@@ -739,8 +740,8 @@ static void test_timestamp_numbers_seconds_or_milliseconds_by_magnitude(void)
         {"1795874400.0", T0},
         {"1.7958744e9", T0},
         {"0", 0},
-        {"99999999999", INT64_C(99999999999000)},  /* just below 1e11: seconds */
-        {"100000000000", INT64_C(100000000000)},   /* 1e11: milliseconds */
+        {"99999999999", INT64_C(99999999999000)}, /* just below 1e11: seconds */
+        {"100000000000", INT64_C(100000000000)},  /* 1e11: milliseconds */
         {"99999999999.5", INT64_C(99999999999500)},
         {"253402300799999", CL_DATETIME_MAX_MS},
         {"99999999999.999", INT64_C(99999999999999)},
@@ -787,8 +788,12 @@ static void test_calendar_agrees_with_timegm(void)
 {
     for (int year = 1970; year <= 9999; year += 7) {
         for (int month = 1; month <= 12; month++) {
-            struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = 28,
-                            .tm_hour = 23, .tm_min = 59, .tm_sec = 59};
+            struct tm tm = {.tm_year = year - 1900,
+                            .tm_mon = month - 1,
+                            .tm_mday = 28,
+                            .tm_hour = 23,
+                            .tm_min = 59,
+                            .tm_sec = 59};
             int64_t expected = (int64_t)timegm(&tm) * 1000;
             char text[32];
             snprintf(text, sizeof text, "%04d-%02d-28T23:59:59Z", year, month);
@@ -815,8 +820,8 @@ static void test_time_window_accepts_both_edges_exactly(void)
 {
     char reason[CL_ERR_LEN] = "";
     CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS, NOW_MS, &default_window, reason));
-    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS - 400 * DAY_MS, NOW_MS,
-                                                       &default_window, reason));
+    CL_ASSERT_INT_EQ(
+        CL_OK, cl_event_check_time_window(NOW_MS - 400 * DAY_MS, NOW_MS, &default_window, reason));
     CL_ASSERT_INT_EQ(CL_OK,
                      cl_event_check_time_window(NOW_MS + 3600000, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_EQ("", reason);
@@ -838,14 +843,14 @@ static void test_time_window_rejects_one_millisecond_too_old(void)
 static void test_time_window_rejects_one_millisecond_too_far_ahead(void)
 {
     char reason[CL_ERR_LEN] = "";
-    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(NOW_MS + 3600001, NOW_MS,
-                                                        &default_window, reason));
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_event_check_time_window(NOW_MS + 3600001, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_EQ("timestamp: 2026-12-04T19:00:00.001Z is 3600001 ms after its arrival at "
                      "2026-12-04T18:00:00.000Z, more than ingest.max_future_skew (3600000 ms) "
                      "allows",
                      reason);
-    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(CL_DATETIME_MAX_MS, NOW_MS,
-                                                        &default_window, reason));
+    CL_ASSERT_INT_EQ(
+        CL_ERR, cl_event_check_time_window(CL_DATETIME_MAX_MS, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_CONTAINS(reason, "9999-12-31T23:59:59.999Z");
 }
 

@@ -116,8 +116,8 @@ static void test_every_value_goes_through_the_escape_function(void)
     memcpy(r.country, "fr", 3);
     cl_store_rejected_t rej = {"clicks", 3, 4, "payload", 7, "reason"};
     cl_buf_t b = build(&r, 1, &rej, 1, shouting_escape);
-    const char *raw[] = {"'e:ev1'", "'ev1'", "'u1'", "'https://", "'clicks'",
-                         "'Paris'", "'Firefox'", "'payload'", "'reason'", "'fr'"};
+    const char *raw[] = {"'e:ev1'", "'ev1'",     "'u1'",      "'https://", "'clicks'",
+                         "'Paris'", "'Firefox'", "'payload'", "'reason'",  "'fr'"};
     for (size_t i = 0; i < CL_ARRAY_LEN(raw); i++) {
         if (strstr(b.data, raw[i]) != NULL)
             CL_FAIL_("unescaped value %s in %s", raw[i], b.data);
@@ -173,9 +173,8 @@ static void test_rows_and_rejected_are_written_in_key_order(void)
 {
     cl_store_row_t rows[3] = {row_with_nulls(), row_with_everything(), row_with_everything()};
     rows[2].row_key = "e:ev0";
-    cl_store_rejected_t rej[3] = {{"b", 0, 5, NULL, 0, "r"},
-                                  {"a", 1, 1, NULL, 0, "r"},
-                                  {"a", 0, 9, NULL, 0, "r"}};
+    cl_store_rejected_t rej[3] = {
+        {"b", 0, 5, NULL, 0, "r"}, {"a", 1, 1, NULL, 0, "r"}, {"a", 0, 9, NULL, 0, "r"}};
     cl_buf_t b = build(rows, 3, rej, 3, cl_db_escape_string);
     const char *k0 = strstr(b.data, "(_binary'e:ev0'");
     const char *k1 = strstr(b.data, "(_binary'e:ev1'");
@@ -225,9 +224,8 @@ static void fill(char *out, const char *unit, size_t bytes)
 static void test_events_the_parser_accepts_at_its_limits_fit_the_columns(void)
 {
     static char id[CL_EVENT_ID_MAX_LEN + 1], user[CL_EVENT_USER_ID_MAX_LEN + 2],
-        city[CL_EVENT_TEXT_MAX_LEN + 1], agent[CL_EVENT_USER_AGENT_MAX_LEN + 1],
-        json[16 * 1024];
-    fill(id, "\xc3\xa9", CL_EVENT_ID_MAX_LEN);             /* 64 x é */
+        city[CL_EVENT_TEXT_MAX_LEN + 1], agent[CL_EVENT_USER_AGENT_MAX_LEN + 1], json[16 * 1024];
+    fill(id, "\xc3\xa9", CL_EVENT_ID_MAX_LEN);            /* 64 x é */
     fill(user, "\xe2\x82\xac", CL_EVENT_USER_ID_MAX_LEN); /* 85 x € and an a */
     strcat(user, "a");
     fill(city, "ab", CL_EVENT_TEXT_MAX_LEN);
@@ -257,11 +255,22 @@ static void test_events_the_parser_accepts_at_its_limits_fit_the_columns(void)
     CL_ASSERT(utf8_chars(ev.topic) <= CL_STORE_TOPIC_MAX_CHARS);
 
     cl_store_row_t row = {
-        .row_key = ev.row_key, .row_key_len = ev.row_key_len, .event_id = ev.event_id,
-        .user_id = ev.user_id, .ts_ms = ev.ts_ms, .url = ev.url, .url_len = ev.url_len,
-        .city = ev.city, .browser = ev.browser, .os = ev.os, .device = ev.device,
-        .user_agent = ev.user_agent, .time_spent_ms = ev.time_spent_ms, .topic = ev.topic,
-        .partition = ev.partition, .offset = ev.offset,
+        .row_key = ev.row_key,
+        .row_key_len = ev.row_key_len,
+        .event_id = ev.event_id,
+        .user_id = ev.user_id,
+        .ts_ms = ev.ts_ms,
+        .url = ev.url,
+        .url_len = ev.url_len,
+        .city = ev.city,
+        .browser = ev.browser,
+        .os = ev.os,
+        .device = ev.device,
+        .user_agent = ev.user_agent,
+        .time_spent_ms = ev.time_spent_ms,
+        .topic = ev.topic,
+        .partition = ev.partition,
+        .offset = ev.offset,
     };
     memcpy(row.country, ev.country, sizeof row.country);
     cl_buf_t b = build(&row, 1, NULL, 0, cl_db_escape_string);
@@ -299,7 +308,7 @@ static cl_store_row_t quote_heavy_row(char *text, size_t len, int64_t offset)
 
 /* What the fixed parts (punctuation, numbers) of a batch may add to the SQL
  * without the bound being loose: the base, and 96 bytes per table of a row. */
-#define SLACK(n_items) (CL_STORE_BATCH_SQL_BASE_BYTES + (n_items) * 4 * 96)
+#define SLACK(n_items) (CL_STORE_BATCH_SQL_BASE_BYTES + (n_items)*4 * 96)
 
 static void test_sql_bytes_bound_the_built_batch_closely(void)
 {
@@ -428,7 +437,8 @@ static void test_migration_from_four_records_done_events_and_marks_aggregated_wi
     const char *mark = strstr(b.data, "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
                                       "SELECT * FROM (SELECT DISTINCT window_ms, window_start, "
                                       "NOW(6) FROM agg_stats) w");
-    const char *version = strstr(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 5)");
+    const char *version =
+        strstr(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 5)");
     CL_ASSERT(done != NULL && users != NULL && held != NULL && fill != NULL && mark != NULL &&
               version != NULL);
     CL_ASSERT(done < fill && fill < mark && mark < version);
