@@ -199,8 +199,6 @@ static family_t *register_family(cl_metrics_t *m, family_type_t type, const char
         memcpy(f->bounds, bounds, bound_count * sizeof(double));
     }
     f->bound_count = bound_count;
-    /* series_new reads label_count values: none here (cppcheck's nullPointer
-     * warning on this call is a false positive). */
     if (count == 0)
         append_series(f, series_new(f, NULL));
     if (m->last != NULL)
@@ -263,8 +261,11 @@ static char *copy_label_value(const char *value)
 static series_t *series_new(const family_t *f, const char *const *values)
 {
     series_t *s = cl_xcalloc(1, sizeof *s);
-    for (size_t i = 0; i < f->label_count; i++)
+    /* values is NULL only for a family without labels, whose loop is empty. */
+    for (size_t i = 0; i < f->label_count; i++) {
+        /* cppcheck-suppress nullPointer */
         s->values[i] = copy_label_value(values[i]);
+    }
     if (f->type == FAMILY_HISTOGRAM)
         s->bucket_counts = cl_xcalloc(f->bound_count + 1, sizeof(uint64_t));
     return s;
