@@ -243,20 +243,19 @@ static size_t utf8_chars(const char *s, size_t len)
     return n;
 }
 
-/* NULL is fine when optional; otherwise well-formed and at most max_chars. */
-static int check_text(const char *field, const char *s, size_t len, bool optional, size_t max_chars,
-                      bool limit_is_bytes, char err[CL_ERR_LEN])
+/* Present, well-formed and at most max_chars characters. */
+static int check_text(const char *field, const char *s, size_t max_chars, char err[CL_ERR_LEN])
 {
     if (s == NULL)
-        return optional ? CL_OK : cl_errorf(err, "%s is missing", field);
-    size_t bad;
+        return cl_errorf(err, "%s is missing", field);
+    size_t len = strlen(s), bad;
     if (cl_utf8_validate(s, len, &bad) != CL_OK)
         return cl_errorf(err, "%s is not well-formed UTF-8 at byte %zu (%s)", field, bad,
                          cl_utf8_problem(s, len, bad));
-    size_t size = limit_is_bytes ? len : utf8_chars(s, len);
-    if (size > max_chars)
-        return cl_errorf(err, "%s is %zu %s long, the column holds %zu", field, size,
-                         limit_is_bytes ? "bytes" : "characters", max_chars);
+    size_t chars = utf8_chars(s, len);
+    if (chars > max_chars)
+        return cl_errorf(err, "%s is %zu characters long, the column holds %zu", field, chars,
+                         max_chars);
     return CL_OK;
 }
 
@@ -279,8 +278,7 @@ _Static_assert(CL_EVENT_TS_MIN_MS >= CL_DATETIME_MIN_MS, "event times fit DATETI
 /* Rejected events come from Kafka as they are: the one check they get. */
 static int check_rejected(const cl_store_rejected_t *r, char err[CL_ERR_LEN])
 {
-    if (check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
-                   err) != CL_OK)
+    if (check_text("topic", r->topic, CL_STORE_TOPIC_MAX_CHARS, err) != CL_OK)
         return CL_ERR;
     if (r->partition < 0 || r->offset < 0)
         return cl_errorf(err, "Kafka partition %" PRId32 " / offset %" PRId64 " is negative",

@@ -1,10 +1,10 @@
 /* store: the MariaDB schema, its migrations, and batches of events written as
  * one idempotent transaction.
  *
- * Pure parts (no I/O, unit-tested): the schema migrations as SQL text, the
- * row checks, and the batch SQL builder. The async
- * parts run that SQL on a cl_db_pool_t: cl_store_migrate() at start, then
- * cl_store_write_batch() for every batch, retried until it is stored.
+ * Pure parts (no I/O, unit-tested): the schema migrations as SQL text and
+ * the batch SQL builder. The async parts run that SQL on a cl_db_pool_t:
+ * cl_store_migrate() at start, then cl_store_write_batch() for every batch,
+ * retried until it is stored.
  *
  * Why a batch can be retried blindly: it is one transaction
  * (START TRANSACTION; INSERT ... ON DUPLICATE KEY UPDATE <key>=<key>; ...;
