@@ -87,6 +87,15 @@ typedef struct conn_s {
     struct conn_s *next;
 } conn_t;
 
+/* Counters behind the registry's figures and the connection limit. */
+typedef struct {
+    unsigned int connections; /* open now */
+    uint64_t accepted;
+    uint64_t rejected;  /* closed at once: over max_connections */
+    uint64_t timed_out; /* closed by the request or idle timeout */
+    uint64_t requests;  /* answered, error answers included */
+} admin_stats_t;
+
 typedef struct {
     uv_write_t req;
     conn_t *conn;
@@ -110,12 +119,12 @@ struct cl_admin_s {
     uint64_t last_beat_ms;
 
     conn_t *conns;
-    cl_admin_stats_t stats;
+    admin_stats_t stats;
     /* Handles not yet closed: heartbeat, listener, each connection (as one),
      * each rejected connection. */
     unsigned int handles_open;
     bool closing;
-    cl_admin_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 
     cl_counter_t *m_requests;
@@ -607,12 +616,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->handles_open > 0)
         return;
     cl_admin_t *a = c->admin;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        a->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    CL_DLIST_UNLINK(a->conns, c);
     cl_buf_free(&c->target);
     cl_buf_free(&c->pending);
     free(c);
@@ -678,10 +682,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(a->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->handles_open = 2;
-    c->next = a->conns;
-    if (a->conns != NULL)
-        a->conns->prev = c;
-    a->conns = c;
+    CL_DLIST_PUSH(a->conns, c);
     a->handles_open++;
     a->stats.connections++;
     a->stats.accepted++;
@@ -818,21 +819,12 @@ uint16_t cl_admin_port(const cl_admin_t *a)
     return a->port;
 }
 
-void cl_admin_get_stats(const cl_admin_t *a, cl_admin_stats_t *out)
-{
-    *out = a->stats;
-}
-
 static void admin_handle_closed(cl_admin_t *a)
 {
     if (--a->handles_open > 0 || !a->closing)
         return;
-    cl_admin_close_cb cb = a->close_cb;
-    void *arg = a->close_arg;
     free(a->host);
-    free(a);
-    if (cb != NULL)
-        cb(arg);
+    cl_close_complete(a, a->close_cb, a->close_arg);
 }
 
 static void on_admin_handle_closed(uv_handle_t *h)
@@ -840,7 +832,7 @@ static void on_admin_handle_closed(uv_handle_t *h)
     admin_handle_closed(h->data);
 }
 
-void cl_admin_close(cl_admin_t *a, cl_admin_close_cb cb, void *arg)
+void cl_admin_close(cl_admin_t *a, cl_close_cb cb, void *arg)
 {
     if (a->closing)
         return;

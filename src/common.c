@@ -18,6 +18,13 @@ void cl_panic(const char *fmt, ...)
     abort();
 }
 
+void cl_close_complete(void *object, cl_close_cb cb, void *arg)
+{
+    free(object);
+    if (cb != NULL)
+        cb(arg);
+}
+
 static void cl_oom(size_t size)
 {
     cl_panic("out of memory allocating %zu bytes", size);
@@ -121,4 +128,40 @@ void cl_civil_from_days(int64_t days, int64_t *year, int *month, int *day)
     *day = (int)(doy - (153 * mp + 2) / 5 + 1);
     *month = (int)(mp < 10 ? mp + 3 : mp - 9);
     *year = yoe + era * 400 + (*month <= 2);
+}
+
+static void put_digits(char *out, int64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+int cl_datetime_format(int64_t ms, char out[CL_DATETIME_SIZE])
+{
+    const int64_t ms_per_day = 86400000;
+    if (ms < CL_DATETIME_MIN_MS || ms > CL_DATETIME_MAX_MS) {
+        out[0] = '\0';
+        return CL_ERR;
+    }
+    int64_t days = ms / ms_per_day;
+    int64_t in_day = ms % ms_per_day;
+    if (in_day < 0) { /* floor, not truncation, before 1970 */
+        in_day += ms_per_day;
+        days--;
+    }
+    int64_t year;
+    int month, day;
+    cl_civil_from_days(days, &year, &month, &day);
+    /* Digits by hand rather than snprintf: the store formats two per row. */
+    memcpy(out, "0000-00-00 00:00:00.000", CL_DATETIME_SIZE);
+    put_digits(out, year, 4);
+    put_digits(out + 5, month, 2);
+    put_digits(out + 8, day, 2);
+    put_digits(out + 11, in_day / 3600000, 2);
+    put_digits(out + 14, in_day / 60000 % 60, 2);
+    put_digits(out + 17, in_day / 1000 % 60, 2);
+    put_digits(out + 20, in_day % 1000, 3);
+    return CL_OK;
 }

@@ -69,18 +69,6 @@ void cl_es_bulk_init(cl_es_bulk_t *bulk, size_t max_docs, size_t max_bytes)
     bulk->max_bytes = max_bytes;
 }
 
-void cl_es_bulk_reset(cl_es_bulk_t *bulk)
-{
-    cl_buf_reset(&bulk->body);
-    bulk->docs = 0;
-}
-
-void cl_es_bulk_free(cl_es_bulk_t *bulk)
-{
-    cl_buf_free(&bulk->body);
-    bulk->docs = 0;
-}
-
 /* Copy a source, writing CR and LF as spaces: in valid JSON they can only be
  * insignificant whitespace (raw control characters are not allowed inside
  * strings), and one raw newline would end the line early and shift every
@@ -133,10 +121,8 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN])
         return cl_errorf(err, "the source is not well-formed UTF-8 at byte %zu (%s)", bad,
                          cl_utf8_problem(source, len, bad));
     json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     json_object *obj = json_tokener_parse_ex(tok, source, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
@@ -155,8 +141,7 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN])
         for (size_t i = used; i < len; i++) {
             char c = source[i];
             if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-                rc = cl_errorf(err, "the source has text after its JSON object, at byte %zu",
-                               i);
+                rc = cl_errorf(err, "the source has text after its JSON object, at byte %zu", i);
                 break;
             }
         }
@@ -195,10 +180,8 @@ static json_object *parse_json(const char *body, size_t len)
     if (body == NULL || len == 0 || len > INT32_MAX)
         return NULL;
     json_tokener *tok = json_tokener_new();
-    if (tok == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (tok == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
     if (json_tokener_get_error(tok) != json_tokener_success) {
         json_object_put(obj);
@@ -379,10 +362,18 @@ static bool parse_items(const char *body, size_t len, size_t doc_count, cl_es_bu
         r->status = status;
         r->outcome = item_outcome(status, error != NULL ? object_string(error, "type") : NULL);
         switch (r->outcome) {
-        case CL_ES_ITEM_OK: out->ok++; break;
-        case CL_ES_ITEM_SUPERSEDED: out->superseded++; break;
-        case CL_ES_ITEM_RETRY: out->retry++; break;
-        case CL_ES_ITEM_DROP: out->drop++; break;
+        case CL_ES_ITEM_OK:
+            out->ok++;
+            break;
+        case CL_ES_ITEM_SUPERSEDED:
+            out->superseded++;
+            break;
+        case CL_ES_ITEM_RETRY:
+            out->retry++;
+            break;
+        case CL_ES_ITEM_DROP:
+            out->drop++;
+            break;
         }
         if (r->outcome != CL_ES_ITEM_OK)
             r->reason = item_reason(status, error);
@@ -430,4 +421,7 @@ void cl_es_bulk_parse(long http_status, const char *body, size_t len, size_t doc
     snprintf(out->request.reason, sizeof out->request.reason, "HTTP %ld: %s", http_status, why);
 }
 
-void cl_es_bulk_result_free(cl_es_bulk_result_t *result) { free_items(result); }
+void cl_es_bulk_result_free(cl_es_bulk_result_t *result)
+{
+    free_items(result);
+}

@@ -31,9 +31,15 @@ int cl_es_window_label(uint64_t window_ms, char out[CL_ES_WINDOW_LABEL_SIZE])
     return CL_ERR; /* unreachable: every length is a whole number of ms */
 }
 
-static bool is_lower_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); }
+static bool is_lower_alnum(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z');
+}
 
-static bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
+static bool is_alnum(char c)
+{
+    return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
 
 static bool is_hex(char c)
 {
@@ -62,8 +68,9 @@ int cl_es_doc_id_from_hash(const char *window, int64_t window_start_ms, const ch
                          WINDOW_LABEL_MAX);
     for (size_t i = 0; i < window_len; i++)
         if (!is_lower_alnum(window[i]))
-            return cl_errorf(err, "document id: the window label \"%s\" may only contain "
-                                  "digits and lower-case letters",
+            return cl_errorf(err,
+                             "document id: the window label \"%s\" may only contain "
+                             "digits and lower-case letters",
                              window);
     if (country == NULL)
         country = "";
@@ -83,9 +90,8 @@ int cl_es_doc_id_from_hash(const char *window, int64_t window_start_ms, const ch
     return CL_OK;
 }
 
-int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country,
-                 const char *url, size_t url_len, char out[CL_ES_DOC_ID_SIZE],
-                 char err[CL_ERR_LEN])
+int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country, const char *url,
+                 size_t url_len, char out[CL_ES_DOC_ID_SIZE], char err[CL_ERR_LEN])
 {
     if (url == NULL)
         return cl_errorf(err, "document id: the URL is missing");
@@ -100,21 +106,6 @@ bool cl_es_index_has_date(const char *pattern)
         if (p[1] == 'Y' || p[1] == 'm' || p[1] == 'd')
             return true;
     return false;
-}
-
-/* Civil date from days since 1970-01-01 (proleptic Gregorian), after Howard
- * Hinnant's days_from_civil inverse: pure arithmetic, no time_t or locale. */
-static void civil_from_days(int64_t days, int64_t *year, int *month, int *day)
-{
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t doe = days - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *year = yoe + era * 400 + (*month <= 2);
 }
 
 /* Expand the date patterns of `pattern` with `subst(letter)`; shared by the
@@ -161,7 +152,7 @@ int cl_es_index_name(const char *pattern, int64_t start_ms, char *out, size_t si
     int64_t days = start_ms / MS_PER_DAY - (start_ms % MS_PER_DAY < 0);
     int64_t year;
     int month, day;
-    civil_from_days(days, &year, &month, &day);
+    cl_civil_from_days(days, &year, &month, &day);
     if (year < 0 || year > 9999)
         return CL_ERR;
     date_parts_t parts;
@@ -216,16 +207,20 @@ static const char stats_mappings[] =
     "\"window\":{\"type\":\"keyword\"},"
     "\"window_start\":" DATE_FIELD ","
     "\"window_end\":" DATE_FIELD ","
-    "\"url\":{\"type\":\"keyword\",\"ignore_above\":" STR(CL_ES_URL_IGNORE_ABOVE) "},"
-    "\"url_sha256\":{\"type\":\"keyword\"},"
-    "\"country\":{\"type\":\"keyword\"},"
-    "\"clicks\":{\"type\":\"long\"},"
-    "\"unique_users\":{\"type\":\"long\"},"
-    "\"time_spent_samples\":{\"type\":\"long\"},"
-    "\"avg_time_spent_ms\":{\"type\":\"double\"},"
-    "\"updated_at\":" DATE_FIELD "}}";
+    "\"url\":{\"type\":\"keyword\",\"ignore_above\":" STR(
+        CL_ES_URL_IGNORE_ABOVE) "},"
+                                "\"url_sha256\":{\"type\":\"keyword\"},"
+                                "\"country\":{\"type\":\"keyword\"},"
+                                "\"clicks\":{\"type\":\"long\"},"
+                                "\"unique_users\":{\"type\":\"long\"},"
+                                "\"time_spent_samples\":{\"type\":\"long\"},"
+                                "\"avg_time_spent_ms\":{\"type\":\"double\"},"
+                                "\"updated_at\":" DATE_FIELD "}}";
 
-const char *cl_es_stats_mappings(void) { return stats_mappings; }
+const char *cl_es_stats_mappings(void)
+{
+    return stats_mappings;
+}
 
 void cl_es_stats_source(cl_buf_t *out, const cl_es_stats_doc_t *doc)
 {

@@ -83,13 +83,19 @@ static const char *quote_value(const char *s, size_t len, char out[QUOTE_SIZE])
 static const char *type_phrase(struct json_object *v)
 {
     switch (json_object_get_type(v)) {
-    case json_type_null: return "null";
-    case json_type_boolean: return "a boolean";
+    case json_type_null:
+        return "null";
+    case json_type_boolean:
+        return "a boolean";
     case json_type_double:
-    case json_type_int: return "a number";
-    case json_type_object: return "an object";
-    case json_type_array: return "an array";
-    case json_type_string: return "a string";
+    case json_type_int:
+        return "a number";
+    case json_type_object:
+        return "an object";
+    case json_type_array:
+        return "an array";
+    case json_type_string:
+        return "a string";
     }
     return "an unknown type";
 }
@@ -127,9 +133,25 @@ static long unicode_escape_at(const unsigned char *p, size_t len, size_t at)
 static bool allowed_outside_strings(unsigned char c)
 {
     switch (c) {
-    case ' ': case '\t': case '\n': case '\r':
-    case '{': case '}': case '[': case ']': case ',': case ':':
-    case 't': case 'r': case 'u': case 'e': case 'f': case 'a': case 'l': case 's': case 'n':
+    case ' ':
+    case '\t':
+    case '\n':
+    case '\r':
+    case '{':
+    case '}':
+    case '[':
+    case ']':
+    case ',':
+    case ':':
+    case 't':
+    case 'r':
+    case 'u':
+    case 'e':
+    case 'f':
+    case 'a':
+    case 'l':
+    case 's':
+    case 'n':
         return true;
     default:
         return false;
@@ -188,8 +210,8 @@ static bool word_ends_plain_run(uint64_t w)
     const uint64_t ones = UINT64_C(0x0101010101010101);
     uint64_t quote = w ^ (ones * '"');
     uint64_t backslash = w ^ (ones * '\\');
-    uint64_t hits = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) |
-                    ((w - ones * 0x20) & ~w);
+    uint64_t hits =
+        ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | ((w - ones * 0x20) & ~w);
     return (hits & UINT64_C(0x8080808080808080)) != 0;
 }
 
@@ -239,9 +261,8 @@ static int check_string(const unsigned char *p, size_t len, size_t *at, char *re
                                  unit, i);
             i += 12;
         } else if (unit >= 0xDC00 && unit <= 0xDFFF) {
-            return cl_errorf(reason,
-                             "not valid UTF-8: unpaired surrogate escape \\u%04lx at byte %zu",
-                             unit, i);
+            return cl_errorf(
+                reason, "not valid UTF-8: unpaired surrogate escape \\u%04lx at byte %zu", unit, i);
         } else {
             i += 6;
         }
@@ -268,8 +289,7 @@ static int check_strict_json(const unsigned char *p, size_t len, char *reason)
     while (i < len) {
         unsigned char c = p[i];
         if (c == '"' || c == '-' || is_digit(c)) {
-            int rc = c == '"' ? check_string(p, len, &i, reason)
-                              : check_number(p, len, &i, reason);
+            int rc = c == '"' ? check_string(p, len, &i, reason) : check_number(p, len, &i, reason);
             if (rc != CL_OK)
                 return CL_ERR;
             continue;
@@ -337,34 +357,6 @@ static int days_in_month(int64_t year, int month)
     return month == 2 && is_leap_year(year) ? 29 : days[month - 1];
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date. The year is counted
- * from March so that the leap day ends it; 400 years (an "era") are exactly
- * 146097 days. This is Howard Hinnant's days_from_civil. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t year_of_era = y - era * 400;                           /* 0..399 */
-    int64_t day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1; /* 0..365, from March 1 */
-    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    return era * 146097 + day_of_era - 719468; /* 719468: days from 0000-03-01 to 1970-01-01 */
-}
-
-/* The inverse of days_from_civil. */
-static void civil_from_days(int64_t days, int64_t *y, int *m, int *d)
-{
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t day_of_era = days - era * 146097; /* 0..146096 */
-    int64_t year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-    int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    int64_t mp = (5 * day_of_year + 2) / 153; /* month from March, 0..11 */
-    *d = (int)(day_of_year - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = year_of_era + era * 400 + (*m <= 2);
-}
-
 /* ---- timestamps ------------------------------------------------------- */
 
 /* Read exactly n decimal digits. */
@@ -422,8 +414,7 @@ static int timestamp_error(char *reason, const char *s, size_t len, const char *
     return cl_errorf(reason, "%s in %s", problem, quote_value(s, len, shown));
 }
 
-int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
-                                    char reason[CL_ERR_LEN])
+int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms, char reason[CL_ERR_LEN])
 {
     int year, month, day, hour, minute, second;
     if (len < 19 || !read_digits(s, 4, &year) || s[4] != '-' || !read_digits(s + 5, 2, &month) ||
@@ -454,8 +445,7 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
         return timestamp_error(reason, s, len, "no time zone");
     int offset_min, zone_hours, zone_minutes;
     if (!read_zone(s, len, &i, &offset_min, &zone_hours, &zone_minutes))
-        return timestamp_error(reason, s, len, "expected a time zone (Z or +hh:mm) at byte %zu",
-                               i);
+        return timestamp_error(reason, s, len, "expected a time zone (Z or +hh:mm) at byte %zu", i);
     if (i != len)
         return timestamp_error(reason, s, len, "unexpected text after the time zone");
 
@@ -478,12 +468,12 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
         millis = 999;
     }
 
-    int64_t t = days_from_civil(year, month, day) * MS_PER_DAY +
+    int64_t t = cl_days_from_civil(year, month, day) * MS_PER_DAY +
                 ((int64_t)hour * 3600 + minute * 60 + second) * 1000 + millis -
                 (int64_t)offset_min * 60000;
-    if (t < 0)
+    if (t < CL_EVENT_TS_MIN_MS)
         return timestamp_error(reason, s, len, "instant earlier than 1970-01-01T00:00:00Z");
-    if (t > CL_EVENT_TS_MAX_MS)
+    if (t > CL_DATETIME_MAX_MS)
         return timestamp_error(reason, s, len, "instant later than 9999-12-31T23:59:59.999Z");
     *ms = t;
     return CL_OK;
@@ -495,7 +485,7 @@ static int timestamp_from_integer(int64_t v, int64_t *ms, char *reason)
     if (v < 0)
         return cl_errorf(reason, "timestamp: must not be negative, got %" PRId64, v);
     int64_t t = v >= CL_EVENT_EPOCH_MS_FROM ? v : v * 1000;
-    if (t > CL_EVENT_TS_MAX_MS)
+    if (t > CL_DATETIME_MAX_MS)
         return cl_errorf(reason, "timestamp: %" PRId64 " is later than 9999-12-31T23:59:59.999Z",
                          v);
     *ms = t;
@@ -510,57 +500,35 @@ static int timestamp_from_double(double v, int64_t *ms, char *reason)
         return cl_errorf(reason, "timestamp: must not be negative, got %.17g", v);
     double t = v >= (double)CL_EVENT_EPOCH_MS_FROM ? v : v * 1000.0;
     /* Compare before converting: a double beyond int64 has no defined cast. */
-    if (t >= (double)CL_EVENT_TS_MAX_MS + 1.0)
+    if (t >= (double)CL_DATETIME_MAX_MS + 1.0)
         return cl_errorf(reason, "timestamp: %.17g is later than 9999-12-31T23:59:59.999Z", v);
     *ms = (int64_t)floor(t + 0.0005);
-    if (*ms > CL_EVENT_TS_MAX_MS)
-        *ms = CL_EVENT_TS_MAX_MS; /* only the 0.5 us allowance can get here */
+    if (*ms > CL_DATETIME_MAX_MS)
+        *ms = CL_DATETIME_MAX_MS; /* only the 0.5 us allowance can get here */
     return CL_OK;
-}
-
-static void put_digits(char *out, int64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--) {
-        out[i] = (char)('0' + v % 10);
-        v /= 10;
-    }
-}
-
-void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE])
-{
-    if (ms < 0)
-        ms = 0;
-    if (ms > CL_EVENT_TS_MAX_MS)
-        ms = CL_EVENT_TS_MAX_MS;
-    int64_t year;
-    int month, day;
-    civil_from_days(ms / MS_PER_DAY, &year, &month, &day);
-    int64_t in_day = ms % MS_PER_DAY;
-    memcpy(out, "0000-00-00 00:00:00.000", CL_EVENT_DATETIME_SIZE);
-    put_digits(out, year, 4);
-    put_digits(out + 5, month, 2);
-    put_digits(out + 8, day, 2);
-    put_digits(out + 11, in_day / 3600000, 2);
-    put_digits(out + 14, in_day / 60000 % 60, 2);
-    put_digits(out + 17, in_day / 1000 % 60, 2);
-    put_digits(out + 20, in_day % 1000, 3);
 }
 
 /* ---- event-time window ------------------------------------------------- */
 
-/* "2026-11-28T14:00:00.123Z" */
-static void format_instant(int64_t ms, char out[CL_EVENT_DATETIME_SIZE + 1])
+/* "2026-11-28T14:00:00.123Z" in a reason; an instant no DATETIME holds (only
+ * a clock gone wild can give one) is written in milliseconds instead. */
+#define INSTANT_SIZE (CL_DATETIME_SIZE + 1)
+
+static void format_instant(int64_t ms, char out[INSTANT_SIZE])
 {
-    cl_event_format_datetime(ms, out);
+    if (cl_datetime_format(ms, out) != CL_OK) {
+        snprintf(out, INSTANT_SIZE, "%" PRId64 " ms", ms);
+        return;
+    }
     out[10] = 'T';
-    out[CL_EVENT_DATETIME_SIZE - 1] = 'Z';
-    out[CL_EVENT_DATETIME_SIZE] = '\0';
+    out[CL_DATETIME_SIZE - 1] = 'Z';
+    out[CL_DATETIME_SIZE] = '\0';
 }
 
 int cl_event_check_time_window(int64_t ts_ms, int64_t now_ms, const cl_event_time_window_t *w,
                                char reason[CL_ERR_LEN])
 {
-    char at[CL_EVENT_DATETIME_SIZE + 1], now[CL_EVENT_DATETIME_SIZE + 1];
+    char at[INSTANT_SIZE], now[INSTANT_SIZE];
     /* Both bounds are at most 10 000 years (config.c), 3.2e14 ms: far from an
      * overflow. */
     if (ts_ms < now_ms - (int64_t)w->max_age_ms) {
@@ -632,15 +600,18 @@ static int take_required_string(const cl_event_parser_t *parser, struct json_obj
 {
     struct json_object *v;
     switch (find_field(parser, root, f, &v)) {
-    case VALUE_ABSENT: return missing(parser, f, reason);
-    case VALUE_NULL: return cl_errorf(reason, "%s: must not be null", field_names[f]);
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, f, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "%s: must not be null", field_names[f]);
+    case VALUE_PRESENT:
+        break;
     }
     return take_string(v, f, max_len, out, reason);
 }
 
-static int take_event_id(const cl_event_parser_t *parser, struct json_object *root,
-                         fields_t *x, char *reason)
+static int take_event_id(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                         char *reason)
 {
     struct json_object *v;
     presence_t p = find_field(parser, root, CL_FIELD_EVENT_ID, &v);
@@ -680,9 +651,12 @@ static int take_user_id(const cl_event_parser_t *parser, struct json_object *roo
 {
     struct json_object *v;
     switch (find_field(parser, root, CL_FIELD_USER_ID, &v)) {
-    case VALUE_ABSENT: return missing(parser, CL_FIELD_USER_ID, reason);
-    case VALUE_NULL: return cl_errorf(reason, "user_id: must not be null");
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, CL_FIELD_USER_ID, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "user_id: must not be null");
+    case VALUE_PRESENT:
+        break;
     }
     switch (json_object_get_type(v)) {
     case json_type_string:
@@ -699,14 +673,17 @@ static int take_user_id(const cl_event_parser_t *parser, struct json_object *roo
     }
 }
 
-static int take_timestamp(const cl_event_parser_t *parser, struct json_object *root,
-                          fields_t *x, char *reason)
+static int take_timestamp(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                          char *reason)
 {
     struct json_object *v;
     switch (find_field(parser, root, CL_FIELD_TIMESTAMP, &v)) {
-    case VALUE_ABSENT: return missing(parser, CL_FIELD_TIMESTAMP, reason);
-    case VALUE_NULL: return cl_errorf(reason, "timestamp: must not be null");
-    case VALUE_PRESENT: break;
+    case VALUE_ABSENT:
+        return missing(parser, CL_FIELD_TIMESTAMP, reason);
+    case VALUE_NULL:
+        return cl_errorf(reason, "timestamp: must not be null");
+    case VALUE_PRESENT:
+        break;
     }
     switch (json_object_get_type(v)) {
     case json_type_string: {
@@ -751,8 +728,8 @@ static int take_country(const cl_event_parser_t *parser, struct json_object *roo
     return CL_OK;
 }
 
-static int take_time_spent(const cl_event_parser_t *parser, struct json_object *root,
-                           fields_t *x, char *reason)
+static int take_time_spent(const cl_event_parser_t *parser, struct json_object *root, fields_t *x,
+                           char *reason)
 {
     struct json_object *v;
     if (find_field(parser, root, CL_FIELD_TIME_SPENT_MS, &v) != VALUE_PRESENT)
@@ -795,8 +772,8 @@ static int take_fields(const cl_event_parser_t *parser, struct json_object *root
     if (take_event_id(parser, root, x, reason) != CL_OK ||
         take_user_id(parser, root, x, reason) != CL_OK ||
         take_timestamp(parser, root, x, reason) != CL_OK ||
-        take_required_string(parser, root, CL_FIELD_URL, SIZE_MAX, &x->text[CL_FIELD_URL],
-                             reason) != CL_OK ||
+        take_required_string(parser, root, CL_FIELD_URL, CL_EVENT_URL_MAX_LEN,
+                             &x->text[CL_FIELD_URL], reason) != CL_OK ||
         take_country(parser, root, x, reason) != CL_OK)
         return CL_ERR;
 
@@ -812,8 +789,8 @@ static int take_fields(const cl_event_parser_t *parser, struct json_object *root
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(optional_texts); i++) {
         cl_event_field_t f = optional_texts[i].field;
-        if (take_optional_string(parser, root, f, optional_texts[i].max_len, &x->text[f],
-                                 reason) != CL_OK)
+        if (take_optional_string(parser, root, f, optional_texts[i].max_len, &x->text[f], reason) !=
+            CL_OK)
             return CL_ERR;
     }
     return take_time_spent(parser, root, x, reason);
@@ -841,8 +818,8 @@ static void build_event(const fields_t *x, const char *topic, int32_t partition,
     char position[40] = ""; /* ":<partition>:<offset>", at most 33 bytes */
     size_t position_len = 0;
     if (id->ptr == NULL)
-        position_len = (size_t)snprintf(position, sizeof position, ":%" PRId32 ":%" PRId64,
-                                        partition, offset);
+        position_len =
+            (size_t)snprintf(position, sizeof position, ":%" PRId32 ":%" PRId64, partition, offset);
 
     size_t key_len = id->ptr != NULL ? 2 + id->len : 2 + topic_len + position_len;
     size_t size = key_len + 1 + topic_len + 1;
@@ -868,9 +845,12 @@ static void build_event(const fields_t *x, const char *topic, int32_t partition,
     w += key_len + 1;
 
     const char **slots[CL_FIELD_COUNT] = {
-        [CL_FIELD_USER_ID] = &ev->user_id, [CL_FIELD_URL] = &ev->url,
-        [CL_FIELD_CITY] = &ev->city,       [CL_FIELD_BROWSER] = &ev->browser,
-        [CL_FIELD_OS] = &ev->os,           [CL_FIELD_DEVICE] = &ev->device,
+        [CL_FIELD_USER_ID] = &ev->user_id,
+        [CL_FIELD_URL] = &ev->url,
+        [CL_FIELD_CITY] = &ev->city,
+        [CL_FIELD_BROWSER] = &ev->browser,
+        [CL_FIELD_OS] = &ev->os,
+        [CL_FIELD_DEVICE] = &ev->device,
         [CL_FIELD_USER_AGENT] = &ev->user_agent,
     };
     for (int f = CL_FIELD_USER_ID; f < CL_FIELD_COUNT; f++) {
@@ -913,10 +893,8 @@ int cl_event_parser_new(const char *const pointers[CL_FIELD_COUNT], size_t max_b
         }
     }
     parser->tokener = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
-    if (parser->tokener == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a JSON tokener\n");
-        abort();
-    }
+    if (parser->tokener == NULL)
+        cl_panic("out of memory creating a JSON tokener");
     json_tokener_set_flags(parser->tokener, JSON_TOKENER_STRICT);
     *out = parser;
     return CL_OK;

@@ -11,8 +11,8 @@ size_t cl_isolate_split(cl_isolate_range_t failed, cl_isolate_range_t halves[2])
     return 2;
 }
 
-void cl_isolate_items(cl_isolate_range_t range, size_t row_count, size_t *row_first,
-                      size_t *rows, size_t *rejected_first, size_t *rejected)
+void cl_isolate_items(cl_isolate_range_t range, size_t row_count, size_t *row_first, size_t *rows,
+                      size_t *rejected_first, size_t *rejected)
 {
     size_t end = range.first + range.count;
     size_t rows_end = end < row_count ? end : row_count;

@@ -6,7 +6,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,36 +17,19 @@ static cl_log_format_t g_format = CL_LOG_FORMAT_LOGFMT;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
-int cl_log_level_parse(const char *name, cl_log_level_t *out)
-{
-    for (size_t i = 0; i < CL_ARRAY_LEN(level_names); i++) {
-        if (strcmp(name, level_names[i]) == 0) {
-            *out = (cl_log_level_t)i;
-            return CL_OK;
-        }
-    }
-    return CL_ERR;
-}
-
-int cl_log_format_parse(const char *name, cl_log_format_t *out)
-{
-    if (strcmp(name, "logfmt") == 0)
-        *out = CL_LOG_FORMAT_LOGFMT;
-    else if (strcmp(name, "json") == 0)
-        *out = CL_LOG_FORMAT_JSON;
-    else
-        return CL_ERR;
-    return CL_OK;
-}
-
-const char *cl_log_level_name(cl_log_level_t level)
+static const char *level_name(cl_log_level_t level)
 {
     return (unsigned)level < CL_ARRAY_LEN(level_names) ? level_names[level] : "unknown";
 }
 
-void cl_log_set_level(cl_log_level_t level) { g_level = level; }
-void cl_log_set_format(cl_log_format_t format) { g_format = format; }
-cl_log_level_t cl_log_get_level(void) { return g_level; }
+void cl_log_set_level(cl_log_level_t level)
+{
+    g_level = level;
+}
+void cl_log_set_format(cl_log_format_t format)
+{
+    g_format = format;
+}
 
 /* Escape for a double-quoted value; the same rules serve logfmt and JSON. */
 static void append_quoted(cl_buf_t *b, const char *s)
@@ -55,11 +37,21 @@ static void append_quoted(cl_buf_t *b, const char *s)
     cl_buf_append_char(b, '"');
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': cl_buf_append_str(b, "\\\""); break;
-        case '\\': cl_buf_append_str(b, "\\\\"); break;
-        case '\n': cl_buf_append_str(b, "\\n"); break;
-        case '\r': cl_buf_append_str(b, "\\r"); break;
-        case '\t': cl_buf_append_str(b, "\\t"); break;
+        case '"':
+            cl_buf_append_str(b, "\\\"");
+            break;
+        case '\\':
+            cl_buf_append_str(b, "\\\\");
+            break;
+        case '\n':
+            cl_buf_append_str(b, "\\n");
+            break;
+        case '\r':
+            cl_buf_append_str(b, "\\r");
+            break;
+        case '\t':
+            cl_buf_append_str(b, "\\t");
+            break;
         default:
             if (*p < 0x20)
                 cl_buf_appendf(b, "\\u%04x", *p);
@@ -86,21 +78,19 @@ void cl_log(cl_log_level_t level, const char *module, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&secs, &tm);
     char ts[64];
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now % 1000));
+    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now % 1000));
 
     cl_buf_t b;
     cl_buf_init(&b);
     if (g_format == CL_LOG_FORMAT_JSON) {
-        cl_buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":", ts,
-                       cl_log_level_name(level));
+        cl_buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":", ts, level_name(level));
         append_quoted(&b, module);
         cl_buf_append_str(&b, ",\"msg\":");
         append_quoted(&b, msg);
         cl_buf_append_str(&b, "}\n");
     } else {
-        cl_buf_appendf(&b, "ts=%s level=%s module=%s msg=", ts, cl_log_level_name(level),
-                       module);
+        cl_buf_appendf(&b, "ts=%s level=%s module=%s msg=", ts, level_name(level), module);
         append_quoted(&b, msg);
         cl_buf_append_char(&b, '\n');
     }

@@ -77,19 +77,6 @@ static const char *const type_names[] = {"counter", "gauge", "histogram"};
 
 /* ---- registration ------------------------------------------------------ */
 
-static void misuse(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void misuse(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("clickloop: metrics: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort();
-}
-
 static bool is_name_start(char c, bool colon_ok)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (colon_ok && c == ':');
@@ -120,14 +107,14 @@ static size_t collect_label_names(const char *family, bool histogram, va_list ap
     const char *label;
     while ((label = va_arg(ap, const char *)) != NULL) {
         if (count == CL_METRICS_MAX_LABELS)
-            misuse("%s: more than %d label names", family, CL_METRICS_MAX_LABELS);
+            cl_panic("metrics: %s: more than %d label names", family, CL_METRICS_MAX_LABELS);
         if (!valid_name(label, false) || strncmp(label, "__", 2) == 0)
-            misuse("%s: invalid label name \"%s\"", family, label);
+            cl_panic("metrics: %s: invalid label name \"%s\"", family, label);
         if (histogram && strcmp(label, "le") == 0)
-            misuse("%s: a histogram cannot have a label named \"le\"", family);
+            cl_panic("metrics: %s: a histogram cannot have a label named \"le\"", family);
         for (size_t i = 0; i < count; i++) {
             if (strcmp(names[i], label) == 0)
-                misuse("%s: label name \"%s\" given twice", family, label);
+                cl_panic("metrics: %s: label name \"%s\" given twice", family, label);
         }
         names[count++] = label;
     }
@@ -175,7 +162,7 @@ static family_t *alloc_family(family_type_t type)
     case FAMILY_HISTOGRAM:
         return &((cl_histogram_t *)cl_xcalloc(1, sizeof(cl_histogram_t)))->family;
     }
-    abort();
+    cl_panic("metrics: unknown family type %d", (int)type);
 }
 
 static family_t *register_family(cl_metrics_t *m, family_type_t type, const char *name,
@@ -183,20 +170,20 @@ static family_t *register_family(cl_metrics_t *m, family_type_t type, const char
                                  va_list ap)
 {
     if (!valid_name(name, true))
-        misuse("invalid metric name \"%s\"", name);
+        cl_panic("metrics: invalid metric name \"%s\"", name);
     if (type == FAMILY_COUNTER && !ends_with(name, "_total"))
-        misuse("counter name \"%s\" must end in _total", name);
+        cl_panic("metrics: counter name \"%s\" must end in _total", name);
     const char *names[CL_METRICS_MAX_LABELS];
     size_t count = collect_label_names(name, type == FAMILY_HISTOGRAM, ap, names);
     for (size_t i = 0; i < bound_count; i++) {
         if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1])))
-            misuse("%s: bucket bounds must be finite and strictly increasing", name);
+            cl_panic("metrics: %s: bucket bounds must be finite and strictly increasing", name);
     }
 
     family_t *existing = find_family(m, name);
     if (existing != NULL) {
         if (!same_shape(existing, type, names, count, bounds, bound_count))
-            misuse("%s registered twice with different types, labels or buckets", name);
+            cl_panic("metrics: %s registered twice with different types, labels or buckets", name);
         return existing;
     }
 
@@ -212,8 +199,6 @@ static family_t *register_family(cl_metrics_t *m, family_type_t type, const char
         memcpy(f->bounds, bounds, bound_count * sizeof(double));
     }
     f->bound_count = bound_count;
-    /* series_new reads label_count values: none here (cppcheck's nullPointer
-     * warning on this call is a false positive). */
     if (count == 0)
         append_series(f, series_new(f, NULL));
     if (m->last != NULL)
@@ -276,8 +261,11 @@ static char *copy_label_value(const char *value)
 static series_t *series_new(const family_t *f, const char *const *values)
 {
     series_t *s = cl_xcalloc(1, sizeof *s);
-    for (size_t i = 0; i < f->label_count; i++)
+    /* values is NULL only for a family without labels, whose loop is empty. */
+    for (size_t i = 0; i < f->label_count; i++) {
+        /* cppcheck-suppress nullPointer */
         s->values[i] = copy_label_value(values[i]);
+    }
     if (f->type == FAMILY_HISTOGRAM)
         s->bucket_counts = cl_xcalloc(f->bound_count + 1, sizeof(uint64_t));
     return s;
@@ -347,11 +335,6 @@ void cl_counter_set(cl_counter_t *c, const char *const *values, double v)
 void cl_gauge_set(cl_gauge_t *g, const char *const *values, double v)
 {
     get_series(&g->family, values)->value = v;
-}
-
-void cl_gauge_add(cl_gauge_t *g, const char *const *values, double v)
-{
-    get_series(&g->family, values)->value += v;
 }
 
 void cl_gauge_clear(cl_gauge_t *g)

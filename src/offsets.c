@@ -21,7 +21,6 @@ struct cl_offsets_part_s {
     int32_t partition;
     cl_offsets_segment_t *head;
     cl_offsets_segment_t *tail;
-    unsigned pending;
 };
 
 /* Partitions per instance are few (tens, rarely thousands): a list with a
@@ -49,7 +48,6 @@ static void part_detach_all(cl_offsets_part_t *p)
         s = next;
     }
     p->head = p->tail = NULL;
-    p->pending = 0;
 }
 
 static void part_free(cl_offsets_part_t *p)
@@ -59,11 +57,22 @@ static void part_free(cl_offsets_part_t *p)
     free(p);
 }
 
+/* Forget every partition. */
+static void revoke_all(cl_offsets_t *o)
+{
+    while (o->parts != NULL) {
+        cl_offsets_part_t *p = o->parts;
+        o->parts = p->next;
+        part_free(p);
+    }
+    o->last = NULL;
+}
+
 void cl_offsets_free(cl_offsets_t *o)
 {
     if (o == NULL)
         return;
-    cl_offsets_revoke_all(o);
+    revoke_all(o);
     free(o);
 }
 
@@ -108,16 +117,6 @@ void cl_offsets_revoke(cl_offsets_t *o, const char *topic, int32_t partition)
     }
 }
 
-void cl_offsets_revoke_all(cl_offsets_t *o)
-{
-    while (o->parts != NULL) {
-        cl_offsets_part_t *p = o->parts;
-        o->parts = p->next;
-        part_free(p);
-    }
-    o->last = NULL;
-}
-
 const char *cl_offsets_part_topic(const cl_offsets_part_t *p)
 {
     return p->topic;
@@ -125,10 +124,6 @@ const char *cl_offsets_part_topic(const cl_offsets_part_t *p)
 int32_t cl_offsets_part_partition(const cl_offsets_part_t *p)
 {
     return p->partition;
-}
-unsigned cl_offsets_part_pending(const cl_offsets_part_t *p)
-{
-    return p->pending;
 }
 
 cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offset)
@@ -141,7 +136,6 @@ cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offs
     else
         p->head = s;
     p->tail = s;
-    p->pending++;
     return s;
 }
 
@@ -154,11 +148,6 @@ void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset)
 cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s)
 {
     return s->part;
-}
-
-bool cl_offsets_segment_is_tail(const cl_offsets_segment_t *s)
-{
-    return s->part != NULL && s->part->tail == s;
 }
 
 void cl_offsets_segment_abandon(cl_offsets_segment_t *s)
@@ -187,7 +176,6 @@ bool cl_offsets_segment_done(cl_offsets_segment_t *s, cl_offsets_part_t **part,
         p->head = h->next;
         if (p->head == NULL)
             p->tail = NULL;
-        p->pending--;
         free(h);
     }
     if (advanced && part != NULL)

@@ -100,8 +100,6 @@ cl_pipeline_t *cl_pipeline_new(uv_loop_t *loop, const cl_pipeline_params_t *para
 
 void cl_pipeline_set_source(cl_pipeline_t *p, cl_kafka_source_t *src) { p->source = src; }
 
-void cl_pipeline_set_parser(cl_pipeline_t *p, cl_event_parser_t *parser) { p->parser = parser; }
-
 void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out)
 {
     *out = p->stats;
@@ -297,10 +295,10 @@ static void row_from_event(cl_store_row_t *r, const cl_event_t *e)
 }
 
 /* Parse and check one message: 0 with *ev filled and *sql_bytes its share of
- * a batch's SQL, or CL_ERR with the reason. Past the event rules, an event
- * must be dated within the event-time window around now, storable (a limit
- * of the schema the event rules do not cover) and small enough to be written
- * at all under the packet limit. */
+ * a batch's SQL, or CL_ERR with the reason. The event rules also make it
+ * storable (event.h); past them, an event must be dated within the
+ * event-time window around now and be small enough to be written at all
+ * under the packet limit. */
 static int accept_message(cl_pipeline_t *p, const rd_kafka_message_t *msg, const char *topic,
                           cl_event_t *ev, size_t *sql_bytes, char reason[CL_ERR_LEN])
 {
@@ -315,18 +313,15 @@ static int accept_message(cl_pipeline_t *p, const rd_kafka_message_t *msg, const
     cl_store_row_t row;
     row_from_event(&row, ev);
     size_t budget = sql_budget(p);
-    int rc = cl_store_row_check(&row, reason);
-    if (rc == CL_OK) {
-        *sql_bytes = cl_store_row_sql_bytes(&row);
-        if (*sql_bytes + CL_STORE_BATCH_SQL_BASE_BYTES > budget)
-            rc = cl_errorf(reason,
-                           "the event needs up to %zu bytes of SQL, more than the %zu a batch "
-                           "may hold under MariaDB's packet limit (max_allowed_packet)",
-                           *sql_bytes, budget - CL_STORE_BATCH_SQL_BASE_BYTES);
-    }
-    if (rc != CL_OK)
+    *sql_bytes = cl_store_row_sql_bytes(&row);
+    if (*sql_bytes + CL_STORE_BATCH_SQL_BASE_BYTES > budget) {
         cl_event_clear(ev);
-    return rc;
+        return cl_errorf(reason,
+                         "the event needs up to %zu bytes of SQL, more than the %zu a batch "
+                         "may hold under MariaDB's packet limit (max_allowed_packet)",
+                         *sql_bytes, budget - CL_STORE_BATCH_SQL_BASE_BYTES);
+    }
+    return CL_OK;
 }
 
 static void on_message(void *arg, const rd_kafka_message_t *msg)
@@ -491,8 +486,9 @@ static void batch_write(cl_pipeline_t *p, cl_batch_t *b, cl_isolate_range_t rang
     b->writes++;
     if (cl_store_write_batch(p->store, b->rows + row_first, rows, b->rejected + rejected_first,
                              rejected, on_write_done, w, err) != CL_OK) {
-        /* The store is closing, or a row escaped its check (a bug): like a
-         * cancelled write, the batch is redelivered after a restart. */
+        /* The store is closing, or refused a malformed rejected event (a
+         * bug): like a cancelled write, the batch is redelivered after a
+         * restart. */
         cl_log_error("ingest", "a batch could not be written: %s; its offsets stay", err);
         free(w);
         p->writes_in_store--;

@@ -33,13 +33,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/event.h"
+#include "clickloop/log.h"
 #include "clickloop/utf8.h"
 
 /* ---- Schema --------------------------------------------------------------- */
 
-#define TABLE_OPTIONS                                                                          \
-    " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION                  \
-    " ROW_FORMAT=DYNAMIC"
+#define TABLE_CHARSET " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" CL_STORE_TEXT_COLLATION
+#define TABLE_OPTIONS TABLE_CHARSET " ROW_FORMAT=DYNAMIC"
 
 /* Every text column of a table (binary ones are left alone) and the table's
  * default to the text collation; the column types stay as they are. */
@@ -94,8 +95,8 @@ static const char *const migrations[] = {
     "reason VARCHAR(1024) NOT NULL, "
     "rejected_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), "
     "PRIMARY KEY (id), "
-    "UNIQUE KEY uq_rejected_coordinates (kafka_topic, kafka_partition, kafka_offset))"
-    TABLE_OPTIONS,
+    "UNIQUE KEY uq_rejected_coordinates (kafka_topic, kafka_partition, "
+    "kafka_offset))" TABLE_OPTIONS,
     /* 1 -> 2: aggregation (see aggregate.h). agg_pending holds one row per
      * stored event until a run has aggregated it: it is written in the batch
      * transaction, so it is complete in commit order, which auto-increment
@@ -233,47 +234,6 @@ int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]
 
 /* ---- Values --------------------------------------------------------------- */
 
-/* Days since 1970-01-01 to a civil date (proleptic Gregorian), after Howard
- * Hinnant's civil_from_days: exact for every year, no time_t limits. */
-static void civil_from_days(int64_t z, int64_t *y, unsigned int *m, unsigned int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned int doe = (unsigned int)(z - era * 146097);
-    unsigned int yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    unsigned int doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned int mp = (5 * doy + 2) / 153;
-    *d = doy - (153 * mp + 2) / 5 + 1;
-    *m = mp < 10 ? mp + 3 : mp - 9;
-    *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
-int cl_store_format_datetime(int64_t ms, char out[CL_STORE_DATETIME_SIZE])
-{
-    if (ms < CL_STORE_TS_MIN_MS || ms > CL_STORE_TS_MAX_MS) {
-        out[0] = '\0';
-        return CL_ERR;
-    }
-    const int64_t day_ms = 86400000;
-    int64_t days = ms / day_ms;
-    int64_t rem = ms % day_ms;
-    if (rem < 0) { /* floor, not truncation, before 1970 */
-        rem += day_ms;
-        days--;
-    }
-    int64_t year;
-    unsigned int month, day;
-    civil_from_days(days, &year, &month, &day);
-    unsigned int msec = (unsigned int)(rem % 1000);
-    unsigned int secs = (unsigned int)(rem / 1000);
-    /* The moduli are no-ops after the range check; they show the compiler
-     * that every field fits its width. */
-    snprintf(out, CL_STORE_DATETIME_SIZE, "%04u-%02u-%02u %02u:%02u:%02u.%03u",
-             (unsigned int)year % 10000u, month % 100u, day % 100u, secs / 3600 % 100u,
-             secs / 60 % 60, secs % 60, msec);
-    return CL_OK;
-}
-
 /* Characters in well-formed UTF-8: every byte that does not continue one. */
 static size_t utf8_chars(const char *s, size_t len)
 {
@@ -283,74 +243,42 @@ static size_t utf8_chars(const char *s, size_t len)
     return n;
 }
 
-/* NULL is fine when optional; otherwise well-formed and at most max_chars. */
-static int check_text(const char *field, const char *s, size_t len, bool optional,
-                      size_t max_chars, bool limit_is_bytes, char err[CL_ERR_LEN])
+/* Present, well-formed and at most max_chars characters. */
+static int check_text(const char *field, const char *s, size_t max_chars, char err[CL_ERR_LEN])
 {
     if (s == NULL)
-        return optional ? CL_OK : cl_errorf(err, "%s is missing", field);
-    size_t bad;
+        return cl_errorf(err, "%s is missing", field);
+    size_t len = strlen(s), bad;
     if (cl_utf8_validate(s, len, &bad) != CL_OK)
         return cl_errorf(err, "%s is not well-formed UTF-8 at byte %zu (%s)", field, bad,
                          cl_utf8_problem(s, len, bad));
-    size_t size = limit_is_bytes ? len : utf8_chars(s, len);
-    if (size > max_chars)
-        return cl_errorf(err, "%s is %zu %s long, the column holds %zu", field, size,
-                         limit_is_bytes ? "bytes" : "characters", max_chars);
+    size_t chars = utf8_chars(s, len);
+    if (chars > max_chars)
+        return cl_errorf(err, "%s is %zu characters long, the column holds %zu", field, chars,
+                         max_chars);
     return CL_OK;
 }
 
-static size_t opt_len(const char *s) { return s != NULL ? strlen(s) : 0; }
-
-static int check_row(const cl_store_row_t *r, char err[CL_ERR_LEN])
+static size_t opt_len(const char *s)
 {
-    if (r->row_key == NULL || r->row_key_len == 0)
-        return cl_errorf(err, "row_key is missing");
-    if (r->row_key_len > CL_STORE_ROW_KEY_MAX_BYTES)
-        return cl_errorf(err, "row_key is %zu bytes long, the column holds %d", r->row_key_len,
-                         CL_STORE_ROW_KEY_MAX_BYTES);
-    if (memchr(r->country, '\0', sizeof r->country) == NULL)
-        return cl_errorf(err, "country is not NUL-terminated");
-    if (check_text("event_id", r->event_id, opt_len(r->event_id), true,
-                   CL_STORE_EVENT_ID_MAX_CHARS, false, err) != CL_OK ||
-        check_text("user_id", r->user_id, opt_len(r->user_id), false,
-                   CL_STORE_USER_ID_MAX_CHARS, false, err) != CL_OK ||
-        check_text("url", r->url, r->url_len, false, CL_STORE_URL_MAX_BYTES, true, err) !=
-            CL_OK ||
-        check_text("country", r->country, strlen(r->country), true, 2,
-                   false, err) != CL_OK ||
-        check_text("city", r->city, opt_len(r->city), true, CL_STORE_TEXT_MAX_CHARS, false,
-                   err) != CL_OK ||
-        check_text("browser", r->browser, opt_len(r->browser), true, CL_STORE_TEXT_MAX_CHARS,
-                   false, err) != CL_OK ||
-        check_text("os", r->os, opt_len(r->os), true, CL_STORE_TEXT_MAX_CHARS, false, err) !=
-            CL_OK ||
-        check_text("device", r->device, opt_len(r->device), true, CL_STORE_TEXT_MAX_CHARS,
-                   false, err) != CL_OK ||
-        check_text("user_agent", r->user_agent, opt_len(r->user_agent), true,
-                   CL_STORE_USER_AGENT_MAX_CHARS, false, err) != CL_OK ||
-        check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
-                   err) != CL_OK)
-        return CL_ERR;
-    if (r->ts_ms < CL_STORE_TS_MIN_MS || r->ts_ms > CL_STORE_TS_MAX_MS)
-        return cl_errorf(err, "timestamp %" PRId64 " ms is outside the DATETIME range", r->ts_ms);
-    if (r->time_spent_ms < -1)
-        return cl_errorf(err, "time_spent_ms %" PRId64 " is negative", r->time_spent_ms);
-    if (r->partition < 0 || r->offset < 0)
-        return cl_errorf(err, "Kafka partition %" PRId32 " / offset %" PRId64 " is negative",
-                         r->partition, r->offset);
-    return CL_OK;
+    return s != NULL ? strlen(s) : 0;
 }
 
-int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN])
-{
-    return check_row(row, err);
-}
+/* Rows are valid by construction (store.h): the event parser's limits are
+ * within the columns' (bytes bound characters from above), its instants
+ * within DATETIME(3). */
+_Static_assert(CL_EVENT_ROW_KEY_MAX_LEN <= CL_STORE_ROW_KEY_MAX_BYTES, "row_key fits");
+_Static_assert(CL_EVENT_ID_MAX_LEN <= CL_STORE_EVENT_ID_MAX_CHARS, "event_id fits");
+_Static_assert(CL_EVENT_USER_ID_MAX_LEN <= CL_STORE_USER_ID_MAX_CHARS, "user_id fits");
+_Static_assert(CL_EVENT_URL_MAX_LEN <= CL_STORE_URL_MAX_BYTES, "url fits");
+_Static_assert(CL_EVENT_TEXT_MAX_LEN <= CL_STORE_TEXT_MAX_CHARS, "city, browser, os, device fit");
+_Static_assert(CL_EVENT_USER_AGENT_MAX_LEN <= CL_STORE_USER_AGENT_MAX_CHARS, "user_agent fits");
+_Static_assert(CL_EVENT_TS_MIN_MS >= CL_DATETIME_MIN_MS, "event times fit DATETIME(3)");
 
-int cl_store_rejected_check(const cl_store_rejected_t *r, char err[CL_ERR_LEN])
+/* Rejected events come from Kafka as they are: the one check they get. */
+static int check_rejected(const cl_store_rejected_t *r, char err[CL_ERR_LEN])
 {
-    if (check_text("topic", r->topic, opt_len(r->topic), false, CL_STORE_TOPIC_MAX_CHARS, false,
-                   err) != CL_OK)
+    if (check_text("topic", r->topic, CL_STORE_TOPIC_MAX_CHARS, err) != CL_OK)
         return CL_ERR;
     if (r->partition < 0 || r->offset < 0)
         return cl_errorf(err, "Kafka partition %" PRId32 " / offset %" PRId64 " is negative",
@@ -409,7 +337,10 @@ static int compare_rejected(const void *a, const void *b)
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-static bool has_geo(const cl_store_row_t *r) { return r->country[0] != '\0' || r->city != NULL; }
+static bool has_geo(const cl_store_row_t *r)
+{
+    return r->country[0] != '\0' || r->city != NULL;
+}
 
 static bool has_user_agent(const cl_store_row_t *r)
 {
@@ -418,8 +349,8 @@ static bool has_user_agent(const cl_store_row_t *r)
 
 static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
-    char when[CL_STORE_DATETIME_SIZE];
-    cl_store_format_datetime(r->ts_ms, when); /* range checked by check_row */
+    char when[CL_DATETIME_SIZE];
+    cl_datetime_format(r->ts_ms, when); /* in range: store.h */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');
@@ -438,8 +369,8 @@ static void append_click_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_e
 
 static void append_pending_values(cl_buf_t *b, const cl_store_row_t *r, cl_store_escape_fn escape)
 {
-    char when[CL_STORE_DATETIME_SIZE];
-    cl_store_format_datetime(r->ts_ms, when); /* range checked by check_row */
+    char when[CL_DATETIME_SIZE];
+    cl_datetime_format(r->ts_ms, when); /* in range: store.h */
     cl_buf_append_char(b, '(');
     append_literal(b, r->row_key, r->row_key_len, true, escape);
     cl_buf_append_char(b, ',');
@@ -510,14 +441,8 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
                              cl_store_escape_fn escape, char err[CL_ERR_LEN])
 {
     char why[CL_ERR_LEN];
-    for (size_t i = 0; i < n_rows; i++) {
-        if (check_row(&rows[i], why) != CL_OK)
-            return cl_errorf(err, "batch row %zu (%s [%" PRId32 "] offset %" PRId64 "): %s", i,
-                             rows[i].topic != NULL ? rows[i].topic : "?", rows[i].partition,
-                             rows[i].offset, why);
-    }
     for (size_t i = 0; i < n_rejected; i++) {
-        if (cl_store_rejected_check(&rejected[i], why) != CL_OK)
+        if (check_rejected(&rejected[i], why) != CL_OK)
             return cl_errorf(err, "batch rejected event %zu: %s", i, why);
     }
     if (n_rows == 0 && n_rejected == 0)
@@ -576,7 +501,10 @@ static size_t literal_bytes(const char *s, size_t len, bool binary)
     return (binary ? 7 : 0) + 2 + cl_db_escaped_length(s, len);
 }
 
-static size_t text_bytes(const char *s) { return literal_bytes(s, opt_len(s), false); }
+static size_t text_bytes(const char *s)
+{
+    return literal_bytes(s, opt_len(s), false);
+}
 
 size_t cl_store_row_sql_bytes(const cl_store_row_t *r)
 {
@@ -629,9 +557,9 @@ typedef struct store_op_s {
     void *arg;
     int found_version;
     uint64_t found_max_packet;
-    size_t n_rows;   /* OP_BATCH: rows (not rejected events) in the SQL */
-    bool blocked;    /* waiting for a retry after an operator's error */
-    bool too_large;  /* OP_BATCH: over the packet limit, completes with CL_ERR */
+    size_t n_rows;            /* OP_BATCH: rows (not rejected events) in the SQL */
+    bool blocked;             /* waiting for a retry after an operator's error */
+    bool too_large;           /* OP_BATCH: over the packet limit, completes with CL_ERR */
     char message[CL_ERR_LEN]; /* too_large: why */
 } store_op_t;
 
@@ -646,12 +574,12 @@ struct cl_store_s {
     int schema_version;
     uint64_t max_allowed_packet; /* the server's, or params.max_packet_bytes if smaller */
     uint64_t max_packet_param;
-    size_t blocked_ops;                /* ops with blocked set */
-    char blocked_reason[CL_ERR_LEN];   /* the last operator's error, while blocked_ops > 0 */
+    size_t blocked_ops;              /* ops with blocked set */
+    char blocked_reason[CL_ERR_LEN]; /* the last operator's error, while blocked_ops > 0 */
     uint64_t rng;
     cl_store_stats_t stats;
     bool closing, anchor_closing;
-    cl_store_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 };
 
@@ -695,11 +623,7 @@ int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *p
 static void on_anchor_closed(uv_handle_t *h)
 {
     cl_store_t *s = h->data;
-    cl_store_close_cb cb = s->close_cb;
-    void *arg = s->close_arg;
-    free(s);
-    if (cb != NULL)
-        cb(arg);
+    cl_close_complete(s, s->close_cb, s->close_arg);
 }
 
 static void store_maybe_closed(cl_store_t *s)
@@ -714,12 +638,7 @@ static void on_op_closed(uv_handle_t *h)
 {
     store_op_t *op = h->data;
     cl_store_t *s = op->store;
-    if (op->prev != NULL)
-        op->prev->next = op->next;
-    else
-        s->ops = op->next;
-    if (op->next != NULL)
-        op->next->prev = op->prev;
+    CL_DLIST_UNLINK(s->ops, op);
     s->op_count--;
     cl_buf_free(&op->sql);
     free(op);
@@ -736,10 +655,7 @@ static store_op_t *op_new(cl_store_t *s, op_kind_t kind, void *arg)
     cl_buf_init(&op->sql);
     uv_timer_init(s->loop, &op->timer);
     op->timer.data = op;
-    op->next = s->ops;
-    if (s->ops != NULL)
-        s->ops->prev = op;
-    s->ops = op;
+    CL_DLIST_PUSH(s->ops, op);
     s->op_count++;
     return op;
 }
@@ -757,6 +673,14 @@ static void op_set_blocked(store_op_t *op, bool blocked, const char *message)
         s->blocked_ops++;
     else
         s->blocked_ops--;
+    /* Logged once per change of state (log.h), not per retry. */
+    if (blocked && s->blocked_ops == 1)
+        cl_log_warn("store",
+                    "ingest batches are held, retrying with backoff until an operator fixes "
+                    "the cause: %s",
+                    s->blocked_reason);
+    else if (!blocked && s->blocked_ops == 0)
+        cl_log_info("store", "no ingest batch is held any more");
 }
 
 /* Report the outcome once, then free the op from the timer's close callback. */
@@ -775,12 +699,11 @@ static void op_finish(store_op_t *op, int status, unsigned int code, const char 
             s->stats.batches_failed++;
         }
         s->stats.in_flight--;
-        cl_store_batch_result_t r = {status, cl_db_error_classify(code), code, message,
-                                     rows_affected, op->attempts};
+        cl_store_batch_result_t r = {
+            status, cl_db_error_classify(code), code, message, rows_affected, op->attempts};
         op->batch_cb(op->arg, &r);
     } else {
-        cl_store_migrate_result_t r = {status, code, message, op->found_version,
-                                       s->schema_version};
+        cl_store_migrate_result_t r = {status, code, message, op->found_version, s->schema_version};
         op->migrate_cb(op->arg, &r);
     }
     uv_close((uv_handle_t *)&op->timer, on_op_closed);
@@ -802,8 +725,8 @@ static void on_op_timer(uv_timer_t *t)
 static void op_retry_later(store_op_t *op)
 {
     cl_store_t *s = op->store;
-    uint64_t delay = cl_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms,
-                                      store_random(s));
+    uint64_t delay =
+        cl_backoff_ms(op->attempts - 1, s->retry_min_ms, s->retry_max_ms, store_random(s));
     op->state = OP_BACKOFF;
     uv_timer_start(&op->timer, on_op_timer, delay, 0);
 }
@@ -976,9 +899,12 @@ const char *cl_store_blocked(const cl_store_t *s)
     return s->blocked_ops > 0 ? s->blocked_reason : NULL;
 }
 
-void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out) { *out = s->stats; }
+void cl_store_stats(const cl_store_t *s, cl_store_stats_t *out)
+{
+    *out = s->stats;
+}
 
-int cl_store_close(cl_store_t *s, cl_store_close_cb cb, void *arg)
+int cl_store_close(cl_store_t *s, cl_close_cb cb, void *arg)
 {
     if (s->closing)
         return CL_ERR;

@@ -73,17 +73,6 @@ typedef struct cl_admin_params_s {
  * assigned; MariaDB unreachable"). */
 typedef bool (*cl_admin_ready_cb)(void *arg, cl_buf_t *missing);
 
-typedef void (*cl_admin_close_cb)(void *arg);
-
-/* Counters for logs and tests (the same figures are in the registry). */
-typedef struct cl_admin_stats_s {
-    unsigned int connections; /* open now */
-    uint64_t accepted;
-    uint64_t rejected;  /* closed at once: over max_connections */
-    uint64_t timed_out; /* closed by the request or idle timeout */
-    uint64_t requests;  /* answered, error answers included */
-} cl_admin_stats_t;
-
 /* Make a server; nothing listens before cl_admin_start(). `metrics` is the
  * registry served on /metrics (the server adds its own families to it:
  * requests by status code, open and rejected connections, event loop lag);
@@ -100,12 +89,10 @@ int cl_admin_start(cl_admin_t *admin, char err[CL_ERR_LEN]);
 /* The port listened on (useful with port 0), 0 before a successful start. */
 uint16_t cl_admin_port(const cl_admin_t *admin);
 
-void cl_admin_get_stats(const cl_admin_t *admin, cl_admin_stats_t *out);
-
 /* Close every connection (responses not yet written are dropped), the
  * listener and the heartbeat, then free the server; `cb` runs from the loop
  * once all of it is closed. Valid after a failed or without any start. */
-void cl_admin_close(cl_admin_t *admin, cl_admin_close_cb cb, void *arg);
+void cl_admin_close(cl_admin_t *admin, cl_close_cb cb, void *arg);
 
 /* ---- pure parts, exposed for tests -------------------------------------- */
 

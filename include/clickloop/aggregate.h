@@ -13,7 +13,7 @@
  * average (the last click of a session, typically).
  *
  * Rules the SQL and every independent check of it (test/integration/
- * agg_smoke.c) share:
+ * test_agg_random.py, test_aggregate.py) share:
  * - Windows are [start, start + size) in UTC, with start a multiple of the
  *   size counted from 1970-01-01 00:00:00 UTC (floored for earlier times).
  *   Sizes that divide a day therefore align to UTC midnight; whole-day sizes

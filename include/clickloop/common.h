@@ -25,6 +25,11 @@
  * caller passed with the close. */
 typedef void (*cl_close_cb)(void *arg);
 
+/* The last step of every asynchronous close: free `object` (which may hold
+ * `cb` and `arg`: they are passed by value, read before the free), then call
+ * cb(arg) unless cb is NULL. */
+void cl_close_complete(void *object, cl_close_cb cb, void *arg);
+
 /* A state the code cannot reach was reached (a broken table, a switch over an
  * enum that missed a value): print "clickloop: <message>" and abort. For
  * programming errors only; anything input or the servers can cause is an
@@ -35,6 +40,14 @@ _Noreturn void cl_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2
  * 1000-01-01 00:00:00.000 and 9999-12-31 23:59:59.999 UTC. */
 #define CL_DATETIME_MIN_MS INT64_C(-30610224000000)
 #define CL_DATETIME_MAX_MS INT64_C(253402300799999)
+/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
+#define CL_DATETIME_SIZE 24
+
+/* Write `ms` (milliseconds since the epoch, UTC) as a DATETIME(3) literal,
+ * "YYYY-MM-DD HH:MM:SS.mmm". Returns 0, or CL_ERR with `out` empty outside
+ * CL_DATETIME_MIN_MS..CL_DATETIME_MAX_MS. The one formatter of instants:
+ * the store's SQL, retention's cutoff and the event module's reasons. */
+int cl_datetime_format(int64_t ms, char out[CL_DATETIME_SIZE]);
 
 /* Proleptic Gregorian calendar: days since 1970-01-01 to a civil date and
  * back. Pure arithmetic, exact for every year (no time_t or locale). */

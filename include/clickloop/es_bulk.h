@@ -38,8 +38,8 @@ void cl_es_json_append_string(cl_buf_t *out, const char *s, size_t len);
 
 /* ---- Building a request body ---------------------------------------------- */
 
-/* One document of a bulk request. `source` is one JSON object (the caller has
- * checked it, e.g. with cl_es_source_check); its newlines, which in valid JSON
+/* One document of a bulk request. `source` is one JSON object (built so by
+ * construction, es_doc.h; it is not parsed again); its newlines, which in valid JSON
  * can only be whitespace between tokens, are written as spaces so that the
  * NDJSON framing holds. version 0 means none; otherwise the action carries
  * `"version":N,"version_type":"external_gte"` and the cluster keeps whichever
@@ -55,7 +55,8 @@ typedef struct cl_es_bulk_doc_s {
 } cl_es_bulk_doc_t;
 
 /* A request body under construction: `{"index":{...}}\n<source>\n` per
- * document, every line ending in "\n" including the last. */
+ * document, every line ending in "\n" including the last. Whoever ends up
+ * with `body` (the request that sends it) frees it with cl_buf_free. */
 typedef struct cl_es_bulk_s {
     cl_buf_t body;
     size_t docs;
@@ -64,9 +65,6 @@ typedef struct cl_es_bulk_s {
 } cl_es_bulk_t;
 
 void cl_es_bulk_init(cl_es_bulk_t *bulk, size_t max_docs, size_t max_bytes);
-/* Forget the documents, keep the allocation. */
-void cl_es_bulk_reset(cl_es_bulk_t *bulk);
-void cl_es_bulk_free(cl_es_bulk_t *bulk);
 
 /* Append one document if it fits: returns true, or false (the body is left
  * exactly as it was) when the body already holds max_docs documents or the
@@ -74,7 +72,9 @@ void cl_es_bulk_free(cl_es_bulk_t *bulk);
  * a document larger than max_bytes travels alone. */
 bool cl_es_bulk_add(cl_es_bulk_t *bulk, const cl_es_bulk_doc_t *doc);
 
-/* Check that `len` bytes are exactly one JSON object in well-formed UTF-8,
+/* For JSON that no builder here made (the index mappings at setup) and for
+ * the tests of every builder; not for documents on their way out, which are
+ * correct by construction. Check that `len` bytes are exactly one JSON object in well-formed UTF-8,
  * whitespace around it allowed: two objects or a stray action would shift
  * the framing of every following document. The JSON check is json-c's
  * (JSON_TOKENER_STRICT), which still lets a few non-RFC 8259 forms through
@@ -86,8 +86,8 @@ int cl_es_source_check(const char *source, size_t len, char err[CL_ERR_LEN]);
 
 /* What happens to a request (or to a bulk request as a whole). */
 typedef enum {
-    CL_ES_REQUEST_OK = 0, /* 2xx: read the body */
-    CL_ES_REQUEST_RETRY,  /* transient: send it again after a backoff */
+    CL_ES_REQUEST_OK = 0,  /* 2xx: read the body */
+    CL_ES_REQUEST_RETRY,   /* transient: send it again after a backoff */
     CL_ES_REQUEST_REFUSED, /* the cluster refused this content (400, 409, 413, 422...) */
 } cl_es_request_outcome_t;
 

@@ -50,9 +50,8 @@ int cl_es_window_label(uint64_t window_ms, char out[CL_ES_WINDOW_LABEL_SIZE]);
  * of [A-Za-z0-9] (an ISO code, or a word such as "unknown"), written as "-"
  * when empty. These rules keep ':' out of the parts, so each id names one
  * aggregate. Returns 0 or CL_ERR with a sentence in err (which may be NULL). */
-int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country,
-                 const char *url, size_t url_len, char out[CL_ES_DOC_ID_SIZE],
-                 char err[CL_ERR_LEN]);
+int cl_es_doc_id(const char *window, int64_t window_start_ms, const char *country, const char *url,
+                 size_t url_len, char out[CL_ES_DOC_ID_SIZE], char err[CL_ERR_LEN]);
 
 /* The same from the URL's SHA-256 already in hand (64 hex digits, either
  * case, e.g. the url_hash column of the stats table): saves hashing the URL
@@ -105,7 +104,12 @@ typedef struct cl_es_stats_doc_s {
     int64_t updated_at_ms;
 } cl_es_stats_doc_t;
 
-/* Append the document's JSON source (one line, no newline) to out. */
+/* Append the document's JSON source (one line, no newline) to out. It is one
+ * JSON object by construction: strings go through cl_es_json_append_string,
+ * numbers are integers or finite decimals (a non-finite average is null),
+ * so it is not parsed again before it is sent; the unit tests parse and
+ * round-trip documents at every edge. Strings must be well-formed UTF-8, as
+ * the utf8mb4 columns they are read from hold them. */
 void cl_es_stats_source(cl_buf_t *out, const cl_es_stats_doc_t *doc);
 
 /* cl_es_doc_id() of the aggregate. */

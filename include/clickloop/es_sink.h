@@ -105,8 +105,6 @@ typedef enum {
     CL_ES_DOC_CANCELLED,
 } cl_es_doc_outcome_t;
 
-const char *cl_es_doc_outcome_name(cl_es_doc_outcome_t outcome);
-
 /* Called once per accepted document. reason is NULL for INDEXED, else a
  * sentence valid during the call only (for FAILED the cluster's error type
  * and reason, e.g. "HTTP 400: mapper_parsing_exception: failed to parse
@@ -124,16 +122,18 @@ int cl_es_sink_new(uv_loop_t *loop, const cl_es_sink_params_t *params, cl_es_doc
 typedef struct cl_es_doc_s {
     const char *index;  /* 1 - 255 bytes, e.g. from cl_es_index_name() */
     const char *id;     /* 1 - 512 bytes, e.g. from cl_es_doc_id() */
-    const char *source; /* one JSON object */
+    const char *source; /* one JSON object, e.g. from cl_es_stats_source() */
     size_t source_len;
     uint64_t version; /* 0: none; else 1 - 2^63-1, see "Ordering" above */
     uint64_t tag;     /* handed back to the document callback */
 } cl_es_doc_t;
 
 /* Queue n documents. All or nothing: when one is invalid (index or id empty
- * or too long or not UTF-8, source not exactly one JSON object, version too
- * large) or the sink is closing, none is queued, CL_ERR is returned, err
- * names the document, and no callback runs for any of them. Requests start
+ * or too long or not UTF-8, source empty, version too large) or the sink is
+ * closing, none is queued, CL_ERR is returned, err names the document, and
+ * no callback runs for any of them. The source is not parsed: it must be one
+ * JSON object by construction (cl_es_stats_source, whose unit tests check
+ * it); one that is not fails at the cluster, that document alone. Requests start
  * on the next loop iteration, so documents submitted in one go share
  * requests. */
 int cl_es_sink_submit(cl_es_sink_t *sink, const cl_es_doc_t *docs, size_t n,

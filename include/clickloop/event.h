@@ -3,6 +3,11 @@
  * rejected_events). Pure logic, no I/O: the kafka source calls it for every
  * message, unit tests and fuzzers call it directly.
  *
+ * This is the one validation of an event on its way to SQL: an accepted
+ * event fits the store's columns as it is (store.h relies on it, and checks
+ * the limits below against its columns at compile time), so nothing checks
+ * it again.
+ *
  * Rules, in the order they are checked (the first failure is the reason):
  *  1. The payload is not empty, and at most the configured number of bytes.
  *  2. It is well-formed UTF-8 (see utf8.h); the reason names the byte offset
@@ -43,9 +48,11 @@
  *                 millisecond, after a 0.5 microsecond allowance for binary
  *                 floating point (1764338400.123 is 1764338400.12299990654 as
  *                 a double). Negative, NaN and infinite numbers are refused.
- *                 The result must fall within 1970-01-01T00:00:00.000Z ..
+ *                 The result must fall within CL_EVENT_TS_MIN_MS ..
+ *                 CL_DATETIME_MAX_MS, 1970-01-01T00:00:00.000Z ..
  *                 9999-12-31T23:59:59.999Z.
- *  url            required string, no length limit beyond the payload's.
+ *  url            required string, 1..CL_EVENT_URL_MAX_LEN bytes (in practice
+ *                 the payload's limit comes first).
  *  country        optional ISO 3166-1 alpha-2 code: exactly two ASCII letters,
  *                 stored upper-case. Only the shape is checked, not whether
  *                 the code is assigned (the list changes; "XK" is in wide use).
@@ -78,15 +85,17 @@
 #define CL_EVENT_USER_ID_MAX_LEN 256
 #define CL_EVENT_TEXT_MAX_LEN 1024
 #define CL_EVENT_USER_AGENT_MAX_LEN 4096
+/* A MEDIUMTEXT: more than any payload ingest.max_event_bytes allows leaves. */
+#define CL_EVENT_URL_MAX_LEN 16777215
 #define CL_EVENT_TIME_SPENT_MAX_MS INT64_C(1000000000000)
 /* Epoch numbers at or above this are milliseconds, below it seconds. */
 #define CL_EVENT_EPOCH_MS_FROM INT64_C(100000000000)
-/* 9999-12-31T23:59:59.999Z, the last instant a DATETIME(3) can hold. */
-#define CL_EVENT_TS_MAX_MS INT64_C(253402300799999)
+/* The first instant an event may carry, the epoch: earlier ones, which a
+ * DATETIME(3) could hold, are refused. The last is CL_DATETIME_MAX_MS
+ * (common.h), the last a DATETIME(3) can hold. */
+#define CL_EVENT_TS_MIN_MS INT64_C(0)
 /* "e:" + 128 bytes, or "k:" + 249 + ":" + 11 + ":" + 20 (int32, int64). */
 #define CL_EVENT_ROW_KEY_MAX_LEN 284
-/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
-#define CL_EVENT_DATETIME_SIZE 24
 
 /* One accepted event. Every string is NUL-terminated, valid UTF-8 without NUL
  * bytes, and lives in one allocation owned by the event (`storage`), so a
@@ -101,8 +110,8 @@ typedef struct cl_event_s {
     int64_t ts_ms; /* milliseconds since 1970-01-01T00:00:00Z */
     const char *url;
     size_t url_len;
-    char country[3]; /* "" when absent */
-    const char *city;       /* NULL when absent, and so on below */
+    char country[3];  /* "" when absent */
+    const char *city; /* NULL when absent, and so on below */
     const char *browser;
     const char *os;
     const char *device;
@@ -127,10 +136,12 @@ int cl_event_parser_new(const char *const pointers[CL_FIELD_COUNT], size_t max_b
                         cl_event_parser_t **out, char err[CL_ERR_LEN]);
 void cl_event_parser_free(cl_event_parser_t *parser);
 
-/* Parse one message. `payload` may be NULL (a Kafka tombstone); `topic` must
- * not be. Returns 0 with *ev filled (the caller later calls cl_event_clear),
- * or CL_ERR with the rejection reason in `reason` and *ev zeroed, so that
- * cl_event_clear(ev) is harmless either way. */
+/* Parse one message. `payload` may be NULL (a Kafka tombstone); `topic`,
+ * `partition` and `offset` are the message's as librdkafka gives them (a
+ * topic name of at most 249 bytes of [a-zA-Z0-9._-], never negative
+ * numbers), which is what keeps the row key and the Kafka columns valid. Returns 0 with *ev filled
+ * (the caller later calls cl_event_clear), or CL_ERR with the rejection reason in `reason` and *ev
+ * zeroed, so that cl_event_clear(ev) is harmless either way. */
 int cl_event_parse(cl_event_parser_t *parser, const void *payload, size_t len, const char *topic,
                    int32_t partition, int64_t offset, cl_event_t *ev, char reason[CL_ERR_LEN]);
 
@@ -150,11 +161,6 @@ void cl_event_clear(cl_event_t *ev);
  * without a field name. */
 int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms,
                                     char reason[CL_ERR_LEN]);
-
-/* Write `ms` as a MariaDB DATETIME(3) literal in UTC, "YYYY-MM-DD HH:MM:SS.mmm"
- * (23 characters and a NUL). Values outside 0..CL_EVENT_TS_MAX_MS, which
- * cl_event_parse never produces, are clamped into that range. */
-void cl_event_format_datetime(int64_t ms, char out[CL_EVENT_DATETIME_SIZE]);
 
 /* How far an event's time may be from the moment it is consumed. Events far
  * in the past or the future are producer bugs (a clock at 1970, a unit

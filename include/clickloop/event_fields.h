@@ -22,8 +22,10 @@ typedef enum {
 
 /* Field names as they appear in configuration (`ingest.mapping.<name>`) and
  * in error messages, indexed by cl_event_field_t. */
-#define CL_EVENT_FIELD_NAMES                                                                   \
-    {"event_id", "user_id", "timestamp", "url",        "country",      "city",                 \
-     "browser",  "os",      "device",    "user_agent", "time_spent_ms"}
+#define CL_EVENT_FIELD_NAMES                                                                       \
+    {                                                                                              \
+        "event_id", "user_id", "timestamp", "url", "country", "city", "browser", "os", "device",   \
+            "user_agent", "time_spent_ms"                                                          \
+    }
 
 #endif

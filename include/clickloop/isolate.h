@@ -28,7 +28,7 @@ size_t cl_isolate_split(cl_isolate_range_t failed, cl_isolate_range_t halves[2])
 /* The rows and rejected events a range of items covers, for a batch of
  * `row_count` rows: rows [*row_first, *row_first + *rows) and rejected
  * events [*rejected_first, *rejected_first + *rejected). */
-void cl_isolate_items(cl_isolate_range_t range, size_t row_count, size_t *row_first,
-                      size_t *rows, size_t *rejected_first, size_t *rejected);
+void cl_isolate_items(cl_isolate_range_t range, size_t row_count, size_t *row_first, size_t *rows,
+                      size_t *rejected_first, size_t *rejected);
 
 #endif

@@ -1,6 +1,24 @@
 /* Levelled, structured log lines on stderr, one record per line, as logfmt or
- * JSON. Only main and this module decide to print: other modules return errors
- * to their caller, which logs them with its module name.
+ * JSON.
+ *
+ * Who logs (one policy for every module):
+ * - Pure modules never log: config, event, es_doc, es_bulk, the SQL
+ *   builders, offsets, metrics, the reload planner and the small helpers
+ *   (buf, utf8, json_pointer, sha256, isolate, common). They return an error
+ *   code and, where a person will read it, a sentence in the caller's
+ *   `char err[CL_ERR_LEN]`.
+ * - A module that runs an activity of its own on the loop (the Kafka
+ *   source, the pipeline, the store, the MariaDB connection and pool, the
+ *   Elasticsearch sink, the admin listener, the periodic jobs: aggregator,
+ *   retention, indexer) logs what happens in it itself, under its component
+ *   name ("kafka", "ingest", "indexer"...), once per change of state: "lost
+ *   the connection" and "reconnected", not every retry in between. Through
+ *   callbacks it reports to its owner only what the owner must act on: a
+ *   close completed, a run's result for telemetry.
+ * - The application (main and the app module) logs the lifecycle only:
+ *   start, stop, reload, restart.
+ * Nothing else writes to stderr; an impossible state aborts through
+ * cl_panic (common.h).
  *
  * Never pass secrets (passwords, API keys, SASL credentials) to the logger:
  * nothing here can recognise them. */
@@ -19,15 +37,10 @@ typedef enum {
     CL_LOG_FORMAT_JSON,
 } cl_log_format_t;
 
-/* Parse "debug", "info", "warn", "error"; returns 0 or CL_ERR. */
-int cl_log_level_parse(const char *name, cl_log_level_t *out);
-/* Parse "logfmt", "json"; returns 0 or CL_ERR. */
-int cl_log_format_parse(const char *name, cl_log_format_t *out);
-const char *cl_log_level_name(cl_log_level_t level);
-
+/* Records below `level` are dropped; the configuration (log.level,
+ * log.format) sets both at start and on reload. */
 void cl_log_set_level(cl_log_level_t level);
 void cl_log_set_format(cl_log_format_t format);
-cl_log_level_t cl_log_get_level(void);
 
 /* Write one record: level, module (e.g. "kafka"), message. */
 void cl_log(cl_log_level_t level, const char *module, const char *fmt, ...)

@@ -78,7 +78,6 @@ void cl_counter_add(cl_counter_t *c, const char *const *values, double v);
 void cl_counter_set(cl_counter_t *c, const char *const *values, double v);
 
 void cl_gauge_set(cl_gauge_t *g, const char *const *values, double v);
-void cl_gauge_add(cl_gauge_t *g, const char *const *values, double v);
 /* Drop every series of a labelled gauge (a collector about to rewrite a set
  * that may shrink, e.g. the partitions assigned to this consumer); a gauge
  * without labels is set to 0 instead. */

@@ -35,13 +35,9 @@ cl_offsets_part_t *cl_offsets_find(cl_offsets_t *o, const char *topic, int32_t p
 /* The partition was revoked or lost: forget it. Work still in flight for it is
  * abandoned (its completion advances nothing), so the new owner re-reads it. */
 void cl_offsets_revoke(cl_offsets_t *o, const char *topic, int32_t partition);
-/* Revoke every partition. */
-void cl_offsets_revoke_all(cl_offsets_t *o);
 
 const char *cl_offsets_part_topic(const cl_offsets_part_t *p);
 int32_t cl_offsets_part_partition(const cl_offsets_part_t *p);
-/* Number of segments not yet popped (in flight or done behind one in flight). */
-unsigned cl_offsets_part_pending(const cl_offsets_part_t *p);
 
 /* Start a new segment at the tail of the partition, holding `offset`. */
 cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offset);
@@ -50,7 +46,6 @@ cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offs
 void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset);
 /* The partition this segment belongs to, NULL once detached by a revoke. */
 cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s);
-bool cl_offsets_segment_is_tail(const cl_offsets_segment_t *s);
 
 /* The segment's messages were not written and will not be (a batch cancelled
  * by a close, or refused when submitted): it stays in its partition as a

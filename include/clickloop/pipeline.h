@@ -90,8 +90,6 @@ void cl_pipeline_set_source(cl_pipeline_t *p, cl_kafka_source_t *src);
 
 /* Change batch sizes and bounds in place (SIGHUP reload). */
 void cl_pipeline_set_params(cl_pipeline_t *p, const cl_pipeline_params_t *params);
-/* Swap the event parser (new mapping); the old one may be freed after this. */
-void cl_pipeline_set_parser(cl_pipeline_t *p, cl_event_parser_t *parser);
 
 void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out);
 

@@ -1,10 +1,10 @@
 /* store: the MariaDB schema, its migrations, and batches of events written as
  * one idempotent transaction.
  *
- * Pure parts (no I/O, unit-tested): the schema migrations as SQL text, the
- * DATETIME(3) formatter, the row checks, and the batch SQL builder. The async
- * parts run that SQL on a cl_db_pool_t: cl_store_migrate() at start, then
- * cl_store_write_batch() for every batch, retried until it is stored.
+ * Pure parts (no I/O, unit-tested): the schema migrations as SQL text and
+ * the batch SQL builder. The async parts run that SQL on a cl_db_pool_t:
+ * cl_store_migrate() at start, then cl_store_write_batch() for every batch,
+ * retried until it is stored.
  *
  * Why a batch can be retried blindly: it is one transaction
  * (START TRANSACTION; INSERT ... ON DUPLICATE KEY UPDATE <key>=<key>; ...;
@@ -52,15 +52,23 @@
 #define CL_STORE_USER_AGENT_MAX_CHARS 4096
 #define CL_STORE_REASON_MAX_CHARS 1024
 
-/* DATETIME(3) range: 1000-01-01 00:00:00.000 .. 9999-12-31 23:59:59.999 UTC. */
-#define CL_STORE_TS_MIN_MS INT64_C(-30610224000000)
-#define CL_STORE_TS_MAX_MS INT64_C(253402300799999)
-/* "YYYY-MM-DD HH:MM:SS.mmm" and its NUL. */
-#define CL_STORE_DATETIME_SIZE 24
+/* Aliases until aggregate.c and retention.c use CL_DATETIME_* and
+ * cl_datetime_format (common.h). */
+#define CL_STORE_TS_MIN_MS CL_DATETIME_MIN_MS
+#define CL_STORE_TS_MAX_MS CL_DATETIME_MAX_MS
+#define CL_STORE_DATETIME_SIZE CL_DATETIME_SIZE
+#define cl_store_format_datetime cl_datetime_format
 
 /* One valid event, as the store needs it. Mirrors cl_event_t field for field
  * so the caller maps with plain assignments. Strings are NUL-terminated except
- * row_key and url, which carry their length. */
+ * row_key and url, which carry their length.
+ *
+ * A row is valid by construction: cl_event_parse (event.h) is the one
+ * validation of an event on its way to SQL, and every value it accepts fits
+ * its column (present where required, well-formed UTF-8 without NUL, within
+ * the limits above, dated within DATETIME; store.c asserts the limits at
+ * compile time). The store does not check rows again: a row made by hand
+ * must keep to the same rules. */
 typedef struct cl_store_row_s {
     const char *row_key;
     size_t row_key_len;
@@ -69,8 +77,8 @@ typedef struct cl_store_row_s {
     int64_t ts_ms; /* milliseconds since the Unix epoch, UTC */
     const char *url;
     size_t url_len;
-    char country[3];        /* "" when absent */
-    const char *city;       /* NULL when absent, and so on below */
+    char country[3];  /* "" when absent */
+    const char *city; /* NULL when absent, and so on below */
     const char *browser;
     const char *os;
     const char *device;
@@ -109,17 +117,6 @@ typedef size_t (*cl_store_escape_fn)(char *to, const char *from, size_t len);
  * starting together may both run it. */
 int cl_store_migration_sql(int from_version, cl_buf_t *out, char err[CL_ERR_LEN]);
 
-/* Write `ms` as "YYYY-MM-DD HH:MM:SS.mmm" in UTC. CL_ERR outside the
- * DATETIME range (CL_STORE_TS_MIN_MS..CL_STORE_TS_MAX_MS). */
-int cl_store_format_datetime(int64_t ms, char out[CL_STORE_DATETIME_SIZE]);
-
-/* Can this row be stored without a server error (strict mode)? Checks
- * presence, well-formed UTF-8 and the column limits above. Rows that fail
- * belong in rejected_events with this message as the reason; the builder
- * refuses a batch containing one. */
-int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN]);
-int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR_LEN]);
-
 /* Append one multi-statement transaction storing `rows` and `rejected`:
  *   START TRANSACTION;
  *   INSERT INTO click_data (...) VALUES (...),... ON DUPLICATE KEY UPDATE row_key=row_key;
@@ -135,8 +132,11 @@ int cl_store_rejected_check(const cl_store_rejected_t *rejected, char err[CL_ERR
  * fields are NULL; binary columns use the _binary introducer. The statement
  * grows with the batch: the caller bounds the batch so the text stays under
  * the server's max_allowed_packet (see cl_store_row_sql_bytes and
- * cl_store_max_batch_sql_bytes; cl_store_write_batch checks it). Returns
- * CL_ERR, naming the row, if a row fails its check. */
+ * cl_store_max_batch_sql_bytes; cl_store_write_batch checks it). Rows are
+ * taken as valid (see cl_store_row_t); rejected events, which no parser
+ * checked, are: CL_ERR, naming the one, when its topic is missing, not
+ * UTF-8 or too long, its partition or offset negative, or its reason
+ * missing. */
 int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n_rows,
                              const cl_store_rejected_t *rejected, size_t n_rejected,
                              cl_store_escape_fn escape, char err[CL_ERR_LEN]);
@@ -147,8 +147,7 @@ int cl_store_build_batch_sql(cl_buf_t *out, const cl_store_row_t *rows, size_t n
  * its rows and cl_store_rejected_sql_bytes() over its rejected events. Each
  * is an upper bound computed from the exact escaped lengths of the values
  * (every table a row goes to counts: its row key is written four times), at
- * most a few dozen bytes over what the builder writes. Rows must pass
- * cl_store_row_check. */
+ * most a few dozen bytes over what the builder writes. */
 #define CL_STORE_BATCH_SQL_BASE_BYTES 1024
 size_t cl_store_row_sql_bytes(const cl_store_row_t *row);
 size_t cl_store_rejected_sql_bytes(const cl_store_rejected_t *rejected);
@@ -176,8 +175,8 @@ typedef struct cl_store_migrate_result_s {
      * closing the store first ends the wait with CL_ERR_RETRY. */
     int status;
     unsigned int error_code;
-    const char *message;  /* "" on success */
-    int from_version;     /* as found, -1 if never read */
+    const char *message; /* "" on success */
+    int from_version;    /* as found, -1 if never read */
     int to_version;
 } cl_store_migrate_result_t;
 
@@ -198,14 +197,13 @@ typedef struct cl_store_batch_result_s {
 
 typedef void (*cl_store_migrate_cb)(void *arg, const cl_store_migrate_result_t *result);
 typedef void (*cl_store_batch_cb)(void *arg, const cl_store_batch_result_t *result);
-typedef void (*cl_store_close_cb)(void *arg);
 
 typedef struct cl_store_stats_s {
     uint64_t batches_stored;
     uint64_t batches_failed; /* refused for their data (CL_ERR results) */
     uint64_t batch_retries;  /* attempts after the first */
     uint64_t rows_affected;
-    size_t in_flight;        /* batches accepted and not yet completed */
+    size_t in_flight; /* batches accepted and not yet completed */
 } cl_store_stats_t;
 
 int cl_store_new(uv_loop_t *loop, cl_db_pool_t *pool, const cl_store_params_t *params,
@@ -219,8 +217,8 @@ int cl_store_migrate(cl_store_t *store, cl_store_migrate_cb cb, void *arg, char 
 
 /* Store a batch. The SQL is built before this returns, so `rows`, `rejected`
  * and the strings they point to may be freed as soon as it returns. Needs a
- * successful cl_store_migrate first. Returns CL_ERR (cb never runs) if a row
- * fails its check. cb runs once, from the loop:
+ * successful cl_store_migrate first. Returns CL_ERR (cb never runs) when the
+ * builder refuses a rejected event (see above). cb runs once, from the loop:
  * - Transient failures (deadlocks, a lost connection) are retried with
  *   backoff until they succeed.
  * - So are the errors that are not the data's (CL_DB_ERROR_OPERATOR: a
@@ -255,6 +253,6 @@ void cl_store_stats(const cl_store_t *store, cl_store_stats_t *out);
  * does (with its real outcome). cb runs when none is left, then the store is
  * freed. Close the store before the pool, and close the pool without waiting
  * for cb: closing the pool is what ends queries stuck on a dead server. */
-int cl_store_close(cl_store_t *store, cl_store_close_cb cb, void *arg);
+int cl_store_close(cl_store_t *store, cl_close_cb cb, void *arg);
 
 #endif

@@ -83,15 +83,6 @@ size_t cl_store_max_batch_sql_bytes(const cl_store_t *s)
     return s->max_batch_sql_bytes;
 }
 
-/* The real checks are the store's own tests' business (test_store.c); here
- * every row the event parser accepted is storable. */
-int cl_store_row_check(const cl_store_row_t *row, char err[CL_ERR_LEN])
-{
-    CL_UNUSED(row);
-    CL_UNUSED(err);
-    return CL_OK;
-}
-
 size_t cl_store_row_sql_bytes(const cl_store_row_t *row)
 {
     CL_UNUSED(row);

@@ -1,7 +1,7 @@
 /* Unit tests for the pure parts of the aggregate module: window arithmetic,
  * labels, the run / recompute / index SQL text, key checks, escaping and row
  * parsing. No server: what the SQL computes is checked against brute force
- * by test/integration/agg_smoke.c. */
+ * by test/integration/test_agg_random.py. */
 #include "clickloop/aggregate.h"
 
 #include <stdbool.h>

@@ -1,6 +1,6 @@
 /* Unit tests for the pure parts of the db module: error classification,
  * backoff arithmetic, escaping and parameter validation. The connection state
- * machine needs a server: see test/integration/db_smoke.c. */
+ * machine needs a server: the integration suite (test/integration) drives it. */
 #include "clickloop/db.h"
 
 #include <errmsg.h>

@@ -4,6 +4,7 @@
 #include "clickloop/es_doc.h"
 
 #include <json-c/json.h>
+#include <math.h>
 
 #include "cl_test.h"
 
@@ -15,8 +16,9 @@ static void test_window_labels_use_the_largest_whole_unit(void)
         uint64_t ms;
         const char *label;
     } cases[] = {
-        {86400000, "1d"}, {7 * 86400000ULL, "7d"}, {3600000, "1h"}, {6 * 3600000, "6h"},
-        {90 * 60000, "90m"}, {60000, "1m"}, {30000, "30s"}, {250, "250ms"}, {36 * 3600000, "36h"},
+        {86400000, "1d"},    {7 * 86400000ULL, "7d"}, {3600000, "1h"},
+        {6 * 3600000, "6h"}, {90 * 60000, "90m"},     {60000, "1m"},
+        {30000, "30s"},      {250, "250ms"},          {36 * 3600000, "36h"},
     };
     char out[CL_ES_WINDOW_LABEL_SIZE];
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
@@ -58,8 +60,8 @@ static void test_doc_id_from_a_known_hash_is_the_same_id(void)
     CL_ASSERT_STR_EQ(id, from_hash);
     CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", "0f11", from_hash, err));
     CL_ASSERT_STR_CONTAINS(err, "64 hex digits");
-    CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", HASH_EXAMPLE_COM "0",
-                                                    from_hash, err));
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_es_doc_id_from_hash("1h", 5, "DE", HASH_EXAMPLE_COM "0", from_hash, err));
     CL_ASSERT_INT_EQ(CL_ERR, cl_es_doc_id_from_hash("1h", 5, "DE", NULL, from_hash, err));
 }
 
@@ -103,8 +105,8 @@ static void test_index_name_fills_in_the_utc_date_of_the_window_start(void)
 {
     char out[CL_ES_INDEX_NAME_SIZE];
     /* 2024-05-17T23:59:59.999Z */
-    CL_ASSERT_INT_EQ(25, cl_es_index_name("clickstream-stats-%Y.%m", 1715990399999, out,
-                                           sizeof out));
+    CL_ASSERT_INT_EQ(25,
+                     cl_es_index_name("clickstream-stats-%Y.%m", 1715990399999, out, sizeof out));
     CL_ASSERT_STR_EQ("clickstream-stats-2024.05", out);
     CL_ASSERT(cl_es_index_name("s-%Y%m%d", 1715990399999, out, sizeof out) > 0);
     CL_ASSERT_STR_EQ("s-20240517", out);
@@ -141,8 +143,7 @@ static void test_index_name_refuses_what_does_not_fit(void)
 static void test_template_pattern_and_name_follow_the_index_name(void)
 {
     char out[CL_ES_INDEX_NAME_SIZE];
-    CL_ASSERT_INT_EQ(21, cl_es_index_template_pattern("clickstream-stats-%Y.%m", out,
-                                                      sizeof out));
+    CL_ASSERT_INT_EQ(21, cl_es_index_template_pattern("clickstream-stats-%Y.%m", out, sizeof out));
     CL_ASSERT_STR_EQ("clickstream-stats-*.*", out);
     CL_ASSERT(cl_es_index_template_pattern("s-%Y%m%d", out, sizeof out) > 0);
     CL_ASSERT_STR_EQ("s-*", out);
@@ -250,6 +251,84 @@ static void test_source_writes_unknowns_as_null_and_escapes_the_url(void)
     cl_buf_free(&out);
 }
 
+static bool field_is(json_object *src, const char *key, json_type type)
+{
+    json_object *v = NULL;
+    return json_object_object_get_ex(src, key, &v) && json_object_is_type(v, type);
+}
+
+static int64_t field_int(json_object *src, const char *key)
+{
+    json_object *v = NULL;
+    json_object_object_get_ex(src, key, &v);
+    return json_object_get_int64(v);
+}
+
+/* The sink does not parse documents again before sending them (es_sink.h):
+ * what guards the builder is this test. Documents at every edge (each byte
+ * value in the URL, multi-byte text, extreme numbers, non-finite averages,
+ * absent countries) must pass the check the sink once made and give back,
+ * parsed, the values they were built from. */
+static void test_every_generated_source_is_one_json_object_that_round_trips(void)
+{
+    char url[2 * 256 + 64];
+    size_t url_len = 0;
+    for (int c = 1; c < 256; c++) {
+        if (c >= 0x80) /* well-formed UTF-8 only, as the utf8mb4 column holds */
+            continue;
+        url[url_len++] = (char)c;
+    }
+    memcpy(url + url_len, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9);
+    url_len += 9;
+    url[url_len] = '\0';
+    const double averages[] = {0.0, 1234.5, 1e300, -0.0, NAN, INFINITY};
+    const char *const countries[] = {"DE", "", NULL, "ABCDEFGHIJKLMNOP"};
+    const int64_t starts[] = {0, INT64_MIN, INT64_MAX, -86400000};
+    const uint64_t counts[] = {0, 1, UINT64_MAX};
+    size_t built = 0;
+    for (size_t a = 0; a < CL_ARRAY_LEN(averages); a++)
+        for (size_t c = 0; c < CL_ARRAY_LEN(countries); c++)
+            for (size_t t = 0; t < CL_ARRAY_LEN(starts); t++)
+                for (size_t n = 0; n < CL_ARRAY_LEN(counts); n++) {
+                    cl_es_stats_doc_t d = sample_doc();
+                    d.url = url;
+                    d.url_len = url_len;
+                    d.country = countries[c];
+                    d.window_start_ms = d.window_end_ms = d.updated_at_ms = starts[t];
+                    d.clicks = d.unique_users = d.time_spent_samples = counts[n];
+                    d.avg_time_spent_ms = averages[a];
+                    cl_buf_t out;
+                    cl_buf_init(&out);
+                    cl_es_stats_source(&out, &d);
+                    built++;
+                    char err[CL_ERR_LEN];
+                    if (cl_es_source_check(out.data, out.len, err) != CL_OK ||
+                        memchr(out.data, '\n', out.len) != NULL) {
+                        CL_FAIL_("document %zu: %s in %s", built, err, out.data);
+                        cl_buf_free(&out);
+                        return;
+                    }
+                    json_object *src = parse_or_null(out.data);
+                    json_object *v = NULL;
+                    CL_ASSERT(json_object_object_get_ex(src, "url", &v));
+                    CL_ASSERT_INT_EQ(url_len, json_object_get_string_len(v));
+                    CL_ASSERT(memcmp(url, json_object_get_string(v), url_len) == 0);
+                    CL_ASSERT_INT_EQ(starts[t], field_int(src, "window_start"));
+                    CL_ASSERT_INT_EQ(starts[t], field_int(src, "updated_at"));
+                    CL_ASSERT(json_object_object_get_ex(src, "clicks", &v));
+                    CL_ASSERT(json_object_get_uint64(v) == counts[n]);
+                    bool has_country = countries[c] != NULL && countries[c][0] != '\0';
+                    CL_ASSERT(
+                        field_is(src, "country", has_country ? json_type_string : json_type_null));
+                    bool has_avg = counts[n] > 0 && isfinite(averages[a]);
+                    CL_ASSERT(field_is(src, "avg_time_spent_ms",
+                                       has_avg ? json_type_double : json_type_null));
+                    json_object_put(src);
+                    cl_buf_free(&out);
+                }
+    CL_ASSERT_INT_EQ(6 * 4 * 4 * 3, built);
+}
+
 static void test_stats_doc_id_matches_doc_id(void)
 {
     cl_es_stats_doc_t d = sample_doc();
@@ -281,6 +360,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_mapping_is_strict_and_keeps_long_urls_indexable),
     CL_TEST(test_source_has_exactly_the_mapped_fields),
     CL_TEST(test_source_writes_unknowns_as_null_and_escapes_the_url),
+    CL_TEST(test_every_generated_source_is_one_json_object_that_round_trips),
     CL_TEST(test_stats_doc_id_matches_doc_id),
 };
 

@@ -1,6 +1,7 @@
 /* Unit tests for the event module: field extraction through flat and nested
  * mappings, every rejection reason, timestamps, the row key, and the calendar
- * arithmetic behind cl_event_format_datetime. */
+ * arithmetic (common.h) as the timestamp parser and the DATETIME formatter
+ * use it. */
 #include "clickloop/event.h"
 
 #include <time.h>
@@ -210,6 +211,33 @@ static void test_long_url_accepted(void)
     cl_event_clear(&ev);
 }
 
+/* The column is a MEDIUMTEXT: a URL one byte longer is refused even when the
+ * parser's payload limit would let it through. */
+static void test_url_longer_than_its_column_rejected(void)
+{
+    size_t url_len = CL_EVENT_URL_MAX_LEN + 1;
+    size_t cap = url_len + 64;
+    char *json = cl_xmalloc(cap);
+    int head = snprintf(json, cap, "{" UID "," TS ",\"url\":\"");
+    memset(json + head, 'x', url_len);
+    memcpy(json + head + url_len, "\"}", 3);
+    size_t len = strlen(json);
+    cl_event_parser_t *parser = NULL;
+    char err[CL_ERR_LEN];
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parser_new(NULL, len, &parser, err));
+    cl_event_t ev;
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_parse(parser, json, len, "t", 0, 0, &ev, err));
+    CL_ASSERT_STR_EQ("url: 16777216 bytes is over the limit of 16777215 bytes", err);
+    json[head + url_len - 1] = '"'; /* one byte shorter: at the limit */
+    json[head + url_len] = '}';
+    json[head + url_len + 1] = '\0';
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, len - 1, "t", 0, 0, &ev, err));
+    CL_ASSERT_INT_EQ(CL_EVENT_URL_MAX_LEN, ev.url_len);
+    cl_event_clear(&ev);
+    cl_event_parser_free(parser);
+    free(json);
+}
+
 static void test_user_id_integer_stored_as_decimal_text(void)
 {
     static const struct {
@@ -311,9 +339,8 @@ static void test_row_key_derived_from_topic_partition_offset(void)
     const char *json = "{" REQUIRED "}";
     cl_event_t ev;
     char reason[CL_ERR_LEN] = "";
-    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, strlen(json), "web.clicks-v2",
-                                           2147483647, INT64_C(9223372036854775807), &ev,
-                                           reason));
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, json, strlen(json), "web.clicks-v2", 2147483647,
+                                           INT64_C(9223372036854775807), &ev, reason));
     CL_ASSERT_STR_EQ("k:web.clicks-v2:2147483647:9223372036854775807", ev.row_key);
     CL_ASSERT_INT_EQ(strlen("k:web.clicks-v2:2147483647:9223372036854775807"), ev.row_key_len);
     CL_ASSERT(ev.event_id == NULL);
@@ -482,9 +509,12 @@ static void test_field_length_limits(void)
         const char *field;
         size_t limit;
     } cases[] = {
-        {"event_id", CL_EVENT_ID_MAX_LEN},  {"user_id", CL_EVENT_USER_ID_MAX_LEN},
-        {"city", CL_EVENT_TEXT_MAX_LEN},    {"browser", CL_EVENT_TEXT_MAX_LEN},
-        {"os", CL_EVENT_TEXT_MAX_LEN},      {"device", CL_EVENT_TEXT_MAX_LEN},
+        {"event_id", CL_EVENT_ID_MAX_LEN},
+        {"user_id", CL_EVENT_USER_ID_MAX_LEN},
+        {"city", CL_EVENT_TEXT_MAX_LEN},
+        {"browser", CL_EVENT_TEXT_MAX_LEN},
+        {"os", CL_EVENT_TEXT_MAX_LEN},
+        {"device", CL_EVENT_TEXT_MAX_LEN},
         {"user_agent", CL_EVENT_USER_AGENT_MAX_LEN},
     };
     static char value[CL_EVENT_USER_AGENT_MAX_LEN + 2];
@@ -547,8 +577,8 @@ static void test_parser_reusable_after_rejections(void)
     cl_event_t ev;
     const char *bad[] = {"{\"a\":", "[1]", "{\"x\":\"\\ud800\"}", "{\"a\":[{\"b\":"};
     for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++)
-        CL_ASSERT_INT_EQ(CL_ERR, cl_event_parse(parser, bad[i], strlen(bad[i]), "t", 0, 0, &ev,
-                                                reason));
+        CL_ASSERT_INT_EQ(CL_ERR,
+                         cl_event_parse(parser, bad[i], strlen(bad[i]), "t", 0, 0, &ev, reason));
     const char *good = "{" REQUIRED "}";
     CL_ASSERT_INT_EQ(CL_OK, cl_event_parse(parser, good, strlen(good), "t", 0, 1, &ev, reason));
     CL_ASSERT_STR_EQ("u-1", ev.user_id);
@@ -628,7 +658,7 @@ static void test_timestamp_string_forms(void)
         {"2026-11-28T14:00:00.9999999Z", T0 + 999},
         {"1970-01-01T00:00:00Z", 0},
         {"1970-01-01T01:00:00+01:00", 0},
-        {"9999-12-31T23:59:59.999Z", CL_EVENT_TS_MAX_MS},
+        {"9999-12-31T23:59:59.999Z", CL_DATETIME_MAX_MS},
         {"2024-02-29T12:00:00Z", INT64_C(1709208000000)},
         {"2000-02-29T00:00:00Z", INT64_C(951782400000)},
         {"2016-12-31T23:59:60Z", INT64_C(1483228799999)}, /* leap second clamped */
@@ -637,8 +667,7 @@ static void test_timestamp_string_forms(void)
     for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
         char reason[CL_ERR_LEN] = "";
         int64_t ms = -1;
-        int rc = cl_event_parse_timestamp_string(cases[i].text, strlen(cases[i].text), &ms,
-                                                 reason);
+        int rc = cl_event_parse_timestamp_string(cases[i].text, strlen(cases[i].text), &ms, reason);
         if (rc != CL_OK) {
             CL_FAIL_("%s: rejected: %s", cases[i].text, reason);
         } else if (ms != cases[i].ms) {
@@ -711,10 +740,10 @@ static void test_timestamp_numbers_seconds_or_milliseconds_by_magnitude(void)
         {"1795874400.0", T0},
         {"1.7958744e9", T0},
         {"0", 0},
-        {"99999999999", INT64_C(99999999999000)},  /* just below 1e11: seconds */
-        {"100000000000", INT64_C(100000000000)},   /* 1e11: milliseconds */
+        {"99999999999", INT64_C(99999999999000)}, /* just below 1e11: seconds */
+        {"100000000000", INT64_C(100000000000)},  /* 1e11: milliseconds */
         {"99999999999.5", INT64_C(99999999999500)},
-        {"253402300799999", CL_EVENT_TS_MAX_MS},
+        {"253402300799999", CL_DATETIME_MAX_MS},
         {"99999999999.999", INT64_C(99999999999999)},
         {"253402300799.999", INT64_C(253402300799)}, /* >= 1e11, so milliseconds */
     };
@@ -727,34 +756,16 @@ static void test_timestamp_numbers_seconds_or_milliseconds_by_magnitude(void)
     }
 }
 
-static void test_format_datetime(void)
-{
-    static const ts_case_t cases[] = {
-        {"1970-01-01 00:00:00.000", 0},
-        {"2026-11-28 14:00:00.250", T0 + 250},
-        {"2024-02-29 12:00:00.000", INT64_C(1709208000000)},
-        {"2016-12-31 23:59:59.999", INT64_C(1483228799999)},
-        {"9999-12-31 23:59:59.999", CL_EVENT_TS_MAX_MS},
-        {"1970-01-01 00:00:00.000", -5},                         /* clamped */
-        {"9999-12-31 23:59:59.999", CL_EVENT_TS_MAX_MS + 86400000}, /* clamped */
-    };
-    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
-        char out[CL_EVENT_DATETIME_SIZE];
-        cl_event_format_datetime(cases[i].ms, out);
-        CL_ASSERT_STR_EQ(cases[i].text, out);
-    }
-}
-
 /* Every day from 1970-01-01 to 9999-12-31: formatting then parsing gives the
  * same instant, and consecutive days are consecutive dates. */
 static void test_calendar_round_trips_every_day(void)
 {
-    int64_t last_day = CL_EVENT_TS_MAX_MS / 86400000;
-    char previous[CL_EVENT_DATETIME_SIZE] = "";
+    int64_t last_day = CL_DATETIME_MAX_MS / 86400000;
+    char previous[CL_DATETIME_SIZE] = "";
     for (int64_t day = 0; day <= last_day; day++) {
         int64_t ms = day * 86400000 + 45296789; /* 12:34:56.789 */
-        char text[CL_EVENT_DATETIME_SIZE + 1];
-        cl_event_format_datetime(ms, text);
+        char text[CL_DATETIME_SIZE + 1];
+        CL_ASSERT_INT_EQ(CL_OK, cl_datetime_format(ms, text));
         if (strcmp(previous, text) >= 0) {
             CL_FAIL_("day %" PRId64 ": \"%s\" does not follow \"%s\"", day, text, previous);
             return;
@@ -777,8 +788,12 @@ static void test_calendar_agrees_with_timegm(void)
 {
     for (int year = 1970; year <= 9999; year += 7) {
         for (int month = 1; month <= 12; month++) {
-            struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = 28,
-                            .tm_hour = 23, .tm_min = 59, .tm_sec = 59};
+            struct tm tm = {.tm_year = year - 1900,
+                            .tm_mon = month - 1,
+                            .tm_mday = 28,
+                            .tm_hour = 23,
+                            .tm_min = 59,
+                            .tm_sec = 59};
             int64_t expected = (int64_t)timegm(&tm) * 1000;
             char text[32];
             snprintf(text, sizeof text, "%04d-%02d-28T23:59:59Z", year, month);
@@ -805,8 +820,8 @@ static void test_time_window_accepts_both_edges_exactly(void)
 {
     char reason[CL_ERR_LEN] = "";
     CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS, NOW_MS, &default_window, reason));
-    CL_ASSERT_INT_EQ(CL_OK, cl_event_check_time_window(NOW_MS - 400 * DAY_MS, NOW_MS,
-                                                       &default_window, reason));
+    CL_ASSERT_INT_EQ(
+        CL_OK, cl_event_check_time_window(NOW_MS - 400 * DAY_MS, NOW_MS, &default_window, reason));
     CL_ASSERT_INT_EQ(CL_OK,
                      cl_event_check_time_window(NOW_MS + 3600000, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_EQ("", reason);
@@ -828,14 +843,14 @@ static void test_time_window_rejects_one_millisecond_too_old(void)
 static void test_time_window_rejects_one_millisecond_too_far_ahead(void)
 {
     char reason[CL_ERR_LEN] = "";
-    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(NOW_MS + 3600001, NOW_MS,
-                                                        &default_window, reason));
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_event_check_time_window(NOW_MS + 3600001, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_EQ("timestamp: 2026-12-04T19:00:00.001Z is 3600001 ms after its arrival at "
                      "2026-12-04T18:00:00.000Z, more than ingest.max_future_skew (3600000 ms) "
                      "allows",
                      reason);
-    CL_ASSERT_INT_EQ(CL_ERR, cl_event_check_time_window(CL_EVENT_TS_MAX_MS, NOW_MS,
-                                                        &default_window, reason));
+    CL_ASSERT_INT_EQ(
+        CL_ERR, cl_event_check_time_window(CL_DATETIME_MAX_MS, NOW_MS, &default_window, reason));
     CL_ASSERT_STR_CONTAINS(reason, "9999-12-31T23:59:59.999Z");
 }
 
@@ -856,6 +871,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_optional_null_means_absent),
     CL_TEST(test_strings_stored_exactly_after_unescaping),
     CL_TEST(test_long_url_accepted),
+    CL_TEST(test_url_longer_than_its_column_rejected),
     CL_TEST(test_user_id_integer_stored_as_decimal_text),
     CL_TEST(test_user_id_integers_json_c_may_have_clamped_rejected),
     CL_TEST(test_time_spent_fraction_rounded_to_nearest),
@@ -882,7 +898,6 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_timestamp_string_forms),
     CL_TEST(test_timestamp_string_rejections),
     CL_TEST(test_timestamp_numbers_seconds_or_milliseconds_by_magnitude),
-    CL_TEST(test_format_datetime),
     CL_TEST(test_calendar_round_trips_every_day),
     CL_TEST(test_calendar_agrees_with_timegm),
     CL_TEST(test_time_window_accepts_both_edges_exactly),

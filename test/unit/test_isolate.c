@@ -45,13 +45,13 @@ static void check_items(size_t first, size_t count, size_t row_count, size_t wan
 
 static void test_items_are_rows_then_rejected_events(void)
 {
-    check_items(0, 10, 6, 0, 6, 0, 4);  /* the whole batch */
-    check_items(0, 3, 6, 0, 3, 0, 0);   /* rows only */
-    check_items(2, 4, 6, 2, 4, 0, 0);   /* up to the last row */
-    check_items(4, 4, 6, 4, 2, 0, 2);   /* across the boundary */
-    check_items(7, 2, 6, 0, 0, 1, 2);   /* rejected events only */
-    check_items(0, 5, 0, 0, 0, 0, 5);   /* a batch without rows */
-    check_items(0, 0, 6, 0, 0, 0, 0);   /* nothing */
+    check_items(0, 10, 6, 0, 6, 0, 4); /* the whole batch */
+    check_items(0, 3, 6, 0, 3, 0, 0);  /* rows only */
+    check_items(2, 4, 6, 2, 4, 0, 0);  /* up to the last row */
+    check_items(4, 4, 6, 4, 2, 0, 2);  /* across the boundary */
+    check_items(7, 2, 6, 0, 0, 1, 2);  /* rejected events only */
+    check_items(0, 5, 0, 0, 0, 0, 5);  /* a batch without rows */
+    check_items(0, 0, 6, 0, 0, 0, 0);  /* nothing */
 }
 
 /* The pipeline's loop, synchronously: write every pending range; a range

@@ -55,8 +55,8 @@ static void test_escapes_and_array_indices_resolve(void)
         {"/deep/er/est", 1, "bottom"},
         {"/n", 1, "null"},
         {"/missing", 0, NULL},
-        {"/a/b", 0, NULL},        /* unescaped: "a" then "b" */
-        {"/items/2/url", 0, NULL}, /* past the end */
+        {"/a/b", 0, NULL},          /* unescaped: "a" then "b" */
+        {"/items/2/url", 0, NULL},  /* past the end */
         {"/items/01/url", 0, NULL}, /* leading zero: not an index */
         {"/items/-", 0, NULL},      /* the element after the last */
         {"/items/x", 0, NULL},

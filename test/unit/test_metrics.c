@@ -128,12 +128,12 @@ static void test_counter_ignores_negative_increments(void)
     cl_metrics_free(m);
 }
 
-static void test_gauge_add_and_clear(void)
+static void test_gauge_set_replaces_and_clear_drops_series(void)
 {
     cl_metrics_t *m = cl_metrics_new();
     cl_gauge_t *g = cl_metrics_gauge(m, "clickloop_lag", "Lag.", "partition", NULL);
-    cl_gauge_add(g, CL_LABELS("0"), 5);
-    cl_gauge_add(g, CL_LABELS("0"), -2);
+    cl_gauge_set(g, CL_LABELS("0"), 5);
+    cl_gauge_set(g, CL_LABELS("0"), 3);
     cl_gauge_set(g, CL_LABELS("1"), 7);
     char *text = render(m);
     CL_ASSERT_STR_CONTAINS(text,
@@ -298,7 +298,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_unlabelled_family_renders_zero_before_first_use),
     CL_TEST(test_labelled_family_without_series_renders_help_and_type_only),
     CL_TEST(test_counter_ignores_negative_increments),
-    CL_TEST(test_gauge_add_and_clear),
+    CL_TEST(test_gauge_set_replaces_and_clear_drops_series),
     CL_TEST(test_collectors_run_in_order_before_each_render),
     CL_TEST(test_registering_the_same_family_again_returns_it),
     CL_TEST(test_ill_formed_utf8_label_value_becomes_replacement_character),

@@ -1,7 +1,9 @@
-/* Unit tests for the pure parts of the store module: batch SQL, row checks,
- * DATETIME(3) formatting and migrations. No server: the batch builder gets
+/* Unit tests for the pure parts of the store module: batch SQL, what the
+ * event parser hands it, and migrations. No server: the batch builder gets
  * its escaping function passed in. */
 #include "clickloop/store.h"
+
+#include "clickloop/event.h"
 
 #include <ctype.h>
 
@@ -114,8 +116,8 @@ static void test_every_value_goes_through_the_escape_function(void)
     memcpy(r.country, "fr", 3);
     cl_store_rejected_t rej = {"clicks", 3, 4, "payload", 7, "reason"};
     cl_buf_t b = build(&r, 1, &rej, 1, shouting_escape);
-    const char *raw[] = {"'e:ev1'", "'ev1'", "'u1'", "'https://", "'clicks'",
-                         "'Paris'", "'Firefox'", "'payload'", "'reason'", "'fr'"};
+    const char *raw[] = {"'e:ev1'", "'ev1'",     "'u1'",      "'https://", "'clicks'",
+                         "'Paris'", "'Firefox'", "'payload'", "'reason'",  "'fr'"};
     for (size_t i = 0; i < CL_ARRAY_LEN(raw); i++) {
         if (strstr(b.data, raw[i]) != NULL)
             CL_FAIL_("unescaped value %s in %s", raw[i], b.data);
@@ -171,9 +173,8 @@ static void test_rows_and_rejected_are_written_in_key_order(void)
 {
     cl_store_row_t rows[3] = {row_with_nulls(), row_with_everything(), row_with_everything()};
     rows[2].row_key = "e:ev0";
-    cl_store_rejected_t rej[3] = {{"b", 0, 5, NULL, 0, "r"},
-                                  {"a", 1, 1, NULL, 0, "r"},
-                                  {"a", 0, 9, NULL, 0, "r"}};
+    cl_store_rejected_t rej[3] = {
+        {"b", 0, 5, NULL, 0, "r"}, {"a", 1, 1, NULL, 0, "r"}, {"a", 0, 9, NULL, 0, "r"}};
     cl_buf_t b = build(rows, 3, rej, 3, cl_db_escape_string);
     const char *k0 = strstr(b.data, "(_binary'e:ev0'");
     const char *k1 = strstr(b.data, "(_binary'e:ev1'");
@@ -183,63 +184,108 @@ static void test_rows_and_rejected_are_written_in_key_order(void)
     cl_buf_free(&b);
 }
 
-static void test_batch_with_an_unstorable_row_is_refused_naming_it(void)
+static void test_batch_with_a_malformed_rejected_event_is_refused_naming_it(void)
 {
-    cl_store_row_t rows[2] = {row_with_everything(), row_with_nulls()};
-    rows[1].user_id = "bad\xc3";
+    cl_store_row_t rows[1] = {row_with_everything()};
+    cl_store_rejected_t rej[2] = {{"clicks", 0, 1, "x", 1, "r"}, {NULL, 0, 2, "y", 1, "r"}};
     cl_buf_t b;
     cl_buf_init(&b);
     char err[CL_ERR_LEN];
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_build_batch_sql(&b, rows, 2, NULL, 0, cl_db_escape_string,
-                                                      err));
-    CL_ASSERT_STR_CONTAINS(err, "batch row 1 (clicks [1] offset 7): user_id is not well-formed "
-                                "UTF-8 at byte 3");
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_store_build_batch_sql(&b, rows, 1, rej, 2, cl_db_escape_string, err));
+    CL_ASSERT_STR_CONTAINS(err, "batch rejected event 1: topic is missing");
+    CL_ASSERT_INT_EQ(0, b.len);
+    rej[1].topic = "clicks";
+    rej[1].reason = NULL;
+    CL_ASSERT_INT_EQ(CL_ERR,
+                     cl_store_build_batch_sql(&b, rows, 1, rej, 2, cl_db_escape_string, err));
+    CL_ASSERT_STR_CONTAINS(err, "batch rejected event 1: reason is missing");
     cl_buf_free(&b);
 }
 
-static void test_row_check_counts_characters_not_bytes(void)
+/* The event parser is the one validation of a row (store.h): what it accepts
+ * at each of its limits must fit the column, counted as the column counts. */
+static size_t utf8_chars(const char *s)
 {
-    char err[CL_ERR_LEN];
-    char user[2 * 257 + 1] = "";
-    for (int i = 0; i < 256; i++)
-        strcat(user, "\xc3\xa9"); /* é: 2 bytes, 1 character */
-    cl_store_row_t r = row_with_everything();
-    r.user_id = user;
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_row_check(&r, err));
-    strcat(user, "e");
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-    CL_ASSERT_STR_CONTAINS(err, "user_id is 257 characters long, the column holds 256");
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
 }
 
-static void test_row_check_refuses_what_strict_mode_would(void)
+static void fill(char *out, const char *unit, size_t bytes)
 {
+    size_t k = strlen(unit);
+    out[0] = '\0';
+    for (size_t n = 0; n + k <= bytes; n += k)
+        strcat(out, unit);
+}
+
+static void test_events_the_parser_accepts_at_its_limits_fit_the_columns(void)
+{
+    static char id[CL_EVENT_ID_MAX_LEN + 1], user[CL_EVENT_USER_ID_MAX_LEN + 2],
+        city[CL_EVENT_TEXT_MAX_LEN + 1], agent[CL_EVENT_USER_AGENT_MAX_LEN + 1], json[16 * 1024];
+    fill(id, "\xc3\xa9", CL_EVENT_ID_MAX_LEN);            /* 64 x é */
+    fill(user, "\xe2\x82\xac", CL_EVENT_USER_ID_MAX_LEN); /* 85 x € and an a */
+    strcat(user, "a");
+    fill(city, "ab", CL_EVENT_TEXT_MAX_LEN);
+    fill(agent, "\xf0\x9f\x98\x80", CL_EVENT_USER_AGENT_MAX_LEN); /* 1024 x U+1F600 */
+    snprintf(json, sizeof json,
+             "{\"event_id\":\"%s\",\"user_id\":\"%s\",\"timestamp\":\"9999-12-31T23:59:59.999Z\","
+             "\"url\":\"https://a.example/\",\"country\":\"fr\",\"city\":\"%s\",\"browser\":\"%s\","
+             "\"os\":\"%s\",\"device\":\"%s\",\"user_agent\":\"%s\",\"time_spent_ms\":1}",
+             id, user, city, city, city, city, agent);
+    cl_event_parser_t *parser = NULL;
     char err[CL_ERR_LEN];
-    char key[402];
-    memset(key, 'k', sizeof key);
-    cl_store_row_t r = row_with_everything();
-    r.row_key = key;
-    r.row_key_len = 401;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-    CL_ASSERT_STR_CONTAINS(err, "row_key is 401 bytes");
+    CL_ASSERT_INT_EQ(CL_OK, cl_event_parser_new(NULL, sizeof json, &parser, err));
+    cl_event_t ev;
+    if (cl_event_parse(parser, json, strlen(json), "clicks", 3, 42, &ev, err) != CL_OK) {
+        CL_FAIL_("parse: %s", err);
+        cl_event_parser_free(parser);
+        return;
+    }
 
-    r = row_with_everything();
-    r.ts_ms = CL_STORE_TS_MAX_MS + 1;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-    CL_ASSERT_STR_CONTAINS(err, "outside the DATETIME range");
+    CL_ASSERT(ev.row_key_len <= CL_STORE_ROW_KEY_MAX_BYTES);
+    CL_ASSERT(utf8_chars(ev.event_id) <= CL_STORE_EVENT_ID_MAX_CHARS);
+    CL_ASSERT(utf8_chars(ev.user_id) <= CL_STORE_USER_ID_MAX_CHARS);
+    CL_ASSERT(utf8_chars(ev.city) <= CL_STORE_TEXT_MAX_CHARS);
+    CL_ASSERT(utf8_chars(ev.device) <= CL_STORE_TEXT_MAX_CHARS);
+    CL_ASSERT(utf8_chars(ev.user_agent) <= CL_STORE_USER_AGENT_MAX_CHARS);
+    CL_ASSERT(ev.ts_ms <= CL_DATETIME_MAX_MS);
+    CL_ASSERT(utf8_chars(ev.topic) <= CL_STORE_TOPIC_MAX_CHARS);
 
-    r = row_with_everything();
-    r.user_id = NULL;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-    CL_ASSERT_STR_CONTAINS(err, "user_id is missing");
+    cl_store_row_t row = {
+        .row_key = ev.row_key,
+        .row_key_len = ev.row_key_len,
+        .event_id = ev.event_id,
+        .user_id = ev.user_id,
+        .ts_ms = ev.ts_ms,
+        .url = ev.url,
+        .url_len = ev.url_len,
+        .city = ev.city,
+        .browser = ev.browser,
+        .os = ev.os,
+        .device = ev.device,
+        .user_agent = ev.user_agent,
+        .time_spent_ms = ev.time_spent_ms,
+        .topic = ev.topic,
+        .partition = ev.partition,
+        .offset = ev.offset,
+    };
+    memcpy(row.country, ev.country, sizeof row.country);
+    cl_buf_t b = build(&row, 1, NULL, 0, cl_db_escape_string);
+    CL_ASSERT_STR_CONTAINS(b.data, "'9999-12-31 23:59:59.999'");
+    CL_ASSERT_STR_CONTAINS(b.data, ",'FR',");
+    CL_ASSERT(b.len <= CL_STORE_BATCH_SQL_BASE_BYTES + cl_store_row_sql_bytes(&row));
+    cl_buf_free(&b);
+    cl_event_clear(&ev);
 
-    r = row_with_everything();
-    r.time_spent_ms = -2;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-
-    r = row_with_everything();
-    memcpy(r.country, "FRA", 3); /* no NUL */
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_row_check(&r, err));
-    CL_ASSERT_STR_CONTAINS(err, "country is not NUL-terminated");
+    /* One character more than a column holds is the parser's to refuse. */
+    strcat(user, "e");
+    snprintf(json, sizeof json, "{\"user_id\":\"%s\",\"timestamp\":1,\"url\":\"u\"}", user);
+    CL_ASSERT_INT_EQ(CL_ERR, cl_event_parse(parser, json, strlen(json), "clicks", 3, 43, &ev, err));
+    CL_ASSERT_STR_CONTAINS(err, "user_id: 257 bytes is over the limit of 256 bytes");
+    cl_event_parser_free(parser);
 }
 
 /* Every value of a row made of quote-heavy strings: each byte escapes to two. */
@@ -262,7 +308,7 @@ static cl_store_row_t quote_heavy_row(char *text, size_t len, int64_t offset)
 
 /* What the fixed parts (punctuation, numbers) of a batch may add to the SQL
  * without the bound being loose: the base, and 96 bytes per table of a row. */
-#define SLACK(n_items) (CL_STORE_BATCH_SQL_BASE_BYTES + (n_items) * 4 * 96)
+#define SLACK(n_items) (CL_STORE_BATCH_SQL_BASE_BYTES + (n_items)*4 * 96)
 
 static void test_sql_bytes_bound_the_built_batch_closely(void)
 {
@@ -304,29 +350,6 @@ static void test_sql_bytes_count_escaping_and_every_table(void)
     cl_store_rejected_t rej_plain = {"clicks", 0, 1, "aaaa", 4, "r"};
     CL_ASSERT_INT_EQ(cl_store_rejected_sql_bytes(&rej_plain) + 4,
                      cl_store_rejected_sql_bytes(&rej));
-}
-
-static void test_datetime_formats_utc_with_milliseconds(void)
-{
-    char out[CL_STORE_DATETIME_SIZE];
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(0, out));
-    CL_ASSERT_STR_EQ("1970-01-01 00:00:00.000", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(-1, out));
-    CL_ASSERT_STR_EQ("1969-12-31 23:59:59.999", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(INT64_C(1709208000500), out));
-    CL_ASSERT_STR_EQ("2024-02-29 12:00:00.500", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MAX_MS, out));
-    CL_ASSERT_STR_EQ("9999-12-31 23:59:59.999", out);
-    CL_ASSERT_INT_EQ(CL_OK, cl_store_format_datetime(CL_STORE_TS_MIN_MS, out));
-    CL_ASSERT_STR_EQ("1000-01-01 00:00:00.000", out);
-}
-
-static void test_datetime_refuses_values_outside_the_column_range(void)
-{
-    char out[CL_STORE_DATETIME_SIZE];
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MAX_MS + 1, out));
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(CL_STORE_TS_MIN_MS - 1, out));
-    CL_ASSERT_INT_EQ(CL_ERR, cl_store_format_datetime(INT64_MIN, out));
 }
 
 static void test_migration_from_zero_creates_every_table_and_records_the_version(void)
@@ -414,7 +437,8 @@ static void test_migration_from_four_records_done_events_and_marks_aggregated_wi
     const char *mark = strstr(b.data, "INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
                                       "SELECT * FROM (SELECT DISTINCT window_ms, window_start, "
                                       "NOW(6) FROM agg_stats) w");
-    const char *version = strstr(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 5)");
+    const char *version =
+        strstr(b.data, "INSERT INTO clickloop_schema (id, version) VALUES (1, 5)");
     CL_ASSERT(done != NULL && users != NULL && held != NULL && fill != NULL && mark != NULL &&
               version != NULL);
     CL_ASSERT(done < fill && fill < mark && mark < version);
@@ -548,13 +572,10 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_rejected_tombstone_stores_null_payload),
     CL_TEST(test_rejected_reason_is_made_storable),
     CL_TEST(test_rows_and_rejected_are_written_in_key_order),
-    CL_TEST(test_batch_with_an_unstorable_row_is_refused_naming_it),
-    CL_TEST(test_row_check_counts_characters_not_bytes),
-    CL_TEST(test_row_check_refuses_what_strict_mode_would),
+    CL_TEST(test_batch_with_a_malformed_rejected_event_is_refused_naming_it),
+    CL_TEST(test_events_the_parser_accepts_at_its_limits_fit_the_columns),
     CL_TEST(test_sql_bytes_bound_the_built_batch_closely),
     CL_TEST(test_sql_bytes_count_escaping_and_every_table),
-    CL_TEST(test_datetime_formats_utc_with_milliseconds),
-    CL_TEST(test_datetime_refuses_values_outside_the_column_range),
     CL_TEST(test_migration_from_zero_creates_every_table_and_records_the_version),
     CL_TEST(test_migration_from_one_adds_the_aggregation_tables_only),
     CL_TEST(test_migration_from_three_adds_the_retention_state_only),

@@ -89,12 +89,18 @@ static void test_sanitize_replaces_ill_formed_bytes_and_measures_max_chars(void)
 {
     size_t len = 0;
     /* "a", an invalid 0xff, "é" (2 bytes), "b" */
-    char *s = cl_utf8_sanitize("a\xff\xc3\xa9" "b", 10, &len);
-    CL_ASSERT_STR_EQ("a?\xc3\xa9" "b", s);
+    char *s = cl_utf8_sanitize("a\xff\xc3\xa9"
+                               "b",
+                               10, &len);
+    CL_ASSERT_STR_EQ("a?\xc3\xa9"
+                     "b",
+                     s);
     CL_ASSERT_INT_EQ(5, len);
     free(s);
     /* cut after 2 characters: "a?" */
-    s = cl_utf8_sanitize("a\xff\xc3\xa9" "b", 2, &len);
+    s = cl_utf8_sanitize("a\xff\xc3\xa9"
+                         "b",
+                         2, &len);
     CL_ASSERT_INT_EQ(2, len);
     free(s);
     /* never inside a multi-byte character: "é" counts as one */
