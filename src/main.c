@@ -37,6 +37,7 @@
 #include "clickloop/aggregate.h"
 #include "clickloop/config.h"
 #include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 #include "clickloop/es_sink.h"
 #include "clickloop/event.h"
 #include "clickloop/indexer.h"
@@ -198,24 +199,6 @@ static void retire(app_t *app, const cl_telemetry_sources_t *going)
     KEEP(retention);
 #undef KEEP
     update_telemetry(app);
-}
-
-static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
-{
-    CL_UNUSED(arg);
-    switch (ev->type) {
-    case CL_DB_POOL_EVENT_CONNECTED:
-        cl_log_info("db", "connection %u up (%u connected)", ev->conn_index, ev->connected);
-        break;
-    case CL_DB_POOL_EVENT_CONNECT_FAILED:
-    case CL_DB_POOL_EVENT_LOST:
-        cl_log(ev->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "db",
-               "connection %u %s: %s (error %u)%s; retrying in %llu ms", ev->conn_index,
-               ev->type == CL_DB_POOL_EVENT_LOST ? "lost" : "failed", ev->message, ev->error_code,
-               ev->status == CL_ERR ? " - check the mariadb settings" : "",
-               (unsigned long long)ev->retry_in_ms);
-        break;
-    }
 }
 
 /* ======================================================================== */
@@ -776,7 +759,6 @@ static int start_aggregator(app_t *app)
     cl_aggregator_params_from_config(c, &ap);
     ap.on_run = on_aggregation_run;
     ap.on_run_arg = app;
-    ap.on_db_event = on_pool_event;
     app->aggregation = PART_UP;
     if (cl_aggregator_new(app->loop, &ap, &app->aggregator, err) != CL_OK) {
         app->aggregator = NULL;
@@ -817,7 +799,6 @@ static int start_indexing(app_t *app)
     const cl_config_t *c = app->config;
     cl_indexer_params_t ip;
     cl_indexer_params_from_config(c, &ip);
-    ip.on_db_event = on_pool_event;
     app->indexing = PART_UP;
     if (cl_indexer_new(app->loop, &ip, &app->indexer, err) != CL_OK) {
         app->indexer = NULL;
@@ -871,7 +852,6 @@ static int start_retention(app_t *app)
     cl_retention_params_from_config(c, &rp);
     rp.on_run = on_retention_run;
     rp.on_run_arg = app;
-    rp.on_db_event = on_pool_event;
     app->retention_part = PART_UP;
     if (cl_retention_new(app->loop, &rp, &app->retention, err) != CL_OK) {
         app->retention = NULL;
@@ -942,8 +922,9 @@ static int start_ingest_store(app_t *app)
     cl_store_params_t sp;
     cl_store_params_from_config(app->config, &sp);
     app->ingest = PART_STARTING;
-    if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,
-                        &app->pool, err) != CL_OK) {
+    dbp.label = "ingest";
+    if (cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, &app->pool, err) !=
+        CL_OK) {
         app->pool = NULL;
         cl_log_error("main", "%s", err);
         return CL_ERR;
