@@ -775,21 +775,10 @@ static int start_aggregator(app_t *app)
     return CL_OK;
 }
 
-static void on_sink_event(void *arg, const cl_es_sink_event_t *ev)
-{
-    CL_UNUSED(arg);
-    cl_log(ev->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "elasticsearch",
-           "%s on %s failed: %s (HTTP %ld)%s; retrying in %llu ms", ev->request, ev->node,
-           ev->message, ev->http_status, ev->node_marked_down ? ", node marked down" : "",
-           (unsigned long long)ev->retry_in_ms);
-}
-
 static int new_sink(app_t *app, cl_es_sink_t **out, char err[CL_ERR_LEN])
 {
     cl_es_sink_params_t sp;
     cl_es_sink_params_from_config(&app->config->elasticsearch, &sp);
-    sp.event_cb = on_sink_event;
-    sp.event_arg = app;
     return cl_es_sink_new(app->loop, &sp, cl_indexer_doc_cb, app->indexer, out, err);
 }
 

@@ -12,12 +12,11 @@
 #include <mysql.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "clickloop/log.h"
 
 #include "cl_test.h"
+#include "cl_log_capture.h"
 
 /* ---- A fake server ---------------------------------------------------------- */
 
@@ -273,10 +272,8 @@ struct world_s {
     bool timed_out;
     fake_server_t server;
     cl_db_pool_t *pool;
-    bool connects_fail; /* the test expects failed connects in the log */
-    FILE *log;          /* what the pool logged */
-    int saved_stderr;   /* restored by world_close */
-    int failures_at_open;
+    bool connects_fail;   /* the test expects failed connects in the log */
+    cl_log_capture_t log; /* what the pool logged */
     query_t queries[MAX_QUERIES];
     int status[MAX_QUERIES];
     unsigned int submitted, done;
@@ -285,41 +282,10 @@ struct world_s {
 
 /* ---- The pool's log ---------------------------------------------------------- */
 
-static void log_capture_start(world_t *w)
-{
-    w->failures_at_open = cl_test_failed_asserts;
-    w->log = tmpfile();
-    CL_ASSERT(w->log != NULL);
-    w->saved_stderr = dup(STDERR_FILENO);
-    dup2(fileno(w->log), STDERR_FILENO);
-}
-
-/* Everything logged so far, NUL-terminated; the caller frees it. */
-static char *log_text(const world_t *w)
-{
-    struct stat st;
-    fstat(fileno(w->log), &st);
-    char *text = cl_xmalloc((size_t)st.st_size + 1);
-    ssize_t n = pread(fileno(w->log), text, (size_t)st.st_size, 0);
-    text[n > 0 ? n : 0] = '\0';
-    return text;
-}
-
-static unsigned int count_of(const char *haystack, const char *needle)
-{
-    unsigned int n = 0;
-    for (const char *p = strstr(haystack, needle); p != NULL; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
 /* Lines of the log that contain `needle`. */
 static unsigned int logged(const world_t *w, const char *needle)
 {
-    char *text = log_text(w);
-    unsigned int n = count_of(text, needle);
-    free(text);
-    return n;
+    return cl_log_capture_count(&w->log, needle);
 }
 
 /* Times connection `index` of the pool labelled "test" came up. */
@@ -328,19 +294,6 @@ static unsigned int ups_of(const world_t *w, unsigned int index)
     char needle[64];
     snprintf(needle, sizeof needle, "test connection %u up (", index);
     return logged(w, needle);
-}
-
-/* Give stderr back; show what was captured if an assertion failed meanwhile
- * (its message went into the capture too). */
-static void log_capture_end(world_t *w)
-{
-    char *text = log_text(w);
-    dup2(w->saved_stderr, STDERR_FILENO);
-    close(w->saved_stderr);
-    fclose(w->log);
-    if (cl_test_failed_asserts != w->failures_at_open)
-        fputs(text, stderr);
-    free(text);
 }
 
 static void world_open_bounded(world_t *w, unsigned int size, unsigned int backoff_min_ms,
@@ -352,7 +305,7 @@ static void world_open_bounded(world_t *w, unsigned int size, unsigned int backo
     uv_timer_init(&w->loop, &w->deadline);
     w->deadline.data = w;
     fake_server_start(&w->loop, &w->server);
-    log_capture_start(w);
+    cl_log_capture_start(&w->log);
     cl_db_params_t p = {
         .label = "test",
         .host = "127.0.0.1",
@@ -477,7 +430,7 @@ static void world_close(world_t *w)
     /* The fake server accepts every connect. */
     if (!w->connects_fail)
         CL_ASSERT_INT_EQ(0, logged(w, " failed: "));
-    log_capture_end(w);
+    cl_log_capture_end(&w->log);
 }
 
 /* ---- Tests ----------------------------------------------------------------- */
@@ -681,7 +634,7 @@ static void test_a_connect_that_keeps_failing_is_logged_once_then_at_debug(void)
     w.deadline.data = &w;
     fake_server_start(&w.loop, &w.server); /* unused: the pool goes to port 1 */
     w.connects_fail = true;
-    log_capture_start(&w);
+    cl_log_capture_start(&w.log);
     cl_log_set_level(CL_LOG_DEBUG);
     cl_db_params_t p = {
         .host = "127.0.0.1",
