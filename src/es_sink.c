@@ -29,6 +29,7 @@
 #include "clickloop/es_bulk.h"
 #include "clickloop/es_doc.h"
 #include "clickloop/es_nodes.h"
+#include "clickloop/es_setup.h"
 #include "clickloop/log.h"
 #include "clickloop/utf8.h"
 
@@ -37,9 +38,6 @@
 /* Connecting never gets longer than this, whatever request_timeout says: a
  * node that does not accept a TCP connection in 10 s is down. */
 #define CONNECT_TIMEOUT_MAX_MS 10000
-/* Above the built-in templates (100 for logs-*-* and the like); Elastic
- * advises more than 500 for patterns that overlap them. */
-#define TEMPLATE_PRIORITY 501
 /* Backoff attempt used when an operator must act: the longest backoff. */
 #define OPERATOR_ATTEMPT 64
 /* Response bodies kept in memory: a base plus 8 KiB per document (error
@@ -76,19 +74,11 @@ typedef struct retry_group_s {
     entry_list_t docs;
 } retry_group_t;
 
-typedef enum {
-    ENSURE_TEMPLATE,       /* PUT _index_template/<name> */
-    ENSURE_CREATE_INDEX,   /* PUT <index> */
-    ENSURE_UPDATE_MAPPING, /* PUT <index>/_mapping, after "already exists" */
-} ensure_step_t;
-
+/* An index setup (es_setup.h) waiting for its next request or in flight. */
 typedef struct ensure_op_s {
     struct ensure_op_s *next; /* waiting list */
-    ensure_step_t step;
-    char *name;     /* index or template name */
-    char *pattern;  /* template only: the wildcard pattern */
-    char *mappings; /* JSON text */
-    unsigned int attempts;
+    cl_es_setup_t setup;
+    unsigned int attempts; /* of the current step */
     uint64_t due_ms;
     cl_es_ensure_cb cb;
     void *arg;
@@ -256,22 +246,6 @@ static char *display_url(const char *url)
     cl_buf_append_str(&b, "***");
     cl_buf_append_str(&b, at);
     return cl_buf_steal(&b, NULL);
-}
-
-/* Percent-encode an index or template name for a URL path. */
-static void append_path_segment(cl_buf_t *b, const char *name)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '~';
-        if (plain) {
-            cl_buf_append_char(b, (char)*p);
-        } else {
-            char esc[3] = {'%', hex[*p >> 4], hex[*p & 0xf]};
-            cl_buf_append(b, esc, 3);
-        }
-    }
 }
 
 static void free_secret(char *s)
@@ -695,25 +669,8 @@ static void bulk_start(cl_es_sink_t *s)
 
 static void ensure_op_free(ensure_op_t *op)
 {
-    free(op->name);
-    free(op->pattern);
-    free(op->mappings);
+    cl_es_setup_free(&op->setup);
     free(op);
-}
-
-static void ensure_describe(const ensure_op_t *op, char *out, size_t size)
-{
-    switch (op->step) {
-    case ENSURE_TEMPLATE:
-        snprintf(out, size, "index template %s", op->name);
-        break;
-    case ENSURE_CREATE_INDEX:
-        snprintf(out, size, "create index %s", op->name);
-        break;
-    case ENSURE_UPDATE_MAPPING:
-        snprintf(out, size, "mapping of index %s", op->name);
-        break;
-    }
 }
 
 static void ensure_wait(cl_es_sink_t *s, ensure_op_t *op, uint64_t delay)
@@ -730,27 +687,7 @@ static void ensure_start(cl_es_sink_t *s, ensure_op_t *op)
     req->ensure = op;
     cl_buf_t path;
     cl_buf_init(&path);
-    cl_buf_append_char(&path, '/');
-    switch (op->step) {
-    case ENSURE_TEMPLATE:
-        cl_buf_append_str(&path, "_index_template/");
-        append_path_segment(&path, op->name);
-        cl_buf_append_str(&req->body, "{\"index_patterns\":[");
-        cl_es_json_append_string(&req->body, op->pattern, strlen(op->pattern));
-        cl_buf_appendf(&req->body, "],\"priority\":%d,\"template\":{\"mappings\":%s},",
-                       TEMPLATE_PRIORITY, op->mappings);
-        cl_buf_append_str(&req->body, "\"_meta\":{\"managed_by\":\"clickloop\"}}");
-        break;
-    case ENSURE_CREATE_INDEX:
-        append_path_segment(&path, op->name);
-        cl_buf_appendf(&req->body, "{\"mappings\":%s}", op->mappings);
-        break;
-    case ENSURE_UPDATE_MAPPING:
-        append_path_segment(&path, op->name);
-        cl_buf_append_str(&path, "/_mapping");
-        cl_buf_append_str(&req->body, op->mappings);
-        break;
-    }
+    cl_es_setup_request(&op->setup, &path, &req->body);
     request_send(s, req, "PUT", path.data, s->json_headers);
     cl_buf_free(&path);
 }
@@ -773,27 +710,18 @@ static void ensure_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, lon
         classify_transport_failure(req, rc, &r);
     bool marked_down = node_feedback(s, req->node, &r);
     char what[CL_ERR_LEN / 2];
-    ensure_describe(op, what, sizeof what);
+    cl_es_setup_describe(&op->setup, what, sizeof what);
 
-    if (op->step == ENSURE_CREATE_INDEX && r.outcome == CL_ES_REQUEST_REFUSED &&
-        strcmp(r.error_type, "resource_already_exists_exception") == 0) {
-        op->step = ENSURE_UPDATE_MAPPING;
+    switch (cl_es_setup_answer(&op->setup, &r)) {
+    case CL_ES_SETUP_NEXT:
         op->attempts = 0;
         ensure_wait(s, op, 0);
-        return;
-    }
-    if (op->step == ENSURE_UPDATE_MAPPING && r.http_status == 404 &&
-        strcmp(r.error_type, "index_not_found_exception") == 0) {
-        op->step = ENSURE_CREATE_INDEX; /* deleted meanwhile */
-        ensure_wait(s, op, 0);
-        return;
-    }
-    switch (r.outcome) {
-    case CL_ES_REQUEST_OK:
+        break;
+    case CL_ES_SETUP_DONE:
         report_success(s, req);
         ensure_finish(op, CL_OK, "");
         break;
-    case CL_ES_REQUEST_REFUSED: {
+    case CL_ES_SETUP_REFUSED: {
         cl_buf_t message;
         cl_buf_init(&message);
         cl_buf_appendf(&message, "%s refused: %s", what, r.reason);
@@ -802,7 +730,7 @@ static void ensure_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, lon
         cl_buf_free(&message);
         break;
     }
-    case CL_ES_REQUEST_RETRY: {
+    case CL_ES_SETUP_RETRY: {
         uint64_t delay = retry_delay(s, op->attempts, &r);
         op->attempts++;
         report_failure(s, req, what, &r, marked_down, delay);
@@ -1051,38 +979,17 @@ size_t cl_es_sink_pending(const cl_es_sink_t *s)
 int cl_es_sink_ensure_index(cl_es_sink_t *s, const char *index_pattern, const char *mappings_json,
                             cl_es_ensure_cb cb, void *arg, char err[CL_ERR_LEN])
 {
-    char why[CL_ERR_LEN];
     if (s->state != SINK_OPEN)
         return cl_errorf(err, "elasticsearch: the sink is closing");
     if (cb == NULL)
         return cl_errorf(err, "elasticsearch: index setup needs a callback");
-    size_t len = index_pattern != NULL ? strlen(index_pattern) : 0;
-    if (len == 0 || len > CL_ES_INDEX_MAX_LEN)
-        return cl_errorf(err, "elasticsearch: the index name must be 1 to %d bytes",
-                         CL_ES_INDEX_MAX_LEN);
-    if (mappings_json == NULL ||
-        cl_es_source_check(mappings_json, strlen(mappings_json), why) != CL_OK)
-        return cl_errorf(err, "elasticsearch: the mappings for %.255s are invalid: %.200s",
-                         index_pattern, mappings_json == NULL ? "missing" : why);
-
+    cl_es_setup_t setup;
+    if (cl_es_setup_init(&setup, index_pattern, mappings_json, err) != CL_OK)
+        return CL_ERR;
     ensure_op_t *op = cl_xcalloc(1, sizeof *op);
-    op->mappings = cl_xstrdup(mappings_json);
+    op->setup = setup;
     op->cb = cb;
     op->arg = arg;
-    if (cl_es_index_has_date(index_pattern)) {
-        char name[CL_ES_INDEX_NAME_SIZE * 2], pattern[CL_ES_INDEX_NAME_SIZE];
-        if (cl_es_index_template_name(index_pattern, name, sizeof name) < 0 ||
-            cl_es_index_template_pattern(index_pattern, pattern, sizeof pattern) < 0) {
-            ensure_op_free(op);
-            return cl_errorf(err, "elasticsearch: the index name %s is too long", index_pattern);
-        }
-        op->step = ENSURE_TEMPLATE;
-        op->name = cl_xstrdup(name);
-        op->pattern = cl_xstrdup(pattern);
-    } else {
-        op->step = ENSURE_CREATE_INDEX;
-        op->name = cl_xstrdup(index_pattern);
-    }
     ensure_wait(s, op, 0);
     return CL_OK;
 }

@@ -43,15 +43,6 @@ static void test_display_url_hides_user_info(void)
     free(u);
 }
 
-static void test_path_segments_are_percent_encoded(void)
-{
-    cl_buf_t b;
-    cl_buf_init(&b);
-    append_path_segment(&b, "stats-yyyy.mm a/b?\xc3\xbc+");
-    CL_ASSERT_STR_EQ("stats-yyyy.mm%20a%2Fb%3F%C3%BC%2B", b.data);
-    cl_buf_free(&b);
-}
-
 static void test_transport_failures_retry_and_mark_the_node_down(void)
 {
     es_request_t req;
@@ -304,7 +295,6 @@ static void test_refused_connection_is_retried_logged_once_and_marks_the_node_do
 
 static const cl_test_case_t cases[] = {
     CL_TEST(test_display_url_hides_user_info),
-    CL_TEST(test_path_segments_are_percent_encoded),
     CL_TEST(test_transport_failures_retry_and_mark_the_node_down),
     CL_TEST(test_certificate_failures_need_an_operator),
     CL_TEST(test_params_validation_names_the_problem),
