@@ -1,5 +1,5 @@
 /* Unit tests for curl_uv, libcurl's multi interface on a libuv loop: a
- * transfer to a tiny HTTP server in this file completes with its status, a
+ * transfer to a tiny HTTP server (cl_fake_http.h) completes with its status, a
  * refused one with its error, each exactly once; an aborted transfer and the
  * transfers a close ends never call back; a completion callback may close
  * the glue. Every test closes every handle and checks that the loop closes
@@ -11,91 +11,9 @@
 #include <string.h>
 
 #include "cl_test.h"
+#include "cl_fake_http.h"
 
 #define DEAD_URL "http://127.0.0.1:1/"
-
-/* ---- A server that answers every request with 204 ------------------------------------------- */
-
-typedef struct {
-    uv_tcp_t listener;
-    unsigned int port;
-    unsigned int answered;
-} http_server_t;
-
-typedef struct {
-    uv_tcp_t tcp;
-    http_server_t *server;
-    char in[4096];
-    size_t in_len;
-    uv_write_t write;
-} http_conn_t;
-
-static const char answer[] = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n"
-                             "Connection: close\r\n\r\n";
-
-static void on_http_conn_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void on_http_written(uv_write_t *req, int status)
-{
-    CL_UNUSED(status);
-    http_conn_t *c = req->data;
-    uv_close((uv_handle_t *)&c->tcp, on_http_conn_closed);
-}
-
-static void on_http_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    http_conn_t *c = h->data;
-    CL_UNUSED(suggested);
-    *buf = uv_buf_init(c->in + c->in_len, (unsigned int)(sizeof c->in - 1 - c->in_len));
-}
-
-static void on_http_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
-{
-    http_conn_t *c = stream->data;
-    CL_UNUSED(buf);
-    if (n < 0) {
-        uv_close((uv_handle_t *)&c->tcp, on_http_conn_closed);
-        return;
-    }
-    c->in_len += (size_t)n;
-    c->in[c->in_len] = '\0';
-    if (strstr(c->in, "\r\n\r\n") == NULL)
-        return;
-    uv_read_stop(stream);
-    c->server->answered++;
-    c->write.data = c;
-    uv_buf_t out = uv_buf_init((char *)answer, (unsigned int)strlen(answer));
-    uv_write(&c->write, stream, &out, 1, on_http_written);
-}
-
-static void on_http_connection(uv_stream_t *listener, int status)
-{
-    CL_ASSERT_INT_EQ(0, status);
-    http_conn_t *c = cl_xcalloc(1, sizeof *c);
-    c->server = listener->data;
-    uv_tcp_init(listener->loop, &c->tcp);
-    c->tcp.data = c;
-    CL_ASSERT_INT_EQ(0, uv_accept(listener, (uv_stream_t *)&c->tcp));
-    uv_read_start((uv_stream_t *)&c->tcp, on_http_alloc, on_http_read);
-}
-
-static void http_server_start(uv_loop_t *loop, http_server_t *server)
-{
-    memset(server, 0, sizeof *server);
-    struct sockaddr_in addr;
-    uv_ip4_addr("127.0.0.1", 0, &addr);
-    uv_tcp_init(loop, &server->listener);
-    server->listener.data = server;
-    CL_ASSERT_INT_EQ(0, uv_tcp_bind(&server->listener, (const struct sockaddr *)&addr, 0));
-    CL_ASSERT_INT_EQ(0, uv_listen((uv_stream_t *)&server->listener, 8, on_http_connection));
-    struct sockaddr_in bound;
-    int len = sizeof bound;
-    uv_tcp_getsockname(&server->listener, (struct sockaddr *)&bound, &len);
-    server->port = ntohs(bound.sin_port);
-}
 
 /* ---- Transfers ------------------------------------------------------------------------------ */
 
@@ -157,8 +75,8 @@ static void test_a_transfer_completes_once_with_the_answer(void)
 {
     world_t w;
     world_open(&w);
-    http_server_t server;
-    http_server_start(&w.loop, &server);
+    cl_fake_http_t server = {.answers = {{204, ""}}, .answer_count = 1};
+    cl_fake_http_start(&w.loop, &server);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%u/x", server.port);
     cl_curl_uv_add(w.cu, easy_for(url), on_done, &w);
@@ -168,10 +86,11 @@ static void test_a_transfer_completes_once_with_the_answer(void)
     CL_ASSERT_INT_EQ(1, w.done);
     CL_ASSERT_INT_EQ(CURLE_OK, w.result);
     CL_ASSERT_INT_EQ(204, w.http_status);
-    CL_ASSERT_INT_EQ(1, server.answered);
-    uv_close((uv_handle_t *)&server.listener, NULL);
+    CL_ASSERT_INT_EQ(1, server.requests);
+    cl_fake_http_stop(&server);
     world_close(&w);
     CL_ASSERT_INT_EQ(1, w.done);
+    CL_ASSERT_INT_EQ(0, server.open);
 }
 
 static void test_a_refused_transfer_completes_once_with_its_error(void)

@@ -2,11 +2,13 @@
  * and document validation, credentials kept out of messages, transport
  * failure classification, and the life cycle on a real libuv loop (close
  * cancels what is queued; a refused connection is logged once, retried and
- * marks the node down). The file includes es_sink.c to reach its static
+ * marks the node down; a node that fails and then answers, against a fake
+ * HTTP server, is logged once each way). The file includes es_sink.c to reach its static
  * helpers. Requests against real clusters: the integration tests. */
 #include "../../src/es_sink.c"
 
 #include "cl_test.h"
+#include "cl_fake_http.h"
 #include "cl_log_capture.h"
 
 #define DEAD_URL "http://127.0.0.1:1"
@@ -293,6 +295,75 @@ static void test_refused_connection_is_retried_logged_once_and_marks_the_node_do
     cl_log_capture_end(&log);
 }
 
+static bool indexed_reach(const recorder_t *rec, size_t n)
+{
+    return rec->indexed >= n;
+}
+
+/* Run the loop until `n` documents were indexed; false after 5 s. */
+static bool run_until_indexed(uv_loop_t *loop, const recorder_t *rec, size_t n)
+{
+    bool passed = false;
+    uv_timer_t deadline;
+    uv_timer_init(loop, &deadline);
+    deadline.data = &passed;
+    uv_timer_start(&deadline, on_deadline, 5000, 0);
+    while (!indexed_reach(rec, n) && !passed)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return indexed_reach(rec, n);
+}
+
+static void test_a_node_that_fails_then_answers_is_logged_once_each_way(void)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    cl_fake_http_t es = {
+        .answers = {{503, "{\"error\":{\"type\":\"unavailable_shards_exception\","
+                          "\"reason\":\"busy\"},\"status\":503}"},
+                    {200, "{\"errors\":false,\"items\":[{\"index\":{\"status\":201}}]}"}},
+        .answer_count = 2,
+    };
+    cl_fake_http_start(&loop, &es);
+    char url[64], failed[128], again[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", es.port);
+    snprintf(failed, sizeof failed,
+             "level=warn module=elasticsearch msg=\"bulk on %s failed: ", url);
+    snprintf(again, sizeof again, "level=info module=elasticsearch msg=\"%s answers again\"", url);
+    const char *const urls[] = {url};
+    recorder_t rec = {.loop = &loop};
+    cl_es_sink_params_t p = valid_params(urls, 1);
+    cl_es_sink_t *sink = NULL;
+    char err[CL_ERR_LEN];
+    cl_log_capture_t log;
+    cl_log_capture_start(&log);
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_new(&loop, &p, record_doc, &rec, &sink, err));
+    cl_es_doc_t doc = a_doc("a", "{\"clicks\":1}", 7);
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_submit(sink, &doc, 1, err));
+    CL_ASSERT(run_until_indexed(&loop, &rec, 1));
+
+    CL_ASSERT_INT_EQ(2, es.requests);
+    CL_ASSERT_INT_EQ(0, rec.failed + rec.cancelled + rec.other);
+    CL_ASSERT_INT_EQ(1, cl_log_capture_count(&log, failed));
+    CL_ASSERT_INT_EQ(1, cl_log_capture_count(&log, "(HTTP 503), node marked down; retrying in "));
+    CL_ASSERT_INT_EQ(1, cl_log_capture_count(&log, again));
+    cl_es_sink_stats_t st;
+    cl_es_sink_stats(sink, &st);
+    CL_ASSERT_INT_EQ(2, st.requests);
+    CL_ASSERT_INT_EQ(1, st.request_failures);
+    CL_ASSERT_INT_EQ(1, st.docs_indexed);
+    CL_ASSERT_INT_EQ(1, st.nodes_up);
+
+    CL_ASSERT_INT_EQ(CL_OK, cl_es_sink_close(sink, record_close, &rec));
+    cl_fake_http_stop(&es);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CL_ASSERT(rec.closed);
+    CL_ASSERT_INT_EQ(0, es.open);
+    CL_ASSERT_INT_EQ(0, uv_loop_close(&loop));
+    cl_log_capture_end(&log);
+}
+
 static const cl_test_case_t cases[] = {
     CL_TEST(test_display_url_hides_user_info),
     CL_TEST(test_transport_failures_retry_and_mark_the_node_down),
@@ -301,6 +372,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_submit_is_all_or_nothing),
     CL_TEST(test_close_cancels_queued_documents_and_index_setups),
     CL_TEST(test_refused_connection_is_retried_logged_once_and_marks_the_node_down),
+    CL_TEST(test_a_node_that_fails_then_answers_is_logged_once_each_way),
 };
 
 CL_TEST_MAIN(cases)
