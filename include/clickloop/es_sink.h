@@ -129,17 +129,14 @@ size_t cl_es_sink_pending(const cl_es_sink_t *sink);
 typedef void (*cl_es_ensure_cb)(void *arg, int status, const char *message);
 
 /* Make sure documents written to `index_pattern` (the configured index name)
- * get `mappings_json` (e.g. cl_es_stats_mappings()):
- * - with a date pattern (%Y %m %d): PUT _index_template/<name> for every
- *   index it names (es_doc.h: cl_es_index_template_name/_pattern) with
- *   priority 501, above the built-in templates, as Elastic advises for
- *   overlapping patterns. Indices created before keep their mapping.
- * - without: PUT <index> with the mappings; if it exists already
- *   (resource_already_exists_exception), PUT <index>/_mapping so that missing
- *   fields are added and a conflicting mapping is reported.
- * Transient failures are retried with backoff until the cluster answers.
- * Call it before submitting documents for that index: otherwise the first
- * document may create the index with a guessed (dynamic) mapping. */
+ * get `mappings_json` (e.g. cl_es_stats_mappings()), with the requests of
+ * es_setup.h: an index template for a pattern with a date (indices created
+ * before keep their mapping), else the index itself, or its mapping if it
+ * exists already. Transient failures are retried with backoff until the
+ * cluster answers. Call it before submitting documents for that index:
+ * otherwise the first document may create the index with a guessed (dynamic)
+ * mapping. Fails at once (err says why) for an empty or too long name or
+ * mappings that are not one JSON object. */
 int cl_es_sink_ensure_index(cl_es_sink_t *sink, const char *index_pattern,
                             const char *mappings_json, cl_es_ensure_cb cb, void *arg,
                             char err[CL_ERR_LEN]);
