@@ -1,6 +1,14 @@
 /* es_sink: `_bulk` indexing over libcurl's multi interface on the libuv loop;
  * see include/clickloop/es_sink.h.
  *
+ * Why this file is over 1 000 lines: it holds one concern, the life of a
+ * submitted document until its outcome (requests, retries and splits, node
+ * failover, cancellation on close), and that does not divide further without
+ * spreading the sink's state over files. What is not that concern lives
+ * apart: curl_uv.c runs libcurl on the loop, es_setup.c decides the index
+ * setup requests, es_bulk.c builds NDJSON and reads the answers, es_nodes.c
+ * picks the node.
+ *
  * Who runs what:
  * - libcurl runs on the loop through curl_uv.h, which calls on_request_done
  *   for every transfer that ends.
