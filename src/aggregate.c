@@ -1378,8 +1378,7 @@ int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_
     if (cl_aggregate_spec_check(&params->spec, err) != CL_OK)
         return CL_ERR;
     cl_db_pool_t *pool;
-    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
-                        err) != CL_OK)
+    if (cl_db_pool_open(loop, &params->db, 1, &pool, err) != CL_OK)
         return CL_ERR;
     cl_aggregator_t *agg = cl_xcalloc(1, sizeof *agg);
     agg->loop = loop;

@@ -23,6 +23,7 @@
 #include "clickloop/admin.h"
 #include "clickloop/aggregate.h"
 #include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 #include "clickloop/es_sink.h"
 #include "clickloop/indexer.h"
 #include "clickloop/kafka_source.h"

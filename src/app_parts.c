@@ -8,6 +8,7 @@
 #include "clickloop/admin.h"
 #include "clickloop/aggregate.h"
 #include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 #include "clickloop/es_sink.h"
 #include "clickloop/event.h"
 #include "clickloop/indexer.h"
@@ -64,24 +65,6 @@ static int start_ingest_stream(cl_app_t *app)
     return CL_OK;
 }
 
-static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
-{
-    CL_UNUSED(arg);
-    switch (ev->type) {
-    case CL_DB_POOL_EVENT_CONNECTED:
-        cl_log_info("db", "connection %u up (%u connected)", ev->conn_index, ev->connected);
-        break;
-    case CL_DB_POOL_EVENT_CONNECT_FAILED:
-    case CL_DB_POOL_EVENT_LOST:
-        cl_log(ev->status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN, "db",
-               "connection %u %s: %s (error %u)%s; retrying in %llu ms", ev->conn_index,
-               ev->type == CL_DB_POOL_EVENT_LOST ? "lost" : "failed", ev->message, ev->error_code,
-               ev->status == CL_ERR ? " - check the mariadb settings" : "",
-               (unsigned long long)ev->retry_in_ms);
-        break;
-    }
-}
-
 static void on_migrated(void *arg, const cl_store_migrate_result_t *r)
 {
     cl_app_t *app = arg;
@@ -110,12 +93,12 @@ static int ingest_start(cl_app_t *app, part_t *p)
     char err[CL_ERR_LEN];
     cl_db_params_t dbp;
     cl_db_params_from_config(app->config, &dbp);
+    dbp.label = "ingest";
     cl_store_params_t sp;
     cl_store_params_from_config(app->config, &sp);
     p->state = PART_STARTING;
     cl_db_pool_t *pool = NULL;
-    int rc = cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, on_pool_event, app,
-                             &pool, err);
+    int rc = cl_db_pool_open(app->loop, &dbp, app->config->mariadb.pool_size, &pool, err);
     cl_app_set_module(app, M_POOL, rc == CL_OK ? pool : NULL);
     if (rc != CL_OK) {
         cl_log_error("main", "%s", err);
@@ -292,7 +275,6 @@ static int aggregator_start(cl_app_t *app, part_t *p)
     cl_aggregator_params_from_config(app->config, &ap);
     ap.on_run = on_aggregation_run;
     ap.on_run_arg = app;
-    ap.on_db_event = on_pool_event;
     cl_aggregator_t *agg = NULL;
     int rc = cl_aggregator_new(app->loop, &ap, &agg, err);
     cl_app_set_module(app, M_AGGREGATOR, rc == CL_OK ? agg : NULL);
@@ -340,7 +322,6 @@ static int indexer_start(cl_app_t *app, part_t *p)
     char err[CL_ERR_LEN];
     cl_indexer_params_t ip;
     cl_indexer_params_from_config(app->config, &ip);
-    ip.on_db_event = on_pool_event;
     cl_indexer_t *ix = NULL;
     int rc = cl_indexer_new(app->loop, &ip, &ix, err);
     cl_app_set_module(app, M_INDEXER, rc == CL_OK ? ix : NULL);
@@ -490,7 +471,6 @@ static int retention_start(cl_app_t *app, part_t *p)
     cl_retention_params_from_config(c, &rp);
     rp.on_run = on_retention_run;
     rp.on_run_arg = app;
-    rp.on_db_event = on_pool_event;
     cl_retention_t *rt = NULL;
     int rc = cl_retention_new(app->loop, &rp, &rt, err);
     cl_app_set_module(app, M_RETENTION, rc == CL_OK ? rt : NULL);

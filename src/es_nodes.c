@@ -47,7 +47,10 @@ void cl_es_nodes_mark_down(cl_es_nodes_t *nodes, size_t node, uint64_t now_ms)
     nodes->down_until[node] = now_ms + nodes->down_for_ms;
 }
 
-void cl_es_nodes_mark_up(cl_es_nodes_t *nodes, size_t node) { nodes->down_until[node] = 0; }
+void cl_es_nodes_mark_up(cl_es_nodes_t *nodes, size_t node)
+{
+    nodes->down_until[node] = 0;
+}
 
 size_t cl_es_nodes_up_count(const cl_es_nodes_t *nodes, uint64_t now_ms)
 {

@@ -1,33 +1,30 @@
 /* es_sink: `_bulk` indexing over libcurl's multi interface on the libuv loop;
  * see include/clickloop/es_sink.h.
  *
+ * Why this file is over 1 000 lines: it holds one concern, the life of a
+ * submitted document until its outcome (requests, retries and splits, node
+ * failover, cancellation on close), and that does not divide further without
+ * spreading the sink's state over files. What is not that concern lives
+ * apart: curl_uv.c runs libcurl on the loop, es_setup.c decides the index
+ * setup requests, es_bulk.c builds NDJSON and reads the answers, es_nodes.c
+ * picks the node.
+ *
  * Who runs what:
- * - libcurl asks for sockets to watch (on_curl_socket) and for a timeout
- *   (on_curl_timer); the uv_poll and uv_timer callbacks hand the events back
- *   with curl_multi_socket_action() and then drain curl_multi_info_read()
- *   for finished transfers (sink_collect_done).
+ * - libcurl runs on the loop through curl_uv.h, which calls on_request_done
+ *   for every transfer that ends.
  * - The wake timer runs everything the sink decides itself: starting requests
  *   after a submit (so documents submitted in one loop iteration share
  *   requests), retries whose backoff has passed, and the shutdown.
  *
  * Rules this file keeps, with the library quirks behind them:
- * - libcurl is never called from inside its own callbacks (its manual forbids
- *   it for the timer callback). A timeout of 0 therefore starts the uv_timer
- *   with 0 ms: "as soon as possible" from the next loop iteration, not now.
- * - One uv_poll per socket, created when libcurl first mentions the socket
- *   and attached to it with curl_multi_assign(); libcurl hands it back with
- *   every later call for that socket. On CURL_POLL_REMOVE, which libcurl
- *   reports before it closes the socket, the poll is closed at once (so that
- *   its EPOLL_CTL_DEL cannot hit a reused descriptor number) and freed in its
- *   close callback.
- * - The socket callback also runs inside curl_multi_remove_handle() and
- *   curl_multi_cleanup() (cached connections are closed there): the sink
- *   stays valid until every poll's close callback has run.
  * - CURLOPT_POSTFIELDS does not copy: each request owns its body until its
  *   transfer is done. An empty "Expect:" header stops libcurl from waiting
  *   for a "100 Continue" on large bodies.
- * - A CURLMsg is only valid until the next libcurl call: its easy handle and
- *   result are read before the handle is removed. */
+ *
+ * Logging: the sink logs a request that failed as a whole under the module
+ * "elasticsearch", once per change of a node's state: the first failure of a
+ * kind at warn (error when an operator must act), the same failure again on
+ * the same node at debug, and the node answering again at info. */
 #include "clickloop/es_sink.h"
 
 #include <curl/curl.h>
@@ -36,17 +33,19 @@
 #include <string.h>
 
 #include "clickloop/buf.h"
+#include "clickloop/curl_uv.h"
 #include "clickloop/es_bulk.h"
 #include "clickloop/es_doc.h"
 #include "clickloop/es_nodes.h"
+#include "clickloop/es_setup.h"
+#include "clickloop/log.h"
 #include "clickloop/utf8.h"
+
+#define LOG_MODULE "elasticsearch"
 
 /* Connecting never gets longer than this, whatever request_timeout says: a
  * node that does not accept a TCP connection in 10 s is down. */
 #define CONNECT_TIMEOUT_MAX_MS 10000
-/* Above the built-in templates (100 for logs-*-* and the like); Elastic
- * advises more than 500 for patterns that overlap them. */
-#define TEMPLATE_PRIORITY 501
 /* Backoff attempt used when an operator must act: the longest backoff. */
 #define OPERATOR_ATTEMPT 64
 /* Response bodies kept in memory: a base plus 8 KiB per document (error
@@ -83,19 +82,11 @@ typedef struct retry_group_s {
     entry_list_t docs;
 } retry_group_t;
 
-typedef enum {
-    ENSURE_TEMPLATE,       /* PUT _index_template/<name> */
-    ENSURE_CREATE_INDEX,   /* PUT <index> */
-    ENSURE_UPDATE_MAPPING, /* PUT <index>/_mapping, after "already exists" */
-} ensure_step_t;
-
+/* An index setup (es_setup.h) waiting for its next request or in flight. */
 typedef struct ensure_op_s {
     struct ensure_op_s *next; /* waiting list */
-    ensure_step_t step;
-    char *name;     /* index or template name */
-    char *pattern;  /* template only: the wildcard pattern */
-    char *mappings; /* JSON text */
-    unsigned int attempts;
+    cl_es_setup_t setup;
+    unsigned int attempts; /* of the current step */
     uint64_t due_ms;
     cl_es_ensure_cb cb;
     void *arg;
@@ -108,6 +99,7 @@ typedef enum {
 
 typedef struct es_request_s {
     struct es_request_s *prev, *next; /* in flight */
+    cl_es_sink_t *sink;
     request_kind_t kind;
     CURL *easy;
     size_t node;
@@ -120,29 +112,27 @@ typedef struct es_request_s {
     ensure_op_t *ensure; /* REQUEST_ENSURE */
 } es_request_t;
 
-typedef struct socket_ctx_s {
-    uv_poll_t poll;
-    cl_es_sink_t *sink;
-    curl_socket_t fd;
-    bool closing;
-    struct socket_ctx_s *prev, *next; /* open ones */
-} socket_ctx_t;
+/* What was last logged about a node: a failure, so that the same failure
+ * again is a retry (debug), not news. */
+typedef struct node_log_s {
+    bool failing;
+    int status;       /* CL_ERR or CL_ERR_RETRY */
+    long http_status; /* 0 when no answer arrived */
+} node_log_t;
 
 typedef enum {
     SINK_OPEN,
     SINK_CLOSING, /* cl_es_sink_close() called; the wake timer shuts down */
-    SINK_CLOSED,  /* libcurl gone, handles closing; freed by the last close callback */
+    SINK_CLOSED,  /* transfers aborted, handles closing; freed by the last close callback */
 } sink_state_t;
 
 struct cl_es_sink_s {
     uv_loop_t *loop;
     sink_state_t state;
-    CURLM *multi;
-    uv_timer_t curl_timer; /* libcurl's timeout */
-    uv_timer_t wake_timer; /* starting requests, retries, shutdown */
-    bool kick;             /* wake on the next loop iteration */
-    unsigned int open_handles;
-    socket_ctx_t *sockets;
+    cl_curl_uv_t *curl;
+    uv_timer_t wake_timer;     /* starting requests, retries, shutdown */
+    bool kick;                 /* wake on the next loop iteration */
+    unsigned int open_handles; /* the wake timer and curl, until they are closed */
 
     char **urls;
     char **display_urls; /* without user-info, for messages */
@@ -161,6 +151,7 @@ struct cl_es_sink_s {
     uint64_t retry_min_backoff_ms;
     uint64_t retry_max_backoff_ms;
     cl_es_nodes_t nodes;
+    node_log_t *node_logs; /* per node */
 
     entry_list_t ready;
     retry_group_t *retries;
@@ -173,14 +164,11 @@ struct cl_es_sink_s {
 
     cl_es_doc_cb doc_cb;
     void *doc_arg;
-    cl_es_sink_event_cb event_cb;
-    void *event_arg;
-    cl_es_sink_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 };
 
 static void sink_arm_wake(cl_es_sink_t *s);
-static void sink_collect_done(cl_es_sink_t *s);
 static void sink_dispatch(cl_es_sink_t *s);
 
 /* ---- Small helpers -------------------------------------------------------------------------- */
@@ -246,7 +234,10 @@ static uint32_t sink_random(cl_es_sink_t *s)
     return (uint32_t)((x * 0x2545F4914F6CDD1DULL) >> 32);
 }
 
-static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
 
 /* The URL with its user-info part (user:password@) replaced by "***". */
 static char *display_url(const char *url)
@@ -263,23 +254,6 @@ static char *display_url(const char *url)
     cl_buf_append_str(&b, "***");
     cl_buf_append_str(&b, at);
     return cl_buf_steal(&b, NULL);
-}
-
-/* Percent-encode an index or template name for a URL path. */
-static void append_path_segment(cl_buf_t *b, const char *name)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
-                     *p == '~';
-        if (plain) {
-            cl_buf_append_char(b, (char)*p);
-        } else {
-            char esc[3] = {'%', hex[*p >> 4], hex[*p & 0xf]};
-            cl_buf_append(b, esc, 3);
-        }
-    }
 }
 
 static void free_secret(char *s)
@@ -301,10 +275,8 @@ static void free_headers(struct curl_slist *list)
 static struct curl_slist *append_header(struct curl_slist *list, const char *line)
 {
     struct curl_slist *next = curl_slist_append(list, line);
-    if (next == NULL) {
-        fprintf(stderr, "clickloop: out of memory building HTTP headers\n");
-        abort();
-    }
+    if (next == NULL)
+        cl_panic("out of memory building HTTP headers");
     return next;
 }
 
@@ -336,8 +308,9 @@ int cl_es_sink_params_validate(const cl_es_sink_params_t *p, char err[CL_ERR_LEN
     for (size_t i = 0; i < p->url_count; i++) {
         const char *u = p->urls[i];
         if (u == NULL || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0))
-            return cl_errorf(err, "elasticsearch: node URL %zu must start with http:// or "
-                                  "https://",
+            return cl_errorf(err,
+                             "elasticsearch: node URL %zu must start with http:// or "
+                             "https://",
                              i + 1);
     }
     if ((p->username == NULL) != (p->password == NULL))
@@ -351,119 +324,12 @@ int cl_es_sink_params_validate(const cl_es_sink_params_t *p, char err[CL_ERR_LEN
     if (p->request_timeout_ms == 0 || p->node_down_for_ms == 0)
         return cl_errorf(err, "elasticsearch: request_timeout and node_down_for must be set");
     if (p->retry_min_backoff_ms == 0 || p->retry_max_backoff_ms < p->retry_min_backoff_ms)
-        return cl_errorf(err, "elasticsearch: need 0 < retry_min_backoff (%llu ms) <= "
-                              "retry_max_backoff (%llu ms)",
+        return cl_errorf(err,
+                         "elasticsearch: need 0 < retry_min_backoff (%llu ms) <= "
+                         "retry_max_backoff (%llu ms)",
                          (unsigned long long)p->retry_min_backoff_ms,
                          (unsigned long long)p->retry_max_backoff_ms);
     return CL_OK;
-}
-
-/* ---- Sockets and timers for libcurl --------------------------------------------------------- */
-
-static void sink_maybe_free(cl_es_sink_t *s);
-
-static void on_socket_closed(uv_handle_t *h)
-{
-    socket_ctx_t *ctx = h->data;
-    cl_es_sink_t *s = ctx->sink;
-    if (ctx->prev != NULL)
-        ctx->prev->next = ctx->next;
-    else
-        s->sockets = ctx->next;
-    if (ctx->next != NULL)
-        ctx->next->prev = ctx->prev;
-    free(ctx);
-    s->open_handles--;
-    sink_maybe_free(s);
-}
-
-static void socket_ctx_close(socket_ctx_t *ctx)
-{
-    if (ctx->closing)
-        return;
-    ctx->closing = true;
-    uv_close((uv_handle_t *)&ctx->poll, on_socket_closed);
-}
-
-static void on_socket_ready(uv_poll_t *h, int status, int events)
-{
-    socket_ctx_t *ctx = h->data;
-    cl_es_sink_t *s = ctx->sink;
-    int flags = 0;
-    if (status < 0) {
-        flags = CURL_CSELECT_ERR;
-    } else {
-        if (events & UV_READABLE)
-            flags |= CURL_CSELECT_IN;
-        if (events & UV_WRITABLE)
-            flags |= CURL_CSELECT_OUT;
-    }
-    int running = 0;
-    /* ctx may be closed inside this call (CURL_POLL_REMOVE): not used after. */
-    curl_multi_socket_action(s->multi, ctx->fd, flags, &running);
-    sink_collect_done(s);
-}
-
-static socket_ctx_t *socket_ctx_open(cl_es_sink_t *s, curl_socket_t fd)
-{
-    socket_ctx_t *ctx = cl_xcalloc(1, sizeof *ctx);
-    if (uv_poll_init_socket(s->loop, &ctx->poll, fd) != 0) {
-        free(ctx);
-        return NULL;
-    }
-    ctx->poll.data = ctx;
-    ctx->sink = s;
-    ctx->fd = fd;
-    ctx->next = s->sockets;
-    if (s->sockets != NULL)
-        s->sockets->prev = ctx;
-    s->sockets = ctx;
-    s->open_handles++;
-    return ctx;
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    cl_es_sink_t *s = userp;
-    socket_ctx_t *ctx = socketp;
-    CL_UNUSED(easy);
-    if (what == CURL_POLL_REMOVE) {
-        if (ctx != NULL)
-            socket_ctx_close(ctx);
-        return 0;
-    }
-    if (ctx == NULL) {
-        ctx = socket_ctx_open(s, fd);
-        if (ctx == NULL)
-            return -1; /* libcurl fails the transfers on this socket */
-        curl_multi_assign(s->multi, fd, ctx);
-    }
-    int events = 0;
-    if (what & CURL_POLL_IN)
-        events |= UV_READABLE;
-    if (what & CURL_POLL_OUT)
-        events |= UV_WRITABLE;
-    uv_poll_start(&ctx->poll, events, on_socket_ready);
-    return 0;
-}
-
-static void on_curl_timeout(uv_timer_t *t)
-{
-    cl_es_sink_t *s = t->data;
-    int running = 0;
-    curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    sink_collect_done(s);
-}
-
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    cl_es_sink_t *s = userp;
-    CL_UNUSED(multi);
-    if (timeout_ms < 0)
-        uv_timer_stop(&s->curl_timer);
-    else
-        uv_timer_start(&s->curl_timer, on_curl_timeout, (uint64_t)timeout_ms, 0);
-    return 0;
 }
 
 /* ---- Requests ------------------------------------------------------------------------------- */
@@ -483,6 +349,7 @@ static size_t on_response_data(char *data, size_t size, size_t nmemb, void *user
 static es_request_t *request_new(cl_es_sink_t *s, request_kind_t kind)
 {
     es_request_t *req = cl_xcalloc(1, sizeof *req);
+    req->sink = s;
     req->kind = kind;
     cl_buf_init(&req->body);
     cl_buf_init(&req->response);
@@ -497,9 +364,11 @@ static void request_free(es_request_t *req)
     free(req);
 }
 
+static void on_request_done(CURL *easy, CURLcode rc, void *arg);
+
 /* Start a transfer: `method` to the request's node + `path`, with req->body. */
-static void request_send(cl_es_sink_t *s, es_request_t *req, const char *method,
-                         const char *path, struct curl_slist *headers)
+static void request_send(cl_es_sink_t *s, es_request_t *req, const char *method, const char *path,
+                         struct curl_slist *headers)
 {
     cl_buf_t url;
     cl_buf_init(&url);
@@ -507,14 +376,11 @@ static void request_send(cl_es_sink_t *s, es_request_t *req, const char *method,
     cl_buf_append_str(&url, path);
 
     CURL *e = curl_easy_init();
-    if (e == NULL) {
-        fprintf(stderr, "clickloop: out of memory creating a libcurl handle\n");
-        abort();
-    }
+    if (e == NULL)
+        cl_panic("out of memory creating a libcurl handle");
     req->easy = e;
     req->response_max = RESPONSE_BASE_MAX + RESPONSE_PER_DOC_MAX * req->docs.count;
     curl_easy_setopt(e, CURLOPT_URL, url.data); /* copied by libcurl */
-    curl_easy_setopt(e, CURLOPT_PRIVATE, req);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -538,31 +404,17 @@ static void request_send(cl_es_sink_t *s, es_request_t *req, const char *method,
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, s->verify_tls ? 2L : 0L);
     cl_buf_free(&url);
 
-    CURLMcode mc = curl_multi_add_handle(s->multi, e);
-    if (mc != CURLM_OK) {
-        /* Only out of memory can fail here: the handle is new and valid. */
-        fprintf(stderr, "clickloop: curl_multi_add_handle: %s\n", curl_multi_strerror(mc));
-        abort();
-    }
-    req->next = s->in_flight;
-    if (s->in_flight != NULL)
-        s->in_flight->prev = req;
-    s->in_flight = req;
+    cl_curl_uv_add(s->curl, e, on_request_done, req);
+    CL_DLIST_PUSH(s->in_flight, req);
     s->stats.requests_in_flight++;
 }
 
-/* Take a finished (or aborted) transfer out of libcurl and the in-flight list. */
+/* A transfer that ended (or was aborted): out of the in-flight list. */
 static void request_detach(cl_es_sink_t *s, es_request_t *req)
 {
-    curl_multi_remove_handle(s->multi, req->easy);
     curl_easy_cleanup(req->easy);
     req->easy = NULL;
-    if (req->prev != NULL)
-        req->prev->next = req->next;
-    else
-        s->in_flight = req->next;
-    if (req->next != NULL)
-        req->next->prev = req->prev;
+    CL_DLIST_UNLINK(s->in_flight, req);
     s->stats.requests_in_flight--;
     if (req->kind == REQUEST_BULK)
         s->bulk_in_flight--;
@@ -586,30 +438,39 @@ static void classify_transport_failure(const es_request_t *req, CURLcode rc,
     case CURLE_URL_MALFORMAT:
         out->needs_operator = true;
         break;
-    default: break;
+    default:
+        break;
     }
     const char *detail = req->curl_error[0] != '\0' ? req->curl_error : curl_easy_strerror(rc);
     snprintf(out->reason, sizeof out->reason, "%s", detail);
 }
 
+/* Log a request that failed as a whole (see the top of the file); `request`
+ * names it ("bulk", "create index stats"...). */
 static void report_failure(cl_es_sink_t *s, const es_request_t *req, const char *request,
-                           const cl_es_request_result_t *r, size_t docs, bool marked_down,
-                           uint64_t retry_in_ms)
+                           const cl_es_request_result_t *r, bool marked_down, uint64_t retry_in_ms)
 {
-    if (s->event_cb == NULL)
+    node_log_t *node = &s->node_logs[req->node];
+    int status = r->needs_operator || r->outcome == CL_ES_REQUEST_REFUSED ? CL_ERR : CL_ERR_RETRY;
+    cl_log_level_t level = status == CL_ERR ? CL_LOG_ERROR : CL_LOG_WARN;
+    if (node->failing && node->status == status && node->http_status == r->http_status)
+        level = CL_LOG_DEBUG;
+    node->failing = true;
+    node->status = status;
+    node->http_status = r->http_status;
+    cl_log(level, LOG_MODULE, "%s on %s failed: %s (HTTP %ld)%s; retrying in %llu ms", request,
+           s->display_urls[req->node], r->reason, r->http_status,
+           marked_down ? ", node marked down" : "", (unsigned long long)retry_in_ms);
+}
+
+/* A request to the node succeeded: say so if its failure was logged. */
+static void report_success(cl_es_sink_t *s, const es_request_t *req)
+{
+    node_log_t *node = &s->node_logs[req->node];
+    if (!node->failing)
         return;
-    cl_es_sink_event_t ev = {
-        .node = s->display_urls[req->node],
-        .request = request,
-        .status = r->needs_operator || r->outcome == CL_ES_REQUEST_REFUSED ? CL_ERR
-                                                                           : CL_ERR_RETRY,
-        .http_status = r->http_status,
-        .message = r->reason,
-        .node_marked_down = marked_down,
-        .docs = docs,
-        .retry_in_ms = retry_in_ms,
-    };
-    s->event_cb(s->event_arg, &ev);
+    node->failing = false;
+    cl_log_info(LOG_MODULE, "%s answers again", s->display_urls[req->node]);
 }
 
 /* Node bookkeeping after an answer (or its absence); true when marked down. */
@@ -631,10 +492,18 @@ static void doc_report(cl_es_sink_t *s, es_entry_t *e, cl_es_doc_outcome_t outco
 {
     s->pending--;
     switch (outcome) {
-    case CL_ES_DOC_INDEXED: s->stats.docs_indexed++; break;
-    case CL_ES_DOC_SUPERSEDED: s->stats.docs_superseded++; break;
-    case CL_ES_DOC_FAILED: s->stats.docs_failed++; break;
-    case CL_ES_DOC_CANCELLED: s->stats.docs_cancelled++; break;
+    case CL_ES_DOC_INDEXED:
+        s->stats.docs_indexed++;
+        break;
+    case CL_ES_DOC_SUPERSEDED:
+        s->stats.docs_superseded++;
+        break;
+    case CL_ES_DOC_FAILED:
+        s->stats.docs_failed++;
+        break;
+    case CL_ES_DOC_CANCELLED:
+        s->stats.docs_cancelled++;
+        break;
     }
     uint64_t tag = e->tag;
     free(e);
@@ -645,14 +514,13 @@ static void doc_report(cl_es_sink_t *s, es_entry_t *e, cl_es_doc_outcome_t outco
  * request-level failure `r`. When the node failed and another one is up,
  * fail over at once: waiting would only delay documents that a healthy node
  * can take now. Once every node is down, the backoff paces the probing. */
-static uint64_t retry_delay(cl_es_sink_t *s, unsigned int attempt,
-                            const cl_es_request_result_t *r)
+static uint64_t retry_delay(cl_es_sink_t *s, unsigned int attempt, const cl_es_request_result_t *r)
 {
     if (r->node_failed && !r->needs_operator &&
         cl_es_nodes_up_count(&s->nodes, uv_now(s->loop)) > 0)
         return 0;
-    return cl_backoff_ms(r->needs_operator ? OPERATOR_ATTEMPT : attempt,
-                            s->retry_min_backoff_ms, s->retry_max_backoff_ms, sink_random(s));
+    return cl_backoff_ms(r->needs_operator ? OPERATOR_ATTEMPT : attempt, s->retry_min_backoff_ms,
+                         s->retry_max_backoff_ms, sink_random(s));
 }
 
 /* Queue `docs` (emptied) for another attempt after the delay that `r` calls
@@ -703,9 +571,15 @@ static void bulk_deliver_items(cl_es_sink_t *s, es_request_t *req, const cl_es_b
     while ((e = entry_list_pop(&req->docs)) != NULL) {
         const cl_es_item_result_t *item = &r->items[i++];
         switch (item->outcome) {
-        case CL_ES_ITEM_OK: doc_report(s, e, CL_ES_DOC_INDEXED, NULL); break;
-        case CL_ES_ITEM_SUPERSEDED: doc_report(s, e, CL_ES_DOC_SUPERSEDED, item->reason); break;
-        case CL_ES_ITEM_DROP: doc_report(s, e, CL_ES_DOC_FAILED, item->reason); break;
+        case CL_ES_ITEM_OK:
+            doc_report(s, e, CL_ES_DOC_INDEXED, NULL);
+            break;
+        case CL_ES_ITEM_SUPERSEDED:
+            doc_report(s, e, CL_ES_DOC_SUPERSEDED, item->reason);
+            break;
+        case CL_ES_ITEM_DROP:
+            doc_report(s, e, CL_ES_DOC_FAILED, item->reason);
+            break;
         case CL_ES_ITEM_RETRY:
             if (first_retry_reason == NULL) {
                 first_retry_reason = item->reason;
@@ -716,8 +590,10 @@ static void bulk_deliver_items(cl_es_sink_t *s, es_request_t *req, const cl_es_b
             break;
         }
     }
-    if (retry.count == 0)
+    if (retry.count == 0) {
+        report_success(s, req);
         return;
+    }
     size_t count = retry.count;
     cl_es_request_result_t summary = {.outcome = CL_ES_REQUEST_RETRY,
                                       .http_status = first_retry_status};
@@ -725,7 +601,7 @@ static void bulk_deliver_items(cl_es_sink_t *s, es_request_t *req, const cl_es_b
     snprintf(summary.reason, sizeof summary.reason,
              "%zu of %zu documents refused for now; first: %s", count, r->item_count,
              first_retry_reason);
-    report_failure(s, req, "bulk", &summary, count, false, delay);
+    report_failure(s, req, "bulk", &summary, false, delay);
 }
 
 static void bulk_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, long http_status)
@@ -756,11 +632,11 @@ static void bulk_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, long 
         break;
     case CL_ES_BULK_RETRY: {
         uint64_t delay = docs_retry_later(s, &req->docs, &r.request);
-        report_failure(s, req, "bulk", &r.request, docs, marked_down, delay);
+        report_failure(s, req, "bulk", &r.request, marked_down, delay);
         break;
     }
     case CL_ES_BULK_SPLIT:
-        report_failure(s, req, "bulk", &r.request, docs, marked_down, 0);
+        report_failure(s, req, "bulk", &r.request, marked_down, 0);
         docs_split(s, &req->docs);
         break;
     case CL_ES_BULK_DROP:
@@ -801,19 +677,8 @@ static void bulk_start(cl_es_sink_t *s)
 
 static void ensure_op_free(ensure_op_t *op)
 {
-    free(op->name);
-    free(op->pattern);
-    free(op->mappings);
+    cl_es_setup_free(&op->setup);
     free(op);
-}
-
-static void ensure_describe(const ensure_op_t *op, char *out, size_t size)
-{
-    switch (op->step) {
-    case ENSURE_TEMPLATE: snprintf(out, size, "index template %s", op->name); break;
-    case ENSURE_CREATE_INDEX: snprintf(out, size, "create index %s", op->name); break;
-    case ENSURE_UPDATE_MAPPING: snprintf(out, size, "mapping of index %s", op->name); break;
-    }
 }
 
 static void ensure_wait(cl_es_sink_t *s, ensure_op_t *op, uint64_t delay)
@@ -830,27 +695,7 @@ static void ensure_start(cl_es_sink_t *s, ensure_op_t *op)
     req->ensure = op;
     cl_buf_t path;
     cl_buf_init(&path);
-    cl_buf_append_char(&path, '/');
-    switch (op->step) {
-    case ENSURE_TEMPLATE:
-        cl_buf_append_str(&path, "_index_template/");
-        append_path_segment(&path, op->name);
-        cl_buf_append_str(&req->body, "{\"index_patterns\":[");
-        cl_es_json_append_string(&req->body, op->pattern, strlen(op->pattern));
-        cl_buf_appendf(&req->body, "],\"priority\":%d,\"template\":{\"mappings\":%s},",
-                       TEMPLATE_PRIORITY, op->mappings);
-        cl_buf_append_str(&req->body, "\"_meta\":{\"managed_by\":\"clickloop\"}}");
-        break;
-    case ENSURE_CREATE_INDEX:
-        append_path_segment(&path, op->name);
-        cl_buf_appendf(&req->body, "{\"mappings\":%s}", op->mappings);
-        break;
-    case ENSURE_UPDATE_MAPPING:
-        append_path_segment(&path, op->name);
-        cl_buf_append_str(&path, "/_mapping");
-        cl_buf_append_str(&req->body, op->mappings);
-        break;
-    }
+    cl_es_setup_request(&op->setup, &path, &req->body);
     request_send(s, req, "PUT", path.data, s->json_headers);
     cl_buf_free(&path);
 }
@@ -873,38 +718,30 @@ static void ensure_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, lon
         classify_transport_failure(req, rc, &r);
     bool marked_down = node_feedback(s, req->node, &r);
     char what[CL_ERR_LEN / 2];
-    ensure_describe(op, what, sizeof what);
+    cl_es_setup_describe(&op->setup, what, sizeof what);
 
-    if (op->step == ENSURE_CREATE_INDEX && r.outcome == CL_ES_REQUEST_REFUSED &&
-        strcmp(r.error_type, "resource_already_exists_exception") == 0) {
-        op->step = ENSURE_UPDATE_MAPPING;
+    switch (cl_es_setup_answer(&op->setup, &r)) {
+    case CL_ES_SETUP_NEXT:
         op->attempts = 0;
         ensure_wait(s, op, 0);
-        return;
-    }
-    if (op->step == ENSURE_UPDATE_MAPPING && r.http_status == 404 &&
-        strcmp(r.error_type, "index_not_found_exception") == 0) {
-        op->step = ENSURE_CREATE_INDEX; /* deleted meanwhile */
-        ensure_wait(s, op, 0);
-        return;
-    }
-    switch (r.outcome) {
-    case CL_ES_REQUEST_OK:
+        break;
+    case CL_ES_SETUP_DONE:
+        report_success(s, req);
         ensure_finish(op, CL_OK, "");
         break;
-    case CL_ES_REQUEST_REFUSED: {
+    case CL_ES_SETUP_REFUSED: {
         cl_buf_t message;
         cl_buf_init(&message);
         cl_buf_appendf(&message, "%s refused: %s", what, r.reason);
-        report_failure(s, req, what, &r, 0, marked_down, 0);
+        report_failure(s, req, what, &r, marked_down, 0);
         ensure_finish(op, CL_ERR, message.data);
         cl_buf_free(&message);
         break;
     }
-    case CL_ES_REQUEST_RETRY: {
+    case CL_ES_SETUP_RETRY: {
         uint64_t delay = retry_delay(s, op->attempts, &r);
         op->attempts++;
-        report_failure(s, req, what, &r, 0, marked_down, delay);
+        report_failure(s, req, what, &r, marked_down, delay);
         ensure_wait(s, op, delay);
         break;
     }
@@ -913,27 +750,22 @@ static void ensure_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, lon
 
 /* ---- The loop side -------------------------------------------------------------------------- */
 
-static void sink_collect_done(cl_es_sink_t *s)
+static void on_request_done(CURL *easy, CURLcode rc, void *arg)
 {
-    CURLMsg *msg;
-    int left = 0;
-    while (s->multi != NULL && (msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        CURL *easy = msg->easy_handle;
-        CURLcode rc = msg->data.result;
-        char *private_ptr = NULL;
-        long http_status = 0;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &private_ptr);
-        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
-        es_request_t *req = (es_request_t *)(void *)private_ptr;
-        request_detach(s, req);
-        switch (req->kind) {
-        case REQUEST_BULK: bulk_complete(s, req, rc, http_status); break;
-        case REQUEST_ENSURE: ensure_complete(s, req, rc, http_status); break;
-        }
-        request_free(req);
+    es_request_t *req = arg;
+    cl_es_sink_t *s = req->sink;
+    long http_status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &http_status);
+    request_detach(s, req);
+    switch (req->kind) {
+    case REQUEST_BULK:
+        bulk_complete(s, req, rc, http_status);
+        break;
+    case REQUEST_ENSURE:
+        ensure_complete(s, req, rc, http_status);
+        break;
     }
+    request_free(req);
     sink_dispatch(s);
 }
 
@@ -1016,31 +848,18 @@ int cl_es_sink_new(uv_loop_t *loop, const cl_es_sink_params_t *p, cl_es_doc_cb d
         return cl_errorf(err, "elasticsearch: a document callback is required");
     if (cl_es_sink_params_validate(p, err) != CL_OK)
         return CL_ERR;
-    /* Without an asynchronous resolver, every name lookup would block the
-     * loop for as long as DNS takes. */
-    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
-    if (!(info->features & CURL_VERSION_ASYNCHDNS))
-        return cl_errorf(err, "elasticsearch: libcurl %s resolves names synchronously, which "
-                              "would block the event loop; use a build with the threaded "
-                              "resolver or c-ares",
-                         info->version);
-    CURLM *multi = curl_multi_init();
-    if (multi == NULL)
-        return cl_errorf(err, "elasticsearch: cannot create a libcurl multi handle");
+    char why[CL_ERR_LEN];
+    cl_curl_uv_t *curl;
+    if (cl_curl_uv_new(loop, &curl, why) != CL_OK)
+        return cl_errorf(err, "elasticsearch: %s", why);
 
     cl_es_sink_t *s = cl_xcalloc(1, sizeof *s);
     s->loop = loop;
     s->state = SINK_OPEN;
-    s->multi = multi;
-    uv_timer_init(loop, &s->curl_timer); /* only initialises: cannot fail */
-    uv_timer_init(loop, &s->wake_timer);
-    s->curl_timer.data = s;
+    s->curl = curl;
+    uv_timer_init(loop, &s->wake_timer); /* only initialises: cannot fail */
     s->wake_timer.data = s;
     s->open_handles = 2;
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, s);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, s);
 
     s->url_count = p->url_count;
     s->urls = cl_xcalloc(p->url_count, sizeof *s->urls);
@@ -1060,12 +879,12 @@ int cl_es_sink_new(uv_loop_t *loop, const cl_es_sink_params_t *p, cl_es_doc_cb d
     s->bulk_max_bytes = (size_t)p->bulk_max_bytes;
     s->max_in_flight = p->max_in_flight;
     s->request_timeout_ms = p->request_timeout_ms;
-    s->connect_timeout_ms =
-        p->request_timeout_ms < CONNECT_TIMEOUT_MAX_MS ? p->request_timeout_ms
-                                                       : CONNECT_TIMEOUT_MAX_MS;
+    s->connect_timeout_ms = p->request_timeout_ms < CONNECT_TIMEOUT_MAX_MS ? p->request_timeout_ms
+                                                                           : CONNECT_TIMEOUT_MAX_MS;
     s->retry_min_backoff_ms = p->retry_min_backoff_ms;
     s->retry_max_backoff_ms = p->retry_max_backoff_ms;
     cl_es_nodes_init(&s->nodes, p->url_count, p->node_down_for_ms);
+    s->node_logs = cl_xcalloc(p->url_count, sizeof *s->node_logs);
 
     s->bulk_headers = append_header(NULL, "Content-Type: application/x-ndjson");
     s->json_headers = append_header(NULL, "Content-Type: application/json");
@@ -1083,8 +902,6 @@ int cl_es_sink_new(uv_loop_t *loop, const cl_es_sink_params_t *p, cl_es_doc_cb d
     s->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)s << 16) ^ 0x9E3779B97F4A7C15ULL;
     s->doc_cb = doc_cb;
     s->doc_arg = doc_arg;
-    s->event_cb = p->event_cb;
-    s->event_arg = p->event_arg;
     *out = s;
     return CL_OK;
 }
@@ -1094,21 +911,25 @@ static int check_doc(const cl_es_doc_t *d, size_t i, char err[CL_ERR_LEN])
     size_t index_len = d->index != NULL ? strlen(d->index) : 0;
     size_t id_len = d->id != NULL ? strlen(d->id) : 0;
     if (index_len == 0 || index_len > CL_ES_INDEX_MAX_LEN)
-        return cl_errorf(err, "elasticsearch: document %zu (tag %llu): the index name must be "
-                              "1 to %d bytes",
+        return cl_errorf(err,
+                         "elasticsearch: document %zu (tag %llu): the index name must be "
+                         "1 to %d bytes",
                          i, (unsigned long long)d->tag, CL_ES_INDEX_MAX_LEN);
     if (id_len == 0 || id_len > CL_ES_ID_MAX_LEN)
-        return cl_errorf(err, "elasticsearch: document %zu (tag %llu): the id must be 1 to %d "
-                              "bytes",
+        return cl_errorf(err,
+                         "elasticsearch: document %zu (tag %llu): the id must be 1 to %d "
+                         "bytes",
                          i, (unsigned long long)d->tag, CL_ES_ID_MAX_LEN);
     if (cl_utf8_validate(d->index, index_len, NULL) != CL_OK ||
         cl_utf8_validate(d->id, id_len, NULL) != CL_OK)
-        return cl_errorf(err, "elasticsearch: document %zu (tag %llu): the index name and id "
-                              "must be UTF-8",
+        return cl_errorf(err,
+                         "elasticsearch: document %zu (tag %llu): the index name and id "
+                         "must be UTF-8",
                          i, (unsigned long long)d->tag);
     if (d->version > (uint64_t)INT64_MAX)
-        return cl_errorf(err, "elasticsearch: document %zu (tag %llu): the version is above "
-                              "2^63-1",
+        return cl_errorf(err,
+                         "elasticsearch: document %zu (tag %llu): the version is above "
+                         "2^63-1",
                          i, (unsigned long long)d->tag);
     /* The source is built correctly by construction (es_doc.h) and is not
      * parsed again here, on the hot path. */
@@ -1159,43 +980,25 @@ int cl_es_sink_submit(cl_es_sink_t *s, const cl_es_doc_t *docs, size_t n, char e
     return CL_OK;
 }
 
-size_t cl_es_sink_pending(const cl_es_sink_t *s) { return s->pending; }
+size_t cl_es_sink_pending(const cl_es_sink_t *s)
+{
+    return s->pending;
+}
 
 int cl_es_sink_ensure_index(cl_es_sink_t *s, const char *index_pattern, const char *mappings_json,
                             cl_es_ensure_cb cb, void *arg, char err[CL_ERR_LEN])
 {
-    char why[CL_ERR_LEN];
     if (s->state != SINK_OPEN)
         return cl_errorf(err, "elasticsearch: the sink is closing");
     if (cb == NULL)
         return cl_errorf(err, "elasticsearch: index setup needs a callback");
-    size_t len = index_pattern != NULL ? strlen(index_pattern) : 0;
-    if (len == 0 || len > CL_ES_INDEX_MAX_LEN)
-        return cl_errorf(err, "elasticsearch: the index name must be 1 to %d bytes",
-                         CL_ES_INDEX_MAX_LEN);
-    if (mappings_json == NULL ||
-        cl_es_source_check(mappings_json, strlen(mappings_json), why) != CL_OK)
-        return cl_errorf(err, "elasticsearch: the mappings for %.255s are invalid: %.200s",
-                         index_pattern, mappings_json == NULL ? "missing" : why);
-
+    cl_es_setup_t setup;
+    if (cl_es_setup_init(&setup, index_pattern, mappings_json, err) != CL_OK)
+        return CL_ERR;
     ensure_op_t *op = cl_xcalloc(1, sizeof *op);
-    op->mappings = cl_xstrdup(mappings_json);
+    op->setup = setup;
     op->cb = cb;
     op->arg = arg;
-    if (cl_es_index_has_date(index_pattern)) {
-        char name[CL_ES_INDEX_NAME_SIZE * 2], pattern[CL_ES_INDEX_NAME_SIZE];
-        if (cl_es_index_template_name(index_pattern, name, sizeof name) < 0 ||
-            cl_es_index_template_pattern(index_pattern, pattern, sizeof pattern) < 0) {
-            ensure_op_free(op);
-            return cl_errorf(err, "elasticsearch: the index name %s is too long", index_pattern);
-        }
-        op->step = ENSURE_TEMPLATE;
-        op->name = cl_xstrdup(name);
-        op->pattern = cl_xstrdup(pattern);
-    } else {
-        op->step = ENSURE_CREATE_INDEX;
-        op->name = cl_xstrdup(index_pattern);
-    }
     ensure_wait(s, op, 0);
     return CL_OK;
 }
@@ -1223,6 +1026,7 @@ static void sink_free(cl_es_sink_t *s)
     free_headers(s->bulk_headers);
     free_headers(s->json_headers);
     cl_es_nodes_free(&s->nodes);
+    free(s->node_logs);
     free(s);
 }
 
@@ -1230,28 +1034,36 @@ static void sink_maybe_free(cl_es_sink_t *s)
 {
     if (s->state != SINK_CLOSED || s->open_handles > 0)
         return;
-    cl_es_sink_close_cb cb = s->close_cb;
+    cl_close_cb cb = s->close_cb;
     void *arg = s->close_arg;
     sink_free(s);
     if (cb != NULL)
         cb(arg);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_wake_timer_closed(uv_handle_t *h)
 {
     cl_es_sink_t *s = h->data;
     s->open_handles--;
     sink_maybe_free(s);
 }
 
+static void on_curl_closed(void *arg)
+{
+    cl_es_sink_t *s = arg;
+    s->open_handles--;
+    sink_maybe_free(s);
+}
+
 /* Runs from the wake timer, never inside a libcurl call or a callback of
- * ours: abort transfers, drop libcurl, report what is left, close handles. */
+ * ours: abort transfers, report what is left, close libcurl and the timer. */
 static void sink_shutdown(cl_es_sink_t *s)
 {
     entry_list_t cancelled = {0};
     ensure_op_t *ops = NULL;
     while (s->in_flight != NULL) {
         es_request_t *req = s->in_flight;
+        cl_curl_uv_abort(s->curl, req->easy);
         request_detach(s, req);
         entry_list_append(&cancelled, &req->docs);
         if (req->ensure != NULL) {
@@ -1260,11 +1072,6 @@ static void sink_shutdown(cl_es_sink_t *s)
         }
         request_free(req);
     }
-    /* Closes the cached connections; their sockets are reported removed. */
-    curl_multi_cleanup(s->multi);
-    s->multi = NULL;
-    for (socket_ctx_t *ctx = s->sockets; ctx != NULL; ctx = ctx->next)
-        socket_ctx_close(ctx); /* none expected: a defence against a missed REMOVE */
 
     while (s->retries != NULL) {
         retry_group_t *g = s->retries;
@@ -1291,11 +1098,11 @@ static void sink_shutdown(cl_es_sink_t *s)
         ops = op->next;
         ensure_finish(op, CL_ERR_RETRY, "cancelled: the Elasticsearch sink was closed");
     }
-    uv_close((uv_handle_t *)&s->curl_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&s->wake_timer, on_timer_closed);
+    cl_curl_uv_close(s->curl, on_curl_closed, s);
+    uv_close((uv_handle_t *)&s->wake_timer, on_wake_timer_closed);
 }
 
-int cl_es_sink_close(cl_es_sink_t *s, cl_es_sink_close_cb cb, void *arg)
+int cl_es_sink_close(cl_es_sink_t *s, cl_close_cb cb, void *arg)
 {
     if (s->state != SINK_OPEN)
         return CL_ERR;

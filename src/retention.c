@@ -310,8 +310,7 @@ int cl_retention_new(uv_loop_t *loop, const cl_retention_params_t *params, cl_re
     if (check_policy(params->raw_days, params->batch_rows, params->interval_ms, err) != CL_OK)
         return CL_ERR;
     cl_db_pool_t *pool;
-    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
-                        err) != CL_OK)
+    if (cl_db_pool_open(loop, &params->db, 1, &pool, err) != CL_OK)
         return CL_ERR;
     cl_retention_t *rt = cl_xcalloc(1, sizeof *rt);
     rt->loop = loop;

@@ -104,7 +104,7 @@
 
 #include "clickloop/buf.h"
 #include "clickloop/common.h"
-#include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 
 /* Hex digits of url_hash and the NUL. */
 #define CL_AGG_URL_HASH_HEX_SIZE 65

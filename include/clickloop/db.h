@@ -1,4 +1,6 @@
-/* db: non-blocking MariaDB connections on a libuv loop, and a pool of them.
+/* db: one non-blocking MariaDB connection on a libuv loop, with the error
+ * classification and the parameters every connection shares. The pool that
+ * keeps several of them connected is db_pool.h.
  *
  * A connection (cl_db_conn_t) drives MariaDB Connector/C's non-blocking API
  * (`*_start` / `*_cont`) from one uv_poll on the connection's socket and one
@@ -6,11 +8,9 @@
  * may hold several statements; every result set is consumed, rows go to an
  * optional row callback and the outcome to a completion callback.
  *
- * The pool (cl_db_pool_t) keeps N connections, queues queries until one is
- * idle, and reconnects lost connections with capped exponential backoff and
- * jitter, forever: an outage or a wrong password never ends the process, it
- * is reported through the pool's event callback. N can change while queries
- * run (cl_db_pool_resize); no query is interrupted by it.
+ * A connection does not log: it reports connected / connect failed / lost to
+ * its owner through the event callback, since only the owner knows what comes
+ * next (a retry, a close). Its owner in the service is the pool, which logs.
  *
  * Callbacks never run inside the call that started the operation; they run
  * from the loop. If a call that takes a callback fails, the callback never
@@ -32,13 +32,16 @@
 /* Where and how to connect. Strings are copied; the caller may free them
  * after the call that takes the params returns. */
 typedef struct cl_db_params_s {
+    /* Whose connections these are ("ingest", "aggregation"...), named in the
+     * pool's log lines; NULL means "mariadb". */
+    const char *label;
     /* An IP literal or a host name. Names are resolved with uv_getaddrinfo on
      * every (re)connect, never with Connector/C's blocking getaddrinfo. The
      * name "localhost" therefore means TCP to 127.0.0.1 / ::1, not the unix
      * socket that Connector/C would pick for it. Ignored if unix_socket is
      * set. */
     const char *host;
-    unsigned int port; /* 0 means 3306 */
+    unsigned int port;       /* 0 means 3306 */
     const char *unix_socket; /* optional path; when set, TCP is not used */
     const char *user;
     const char *password; /* may be NULL or "" */
@@ -137,14 +140,13 @@ typedef enum {
 
 typedef void (*cl_db_conn_event_cb)(cl_db_conn_t *conn, cl_db_conn_event_t event,
                                     const cl_db_error_t *error, void *arg);
-typedef void (*cl_db_conn_close_cb)(void *arg);
 
 /* The outcome of a query, valid only during the completion callback. */
 typedef struct cl_db_result_s {
-    int status;               /* 0, CL_ERR_RETRY or CL_ERR (see cl_db_error_status) */
-    unsigned int error_code;  /* MariaDB error number, 0 on success */
-    const char *sqlstate;     /* "00000" on success */
-    const char *message;      /* "" on success */
+    int status;                   /* 0, CL_ERR_RETRY or CL_ERR (see cl_db_error_status) */
+    unsigned int error_code;      /* MariaDB error number, 0 on success */
+    const char *sqlstate;         /* "00000" on success */
+    const char *message;          /* "" on success */
     uint64_t affected_rows_last;  /* of the last statement without a result set */
     uint64_t affected_rows_total; /* summed over statements without a result set */
     unsigned int statements;      /* statements that completed */
@@ -188,90 +190,12 @@ int cl_db_conn_query(cl_db_conn_t *conn, const char *sql, size_t len,
 
 bool cl_db_conn_is_idle(const cl_db_conn_t *conn);
 bool cl_db_conn_is_connected(const cl_db_conn_t *conn);
-/* The server's connection id (for KILL, logs), 0 when not connected. */
-unsigned long cl_db_conn_thread_id(const cl_db_conn_t *conn);
 
 /* Close and free. An operation in flight is cancelled: its done callback gets
  * CL_ERR_RETRY (whether the server committed it is unknown, so callers that
  * need the outcome wait for done before closing). No event is reported after
  * this call. cb runs once every handle is closed and the connection has been
  * freed. */
-int cl_db_conn_close(cl_db_conn_t *conn, cl_db_conn_close_cb cb, void *arg);
-
-/* ---- Pool ---------------------------------------------------------------- */
-
-typedef struct cl_db_pool_s cl_db_pool_t;
-
-typedef enum {
-    CL_DB_POOL_EVENT_CONNECTED = 1,
-    CL_DB_POOL_EVENT_CONNECT_FAILED,
-    CL_DB_POOL_EVENT_LOST,
-} cl_db_pool_event_type_t;
-
-typedef struct cl_db_pool_event_s {
-    cl_db_pool_event_type_t type;
-    /* Which connection: 0..N-1 at open, kept for the connection's life. A
-     * shrink may leave gaps (it removes connections that are down first); a
-     * grow numbers new connections with the lowest numbers not in use. */
-    unsigned int conn_index;
-    /* For CONNECT_FAILED and LOST: CL_ERR when an operator must act
-     * (CL_DB_ERROR_OPERATOR: access denied, unknown database or host; still
-     * retried at the maximum backoff), CL_ERR_RETRY otherwise. */
-    int status;
-    unsigned int error_code;
-    const char *message;       /* "" for CONNECTED */
-    uint64_t retry_in_ms;      /* delay before the next connect attempt */
-    unsigned int connected;    /* connections up after this event */
-} cl_db_pool_event_t;
-
-typedef void (*cl_db_pool_event_cb)(const cl_db_pool_event_t *event, void *arg);
-typedef void (*cl_db_pool_close_cb)(void *arg);
-
-typedef struct cl_db_pool_stats_s {
-    unsigned int size;               /* connections wanted: the size of the last resize */
-    /* Up, idle or busy; includes a connection that a shrink removed while it
-     * ran a query, until that query is done. */
-    unsigned int connected;
-    unsigned int busy;               /* running a query, removed ones included */
-    size_t queued;                   /* queries waiting for a connection */
-    uint64_t connects;               /* successful connects, first ones included */
-    uint64_t reconnect_attempts;     /* connect attempts after a failure or a loss */
-    uint64_t connect_failures;
-    uint64_t connections_lost;
-} cl_db_pool_stats_t;
-
-/* Create a pool of `size` connections and start connecting them on the next
- * loop iteration. event_cb may be NULL. */
-int cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int size,
-                    cl_db_pool_event_cb event_cb, void *event_arg, cl_db_pool_t **out,
-                    char err[CL_ERR_LEN]);
-
-/* Run `sql` on the first idle connection, or queue it (FIFO) until one is
- * idle: while the database is down, queries wait rather than fail; the caller
- * bounds how many it submits. Same contract as cl_db_conn_query: `sql` stays
- * alive until done runs. */
-int cl_db_pool_query(cl_db_pool_t *pool, const char *sql, size_t len,
-                     const cl_db_query_handlers_t *handlers, void *arg, char err[CL_ERR_LEN]);
-
-/* Change the number of connections to `size` (at least 1), without stopping
- * the pool. Growing adds connections that connect from the loop through the
- * same connect and backoff path as cl_db_pool_open. Shrinking removes
- * connections at once, those that are down first, then those still
- * connecting, then idle ones, busy ones last: a removed connection takes no
- * more queries; an idle or unconnected one is closed now, a busy one when its
- * query is done (the query is never interrupted; its done callback runs as
- * usual). Queued queries stay queued for the remaining connections. Fails
- * only if size is 0 or the pool is closing. */
-int cl_db_pool_resize(cl_db_pool_t *pool, unsigned int size, char err[CL_ERR_LEN]);
-
-/* At least one connection is up. */
-bool cl_db_pool_healthy(const cl_db_pool_t *pool);
-void cl_db_pool_stats(const cl_db_pool_t *pool, cl_db_pool_stats_t *out);
-
-/* Close every connection, those a shrink removed included (queries in flight
- * are cancelled with CL_ERR_RETRY, queued ones complete with CL_ERR_RETRY
- * before cb), then free the pool.
- * No pool event is reported after this call. */
-int cl_db_pool_close(cl_db_pool_t *pool, cl_db_pool_close_cb cb, void *arg);
+int cl_db_conn_close(cl_db_conn_t *conn, cl_close_cb cb, void *arg);
 
 #endif

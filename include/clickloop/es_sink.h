@@ -1,8 +1,8 @@
 /* es_sink: indexes documents into Elasticsearch / OpenSearch with `_bulk`
  * requests, on the libuv loop, never blocking it.
  *
- * libcurl's multi interface is driven by the loop (one uv_poll per socket,
- * one uv_timer for libcurl's timeouts). Submitted documents are copied and
+ * libcurl's multi interface is driven by the loop (curl_uv.h). Submitted
+ * documents are copied and
  * queued; up to max_in_flight bulk requests of at most bulk_max_docs
  * documents and bulk_max_bytes bytes run at once, spread round robin over the
  * nodes (es_nodes.h). Every answer is classified by es_bulk.h, and every
@@ -29,8 +29,14 @@
  *
  * Callbacks never run inside the call that started the operation; they run
  * from the loop. If a call that takes a callback fails, the callback never
- * runs (the libuv convention). The sink never logs: failed requests are
- * reported through the optional event callback, for the caller to log.
+ * runs (the libuv convention).
+ *
+ * The sink logs its own request failures under the module "elasticsearch",
+ * once per change of a node's state: "<request> on <node> failed: <why>
+ * (HTTP <status>)[, node marked down]; retrying in <ms> ms" at warn (at error
+ * when the cluster refused the content or an operator must act: credentials,
+ * privileges, certificates, a URL that leads elsewhere); the same failure
+ * again on the same node at debug; "<node> answers again" at info.
  * Credentials never appear in messages; a URL's user-info part is shown as
  * "***".
  *
@@ -50,26 +56,6 @@
 
 typedef struct cl_es_sink_s cl_es_sink_t;
 
-/* A request that failed as a whole, for the caller's log. Valid during the
- * callback only. */
-typedef struct cl_es_sink_event_s {
-    const char *node;    /* the node's URL, user-info replaced by "***" */
-    const char *request; /* "bulk", "create index stats", "index template stats-yyyy.mm"... */
-    /* CL_ERR_RETRY: transient, retried after retry_in_ms. CL_ERR: either the
-     * cluster refused the content (a bulk request is then split, an index
-     * setup fails), or an operator must act (credentials, privileges,
-     * certificates, a URL that leads elsewhere), in which case it is still
-     * retried, at the longest backoff. */
-    int status;
-    long http_status; /* 0 when no answer arrived */
-    const char *message;
-    bool node_marked_down;
-    size_t docs; /* documents in the request (0 for index setup) */
-    uint64_t retry_in_ms;
-} cl_es_sink_event_t;
-
-typedef void (*cl_es_sink_event_cb)(void *arg, const cl_es_sink_event_t *event);
-
 /* Strings are copied; the caller may free them after cl_es_sink_new(). */
 typedef struct cl_es_sink_params_s {
     const char *const *urls; /* http:// or https:// base URLs, no trailing '/' */
@@ -81,19 +67,16 @@ typedef struct cl_es_sink_params_s {
     bool verify_tls;     /* verify certificate and host name */
     uint32_t bulk_max_docs;
     uint64_t bulk_max_bytes;
-    uint32_t max_in_flight;       /* bulk requests at once */
-    uint64_t request_timeout_ms;  /* whole request; connecting gets min(this, 10 s) */
+    uint32_t max_in_flight;      /* bulk requests at once */
+    uint64_t request_timeout_ms; /* whole request; connecting gets min(this, 10 s) */
     uint64_t retry_min_backoff_ms;
     uint64_t retry_max_backoff_ms;
     uint64_t node_down_for_ms;
-    cl_es_sink_event_cb event_cb; /* optional */
-    void *event_arg;
 } cl_es_sink_params_t;
 
 /* Parameters from the configuration's elasticsearch section; the strings
  * stay owned by `es`, which must outlive the call to cl_es_sink_new(). */
-void cl_es_sink_params_from_config(const cl_config_elasticsearch_t *es,
-                                   cl_es_sink_params_t *out);
+void cl_es_sink_params_from_config(const cl_config_elasticsearch_t *es, cl_es_sink_params_t *out);
 
 /* Check params; fills err with a sentence naming the field. */
 int cl_es_sink_params_validate(const cl_es_sink_params_t *params, char err[CL_ERR_LEN]);
@@ -136,8 +119,7 @@ typedef struct cl_es_doc_s {
  * it); one that is not fails at the cluster, that document alone. Requests start
  * on the next loop iteration, so documents submitted in one go share
  * requests. */
-int cl_es_sink_submit(cl_es_sink_t *sink, const cl_es_doc_t *docs, size_t n,
-                      char err[CL_ERR_LEN]);
+int cl_es_sink_submit(cl_es_sink_t *sink, const cl_es_doc_t *docs, size_t n, char err[CL_ERR_LEN]);
 
 /* Documents accepted and not yet reported: queued, in flight, or waiting for
  * a retry. */
@@ -149,17 +131,14 @@ size_t cl_es_sink_pending(const cl_es_sink_t *sink);
 typedef void (*cl_es_ensure_cb)(void *arg, int status, const char *message);
 
 /* Make sure documents written to `index_pattern` (the configured index name)
- * get `mappings_json` (e.g. cl_es_stats_mappings()):
- * - with a date pattern (%Y %m %d): PUT _index_template/<name> for every
- *   index it names (es_doc.h: cl_es_index_template_name/_pattern) with
- *   priority 501, above the built-in templates, as Elastic advises for
- *   overlapping patterns. Indices created before keep their mapping.
- * - without: PUT <index> with the mappings; if it exists already
- *   (resource_already_exists_exception), PUT <index>/_mapping so that missing
- *   fields are added and a conflicting mapping is reported.
- * Transient failures are retried with backoff until the cluster answers.
- * Call it before submitting documents for that index: otherwise the first
- * document may create the index with a guessed (dynamic) mapping. */
+ * get `mappings_json` (e.g. cl_es_stats_mappings()), with the requests of
+ * es_setup.h: an index template for a pattern with a date (indices created
+ * before keep their mapping), else the index itself, or its mapping if it
+ * exists already. Transient failures are retried with backoff until the
+ * cluster answers. Call it before submitting documents for that index:
+ * otherwise the first document may create the index with a guessed (dynamic)
+ * mapping. Fails at once (err says why) for an empty or too long name or
+ * mappings that are not one JSON object. */
 int cl_es_sink_ensure_index(cl_es_sink_t *sink, const char *index_pattern,
                             const char *mappings_json, cl_es_ensure_cb cb, void *arg,
                             char err[CL_ERR_LEN]);
@@ -182,8 +161,6 @@ typedef struct cl_es_sink_stats_s {
 
 void cl_es_sink_stats(const cl_es_sink_t *sink, cl_es_sink_stats_t *out);
 
-typedef void (*cl_es_sink_close_cb)(void *arg);
-
 /* Close: requests in flight are aborted and every document not yet reported
  * is reported CANCELLED (pending index setups get CL_ERR_RETRY), then the
  * handles close, the sink is freed, and cb runs. Whatever the cluster stored
@@ -191,6 +168,6 @@ typedef void (*cl_es_sink_close_cb)(void *arg);
  * documents again after a restart (ids are deterministic). To drain instead,
  * wait until cl_es_sink_pending() is 0 before closing. Returns CL_ERR if the
  * sink is already closing. */
-int cl_es_sink_close(cl_es_sink_t *sink, cl_es_sink_close_cb cb, void *arg);
+int cl_es_sink_close(cl_es_sink_t *sink, cl_close_cb cb, void *arg);
 
 #endif

@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "clickloop/common.h"
-#include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 #include "clickloop/es_sink.h"
 
 typedef struct cl_indexer_s cl_indexer_t;

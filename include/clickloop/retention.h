@@ -41,7 +41,7 @@
 
 #include "clickloop/buf.h"
 #include "clickloop/common.h"
-#include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 
 /* The tables a batch deletes from, in the order of its summary row. */
 typedef enum {

@@ -30,7 +30,7 @@
 
 #include "clickloop/buf.h"
 #include "clickloop/common.h"
-#include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 
 /* The schema version this code writes (the last migration). */
 #define CL_STORE_SCHEMA_VERSION 5

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "clickloop/aggregate.h"
-#include "clickloop/db.h"
+#include "clickloop/db_pool.h"
 #include "clickloop/es_sink.h"
 #include "clickloop/indexer.h"
 #include "clickloop/kafka_source.h"

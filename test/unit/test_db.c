@@ -10,9 +10,9 @@
 
 static void test_connection_errors_are_retried_after_reconnect(void)
 {
-    const unsigned int codes[] = {CR_SERVER_GONE_ERROR, CR_SERVER_LOST,      CR_CONNECTION_ERROR,
-                                  CR_CONN_HOST_ERROR,   ER_SERVER_SHUTDOWN,  ER_CONNECTION_KILLED,
-                                  ER_CON_COUNT_ERROR,   ER_NET_READ_ERROR,   CR_ERR_NET_READ,
+    const unsigned int codes[] = {CR_SERVER_GONE_ERROR,  CR_SERVER_LOST,     CR_CONNECTION_ERROR,
+                                  CR_CONN_HOST_ERROR,    ER_SERVER_SHUTDOWN, ER_CONNECTION_KILLED,
+                                  ER_CON_COUNT_ERROR,    ER_NET_READ_ERROR,  CR_ERR_NET_READ,
                                   ER_ABORTING_CONNECTION};
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++) {
         CL_ASSERT_INT_EQ(CL_DB_ERROR_CONNECTION, cl_db_error_classify(codes[i]));
@@ -35,14 +35,22 @@ static void test_lock_errors_are_transient(void)
 static void test_credentials_privileges_schema_read_only_and_full_disk_need_an_operator(void)
 {
     const unsigned int codes[] = {
-        ER_ACCESS_DENIED_ERROR,       ER_BAD_DB_ERROR,        ER_DBACCESS_DENIED_ERROR,
-        CR_UNKNOWN_HOST,              /* credentials and addresses */
-        ER_TABLEACCESS_DENIED_ERROR,  ER_COLUMNACCESS_DENIED_ERROR,
+        ER_ACCESS_DENIED_ERROR,
+        ER_BAD_DB_ERROR,
+        ER_DBACCESS_DENIED_ERROR,
+        CR_UNKNOWN_HOST, /* credentials and addresses */
+        ER_TABLEACCESS_DENIED_ERROR,
+        ER_COLUMNACCESS_DENIED_ERROR,
         ER_SPECIFIC_ACCESS_DENIED_ERROR, /* privileges revoked */
-        ER_NO_SUCH_TABLE,             ER_BAD_FIELD_ERROR,     ER_WRONG_VALUE_COUNT_ON_ROW,
-        ER_NO_DEFAULT_FOR_FIELD,      /* a table missing or altered */
-        ER_OPTION_PREVENTS_STATEMENT, ER_READ_ONLY_MODE,      /* read-only server */
-        ER_DISK_FULL,                 ER_RECORD_FILE_FULL,    ER_GET_ERRNO, /* disk full */
+        ER_NO_SUCH_TABLE,
+        ER_BAD_FIELD_ERROR,
+        ER_WRONG_VALUE_COUNT_ON_ROW,
+        ER_NO_DEFAULT_FOR_FIELD, /* a table missing or altered */
+        ER_OPTION_PREVENTS_STATEMENT,
+        ER_READ_ONLY_MODE, /* read-only server */
+        ER_DISK_FULL,
+        ER_RECORD_FILE_FULL,
+        ER_GET_ERRNO, /* disk full */
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
         CL_ASSERT_INT_EQ(CL_DB_ERROR_OPERATOR, cl_db_error_classify(codes[i]));
@@ -55,10 +63,17 @@ static void test_credentials_privileges_schema_read_only_and_full_disk_need_an_o
 static void test_refused_values_and_oversized_statements_are_the_data(void)
 {
     const unsigned int codes[] = {
-        ER_DATA_TOO_LONG,      ER_TRUNCATED_WRONG_VALUE_FOR_FIELD, ER_TRUNCATED_WRONG_VALUE,
-        ER_WARN_DATA_OUT_OF_RANGE, ER_BAD_NULL_ERROR,              ER_CONSTRAINT_FAILED,
-        ER_SIGNAL_EXCEPTION,   ER_DUP_ENTRY,                       ER_INVALID_CHARACTER_STRING,
-        ER_NET_PACKET_TOO_LARGE, CR_NET_PACKET_TOO_LARGE,
+        ER_DATA_TOO_LONG,
+        ER_TRUNCATED_WRONG_VALUE_FOR_FIELD,
+        ER_TRUNCATED_WRONG_VALUE,
+        ER_WARN_DATA_OUT_OF_RANGE,
+        ER_BAD_NULL_ERROR,
+        ER_CONSTRAINT_FAILED,
+        ER_SIGNAL_EXCEPTION,
+        ER_DUP_ENTRY,
+        ER_INVALID_CHARACTER_STRING,
+        ER_NET_PACKET_TOO_LARGE,
+        CR_NET_PACKET_TOO_LARGE,
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
         CL_ASSERT_INT_EQ(CL_DB_ERROR_DATA, cl_db_error_classify(codes[i]));

@@ -3,15 +3,20 @@
  * client/server protocol for Connector/C to connect (handshake, OK to the
  * handshake response and to every command) and holds the answer to any query
  * containing "hold" until the test releases it, so a connection stays busy
- * for as long as a test needs. Every test closes the pool and the server and
- * checks that the loop closes cleanly. */
-#include "clickloop/db.h"
+ * for as long as a test needs. The pool logs its connections' events itself:
+ * the tests read them from stderr, which each world redirects into a
+ * temporary file. Every test closes the pool and the server and checks that
+ * the loop closes cleanly. */
+#include "clickloop/db_pool.h"
 
 #include <mysql.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/log.h"
+
 #include "cl_test.h"
+#include "cl_log_capture.h"
 
 /* ---- A fake server ---------------------------------------------------------- */
 
@@ -22,8 +27,8 @@ typedef struct {
     unsigned int port;
     fake_conn_t *conns; /* every accepted connection, freed by fake_server_free */
     unsigned int accepted;
-    unsigned int open; /* accepted and not yet closed by either side */
-    unsigned int held; /* queries whose answer waits for fake_release */
+    unsigned int open;     /* accepted and not yet closed by either side */
+    unsigned int held;     /* queries whose answer waits for fake_release */
     char first_query[256]; /* text of the first COM_QUERY (the session set-up) */
 } fake_server_t;
 
@@ -137,7 +142,7 @@ static void fake_packet(fake_conn_t *c, unsigned char seq, const unsigned char *
     }
     if (len > 0 && p[0] == 0x03 && c->server->first_query[0] == '\0') {
         size_t n = len - 1 < sizeof c->server->first_query - 1 ? len - 1
-                                                                : sizeof c->server->first_query - 1;
+                                                               : sizeof c->server->first_query - 1;
         memcpy(c->server->first_query, p + 1, n);
         c->server->first_query[n] = '\0';
     }
@@ -253,7 +258,6 @@ static void fake_server_free(fake_server_t *server)
 /* ---- A pool on a loop ---------------------------------------------------------- */
 
 #define MAX_QUERIES 8
-#define MAX_INDEX 8
 
 typedef struct world_s world_t;
 
@@ -268,26 +272,28 @@ struct world_s {
     bool timed_out;
     fake_server_t server;
     cl_db_pool_t *pool;
-    unsigned int connected_events[MAX_INDEX]; /* CONNECTED events per conn_index */
-    unsigned int lost_events;
+    bool connects_fail;   /* the test expects failed connects in the log */
+    cl_log_capture_t log; /* what the pool logged */
     query_t queries[MAX_QUERIES];
     int status[MAX_QUERIES];
     unsigned int submitted, done;
     bool pool_closed;
 };
 
-static void on_pool_event(const cl_db_pool_event_t *ev, void *arg)
+/* ---- The pool's log ---------------------------------------------------------- */
+
+/* Lines of the log that contain `needle`. */
+static unsigned int logged(const world_t *w, const char *needle)
 {
-    world_t *w = arg;
-    if (ev->type == CL_DB_POOL_EVENT_CONNECTED) {
-        CL_ASSERT(ev->conn_index < MAX_INDEX);
-        if (ev->conn_index < MAX_INDEX)
-            w->connected_events[ev->conn_index]++;
-    } else if (ev->type == CL_DB_POOL_EVENT_LOST) {
-        w->lost_events++;
-    } else {
-        CL_FAIL_("unexpected connect failure on connection %u: %s", ev->conn_index, ev->message);
-    }
+    return cl_log_capture_count(&w->log, needle);
+}
+
+/* Times connection `index` of the pool labelled "test" came up. */
+static unsigned int ups_of(const world_t *w, unsigned int index)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "test connection %u up (", index);
+    return logged(w, needle);
 }
 
 static void world_open_bounded(world_t *w, unsigned int size, unsigned int backoff_min_ms,
@@ -299,7 +305,9 @@ static void world_open_bounded(world_t *w, unsigned int size, unsigned int backo
     uv_timer_init(&w->loop, &w->deadline);
     w->deadline.data = w;
     fake_server_start(&w->loop, &w->server);
+    cl_log_capture_start(&w->log);
     cl_db_params_t p = {
+        .label = "test",
         .host = "127.0.0.1",
         .port = w->server.port,
         .user = "u",
@@ -313,7 +321,7 @@ static void world_open_bounded(world_t *w, unsigned int size, unsigned int backo
         .max_statement_ms = max_statement_ms,
     };
     char err[CL_ERR_LEN];
-    CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_open(&w->loop, &p, size, on_pool_event, w, &w->pool, err));
+    CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_open(&w->loop, &p, size, &w->pool, err));
 }
 
 static void world_open(world_t *w, unsigned int size, unsigned int backoff_min_ms)
@@ -372,6 +380,10 @@ static bool done_is(world_t *w, unsigned int n)
 {
     return w->done == n;
 }
+static bool connect_failures_reach(world_t *w, unsigned int n)
+{
+    return stats_of(w).connect_failures >= n;
+}
 static bool pool_closed(world_t *w, unsigned int n)
 {
     CL_UNUSED(n);
@@ -415,6 +427,10 @@ static void world_close(world_t *w)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     fake_server_free(&w->server);
     CL_ASSERT_INT_EQ(0, uv_loop_close(&w->loop));
+    /* The fake server accepts every connect. */
+    if (!w->connects_fail)
+        CL_ASSERT_INT_EQ(0, logged(w, " failed: "));
+    cl_log_capture_end(&w->log);
 }
 
 /* ---- Tests ----------------------------------------------------------------- */
@@ -432,7 +448,7 @@ static void test_growing_connects_the_new_connections_and_uses_them(void)
     CL_ASSERT(run_until(&w, connected_is, 4));
     CL_ASSERT_INT_EQ(4, w.server.accepted);
     for (unsigned int i = 0; i < 4; i++)
-        CL_ASSERT_INT_EQ(1, w.connected_events[i]);
+        CL_ASSERT_INT_EQ(1, ups_of(&w, i));
 
     for (int i = 0; i < 4; i++)
         submit(&w, "SELECT 'hold'");
@@ -470,7 +486,8 @@ static void test_shrinking_closes_idle_connections_at_once(void)
     CL_ASSERT_INT_EQ(CL_OK, w.status[0]);
     CL_ASSERT_INT_EQ(CL_OK, w.status[1]);
     CL_ASSERT_INT_EQ(4, w.server.accepted);
-    CL_ASSERT_INT_EQ(0, w.lost_events);
+    CL_ASSERT_INT_EQ(0, stats_of(&w).connections_lost);
+    CL_ASSERT_INT_EQ(0, logged(&w, " lost: "));
     world_close(&w);
 }
 
@@ -485,10 +502,10 @@ static void test_growing_after_a_shrink_reuses_the_lowest_free_numbers(void)
     CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_resize(w.pool, 3, err));
     CL_ASSERT(run_until(&w, connected_is, 3));
     CL_ASSERT(run_until(&w, server_open_is, 3));
-    CL_ASSERT_INT_EQ(1, w.connected_events[0]);
-    CL_ASSERT_INT_EQ(2, w.connected_events[1]);
-    CL_ASSERT_INT_EQ(2, w.connected_events[2]);
-    CL_ASSERT_INT_EQ(1, w.connected_events[3]);
+    CL_ASSERT_INT_EQ(1, ups_of(&w, 0));
+    CL_ASSERT_INT_EQ(2, ups_of(&w, 1));
+    CL_ASSERT_INT_EQ(2, ups_of(&w, 2));
+    CL_ASSERT_INT_EQ(1, ups_of(&w, 3));
     world_close(&w);
 }
 
@@ -523,7 +540,8 @@ static void test_shrinking_lets_a_busy_connection_finish_its_query_then_closes_i
     CL_ASSERT_INT_EQ(1, st.connected);
     CL_ASSERT_INT_EQ(0, st.busy);
     CL_ASSERT_INT_EQ(0, st.queued);
-    CL_ASSERT_INT_EQ(0, w.lost_events);
+    CL_ASSERT_INT_EQ(0, stats_of(&w).connections_lost);
+    CL_ASSERT_INT_EQ(0, logged(&w, " lost: "));
     world_close(&w);
 }
 
@@ -536,7 +554,9 @@ static void test_shrinking_removes_a_connection_that_is_down_first(void)
     CL_ASSERT(run_until(&w, connected_is, 2));
     fake_drop_first(&w.server);
     CL_ASSERT(run_until(&w, connected_is, 1));
-    CL_ASSERT_INT_EQ(1, w.lost_events);
+    CL_ASSERT_INT_EQ(1, stats_of(&w).connections_lost);
+    CL_ASSERT_INT_EQ(1, logged(&w, " lost: "));
+    CL_ASSERT_INT_EQ(1, logged(&w, "level=warn module=db msg=\"test connection "));
 
     CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_resize(w.pool, 1, err));
     run_for(&w, 100);
@@ -603,6 +623,41 @@ static void test_session_set_up_bounds_statements_only_when_asked(void)
     world_close(&w);
 }
 
+static void test_a_connect_that_keeps_failing_is_logged_once_then_at_debug(void)
+{
+    world_t w;
+    char err[CL_ERR_LEN];
+    memset(&w, 0, sizeof w);
+    mysql_library_init(0, NULL, NULL);
+    uv_loop_init(&w.loop);
+    uv_timer_init(&w.loop, &w.deadline);
+    w.deadline.data = &w;
+    fake_server_start(&w.loop, &w.server); /* unused: the pool goes to port 1 */
+    w.connects_fail = true;
+    cl_log_capture_start(&w.log);
+    cl_log_set_level(CL_LOG_DEBUG);
+    cl_db_params_t p = {
+        .host = "127.0.0.1",
+        .port = 1, /* nothing listens there: every connect is refused */
+        .user = "u",
+        .database = "d",
+        .connect_timeout_ms = 5000,
+        .read_timeout_ms = 5000,
+        .write_timeout_ms = 5000,
+        .backoff_min_ms = 5,
+        .backoff_max_ms = 10,
+    };
+    CL_ASSERT_INT_EQ(CL_OK, cl_db_pool_open(&w.loop, &p, 1, &w.pool, err));
+    CL_ASSERT(run_until(&w, connect_failures_reach, 3));
+    /* No label: the default names the pool. */
+    CL_ASSERT_INT_EQ(1, logged(&w, "level=warn module=db msg=\"mariadb connection 0 failed: "));
+    CL_ASSERT(logged(&w, "level=debug module=db msg=\"mariadb connection 0 failed: ") >= 2);
+    CL_ASSERT_INT_EQ(0, logged(&w, " up ("));
+    CL_ASSERT(!cl_db_pool_healthy(w.pool));
+    cl_log_set_level(CL_LOG_INFO);
+    world_close(&w);
+}
+
 static const cl_test_case_t cases[] = {
     CL_TEST(test_session_set_up_bounds_statements_only_when_asked),
     CL_TEST(test_growing_connects_the_new_connections_and_uses_them),
@@ -612,6 +667,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_shrinking_removes_a_connection_that_is_down_first),
     CL_TEST(test_closing_the_pool_cancels_the_query_of_a_removed_connection),
     CL_TEST(test_resize_refuses_zero_and_a_closing_pool),
+    CL_TEST(test_a_connect_that_keeps_failing_is_logged_once_then_at_debug),
 };
 
 CL_TEST_MAIN(cases)
