@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clickloop/aggregate.h"
+#include "clickloop/agg_stats.h"
 #include "clickloop/buf.h"
 #include "clickloop/es_doc.h"
 #include "clickloop/log.h"
@@ -100,8 +100,8 @@ int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexe
     ix->page_rows = params->page_rows ? params->page_rows : 1000;
     ix->max_pending = params->max_pending_docs ? params->max_pending_docs : 5000;
     ix->poll_ms = params->poll_interval_ms ? params->poll_interval_ms : 1000;
-    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg,
-                        &ix->pool, err) != CL_OK) {
+    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &ix->pool,
+                        err) != CL_OK) {
         free(ix->index);
         free(ix);
         return CL_ERR;
@@ -384,8 +384,7 @@ static void on_select_done(void *arg, const cl_db_result_t *r)
         return;
     }
     if (r->status != CL_OK) {
-        cl_log_warn("indexer", "reading aggregates to index failed: %s; trying again",
-                    r->message);
+        cl_log_warn("indexer", "reading aggregates to index failed: %s; trying again", r->message);
         return; /* the poll timer tries again */
     }
     if (drop) {
