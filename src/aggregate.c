@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/dbjob.h"
+#include "clickloop/log.h"
 #include "clickloop/utf8.h"
 
 /* ---- The runner ---------------------------------------------------------------- */
@@ -18,7 +20,6 @@ typedef enum {
     AGG_RUNNING,   /* the run's transaction in flight */
     AGG_ISOLATING, /* holding an event or dropping a mark after a failure */
     AGG_UNLOCKING, /* RELEASE_LOCK in flight */
-    AGG_CLOSING,
 } agg_state_t;
 
 /* Where the isolation of a failure on the data stands. Failures halve the
@@ -31,12 +32,8 @@ typedef enum {
 } iso_state_t;
 
 struct cl_aggregator_s {
-    uv_loop_t *loop;
-    cl_db_pool_t *pool;
-    uv_timer_t timer;
-    agg_state_t state;
-    uint64_t interval_ms;
-    bool started;
+    cl_dbjob_t *job;          /* the timer and the connection */
+    agg_state_t state;        /* the step of the run in progress; closing is the job's */
     cl_aggregate_spec_t spec; /* its windows_ms is windows_copy */
     uint64_t *windows_copy;
     uint32_t retention_raw_days;
@@ -62,9 +59,16 @@ struct cl_aggregator_s {
     cl_aggregator_run_result_t result;
     char message[CL_ERR_LEN];
     cl_aggregator_stats_t stats;
-    cl_aggregator_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 };
+
+static bool closing(const cl_aggregator_t *agg)
+{
+    return cl_dbjob_state(agg->job) == CL_DBJOB_CLOSING;
+}
+
+static void log_run(const cl_aggregator_t *agg, const cl_aggregator_run_result_t *r);
 
 static void run_finish(cl_aggregator_t *agg)
 {
@@ -87,7 +91,7 @@ static void run_finish(cl_aggregator_t *agg)
             agg->last_error[0] = '\0';
             agg->last_error_code = 0;
         }
-    } else if (r.status != CL_OK && agg->state != AGG_CLOSING) {
+    } else if (r.status != CL_OK && !closing(agg)) {
         agg->stats.consecutive_failures++;
         r.new_failure = agg->episode_failures == 0 || agg->last_error_code != r.error_code ||
                         strcmp(agg->last_error, agg->message) != 0;
@@ -118,12 +122,62 @@ static void run_finish(cl_aggregator_t *agg)
     cl_aggregator_run_cb cb = agg->run_cb;
     void *arg = agg->run_arg;
     agg->run_cb = NULL;
-    if (agg->state != AGG_CLOSING)
-        agg->state = AGG_IDLE;
+    agg->state = AGG_IDLE;
+    cl_dbjob_run_end(agg->job);
+    log_run(agg, &r);
     if (agg->on_run != NULL)
         agg->on_run(agg->on_run_arg, &r);
     if (cb != NULL)
         cb(arg, &r);
+}
+
+/* One line per change of state, not per run: a failure that repeats says so
+ * once (the metrics and /readyz show it goes on). A run cancelled by a close
+ * is expected, not worth a warning. */
+static void log_run(const cl_aggregator_t *agg, const cl_aggregator_run_result_t *r)
+{
+    if (r->held_row_key[0] != '\0')
+        cl_log_error("aggregate",
+                     "event %s failed aggregation alone and is held (agg_held, with the "
+                     "error); other events go on; delete its agg_held row to retry it: %s",
+                     r->held_row_key, r->message);
+    if (r->mark_dropped)
+        cl_log_error("aggregate",
+                     "a marked window failed its recomputation alone and its mark was "
+                     "dropped; others go on: %s",
+                     r->message);
+    if (r->status != CL_OK) {
+        bool quiet = closing(agg) || !r->new_failure;
+        cl_log(quiet                 ? CL_LOG_DEBUG
+               : r->status == CL_ERR ? CL_LOG_ERROR
+                                     : CL_LOG_WARN,
+               "aggregate", "aggregation run failed (%llu in a row): %s; the next run %s",
+               (unsigned long long)r->consecutive_failures, r->message,
+               r->status == CL_ERR ? "isolates what failed or retries it" : "picks its work up");
+        return;
+    }
+    if (r->recovered_after > 0)
+        cl_log_info("aggregate",
+                    "aggregation recovered: runs succeed again with full claims after %llu "
+                    "failed run(s)",
+                    (unsigned long long)r->recovered_after);
+    if (r->skipped_locked) {
+        cl_log_debug("aggregate", "another instance holds the aggregation lock; run skipped");
+        return;
+    }
+    cl_log(r->events_claimed > 0 || r->windows_recomputed > 0 ? CL_LOG_INFO : CL_LOG_DEBUG,
+           "aggregate",
+           "aggregation run: %llu new events, %llu windows recomputed (%llu events scanned), "
+           "%llu rows changed in %llu ms",
+           (unsigned long long)r->events_claimed, (unsigned long long)r->windows_recomputed,
+           (unsigned long long)r->events_scanned, (unsigned long long)r->rows_changed,
+           (unsigned long long)r->duration_ms);
+    if (r->windows_frozen > 0)
+        cl_log_debug("aggregate",
+                     "aggregation run: %llu windows left as they were: they start within an "
+                     "hour after the retention cutoff (retention.raw_days = %u, or the cutoff "
+                     "retention last deleted by, if later) or before (frozen)",
+                     (unsigned long long)r->windows_frozen, (unsigned)agg->retention_raw_days);
 }
 
 static void record_failure(cl_aggregator_t *agg, const cl_db_result_t *res, const char *what)
@@ -152,7 +206,7 @@ static void unlock(cl_aggregator_t *agg)
     char err[CL_ERR_LEN];
     agg->state = AGG_UNLOCKING;
     const char *sql = cl_aggregate_unlock_sql();
-    if (cl_db_pool_query(agg->pool, sql, strlen(sql), &unlock_handlers, agg, err) != CL_OK) {
+    if (cl_dbjob_query(agg->job, sql, strlen(sql), &unlock_handlers, agg, err) != CL_OK) {
         cl_db_result_t r = {.status = CL_ERR_RETRY, .message = err};
         record_failure(agg, &r, "releasing the aggregation lock");
         run_finish(agg);
@@ -215,7 +269,7 @@ static void on_isolated(void *arg, const cl_db_result_t *res)
     } else {
         agg->iso = ISO_NONE;
     }
-    if (agg->state == AGG_CLOSING) {
+    if (closing(agg)) {
         run_finish(agg);
         return;
     }
@@ -246,7 +300,7 @@ static bool isolate(cl_aggregator_t *agg)
         return false;
     }
     agg->state = AGG_ISOLATING;
-    if (cl_db_pool_query(agg->pool, sql, strlen(sql), &isolate_handlers, agg, err) != CL_OK) {
+    if (cl_dbjob_query(agg->job, sql, strlen(sql), &isolate_handlers, agg, err) != CL_OK) {
         agg->result.mark_dropped = false;
         return false;
     }
@@ -266,7 +320,7 @@ static void on_run_done(void *arg, const cl_db_result_t *res)
     } else {
         isolation_after_success(agg);
     }
-    if (agg->state == AGG_CLOSING) {
+    if (closing(agg)) {
         run_finish(agg);
         return;
     }
@@ -300,8 +354,8 @@ static void on_locked(void *arg, const cl_db_result_t *res)
         run_finish(agg);
         return;
     }
-    if (agg->state == AGG_CLOSING || agg->lock_value != 1) {
-        if (agg->state == AGG_CLOSING) {
+    if (closing(agg) || agg->lock_value != 1) {
+        if (closing(agg)) {
             cl_db_result_t r = {.status = CL_ERR_RETRY, .message = "the aggregator closed"};
             record_failure(agg, &r, "cancelled");
         } else if (agg->lock_value == 0) {
@@ -333,7 +387,7 @@ static void on_locked(void *arg, const cl_db_result_t *res)
         return;
     }
     agg->state = AGG_RUNNING;
-    if (cl_db_pool_query(agg->pool, agg->run_sql.data, agg->run_sql.len, &run_handlers, agg, err) !=
+    if (cl_dbjob_query(agg->job, agg->run_sql.data, agg->run_sql.len, &run_handlers, agg, err) !=
         CL_OK) {
         cl_db_result_t r = {.status = CL_ERR_RETRY, .message = err};
         record_failure(agg, &r, "aggregation run");
@@ -343,38 +397,26 @@ static void on_locked(void *arg, const cl_db_result_t *res)
 
 static const cl_db_query_handlers_t lock_handlers = {on_lock_row, on_locked};
 
-static int run_begin(cl_aggregator_t *agg, bool manual, cl_aggregator_run_cb cb, void *arg,
-                     char err[CL_ERR_LEN])
+/* The job starts a run (a tick, or cl_aggregator_run_now). */
+static void on_job_run(void *arg, bool manual)
 {
+    cl_aggregator_t *agg = arg;
+    char err[CL_ERR_LEN];
     memset(&agg->result, 0, sizeof agg->result);
     agg->message[0] = '\0';
     agg->held_key[0] = '\0';
     agg->manual = manual;
-    agg->run_cb = cb;
-    agg->run_arg = arg;
+    if (!manual)
+        agg->run_cb = NULL;
     agg->lock_value = -1;
     agg->started_at = cl_now_ms();
-    const char *sql = cl_aggregate_lock_sql();
-    if (cl_db_pool_query(agg->pool, sql, strlen(sql), &lock_handlers, agg, err) != CL_OK) {
-        agg->run_cb = NULL;
-        return CL_ERR;
-    }
     agg->state = AGG_LOCKING;
     agg->stats.running = true;
-    return CL_OK;
-}
-
-static void on_timer(uv_timer_t *t)
-{
-    cl_aggregator_t *agg = t->data;
-    char err[CL_ERR_LEN];
-    if (agg->state != AGG_IDLE) {
-        agg->stats.skipped_busy++;
-        return;
-    }
-    if (run_begin(agg, false, NULL, NULL, err) != CL_OK) {
-        /* Only a closing pool refuses a query, and then so are we. */
-        agg->stats.runs_failed++;
+    const char *sql = cl_aggregate_lock_sql();
+    if (cl_dbjob_query(agg->job, sql, strlen(sql), &lock_handlers, agg, err) != CL_OK) {
+        cl_db_result_t r = {.status = CL_ERR_RETRY, .message = err};
+        record_failure(agg, &r, "taking the aggregation lock");
+        run_finish(agg);
     }
 }
 
@@ -401,13 +443,17 @@ int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_
         return cl_errorf(err, "aggregate: the interval must be at least 1 ms");
     if (cl_aggregate_spec_check(&params->spec, err) != CL_OK)
         return CL_ERR;
-    cl_db_pool_t *pool;
-    if (cl_db_pool_open(loop, &params->db, 1, params->on_db_event, params->db_event_arg, &pool,
-                        err) != CL_OK)
-        return CL_ERR;
     cl_aggregator_t *agg = cl_xcalloc(1, sizeof *agg);
-    agg->loop = loop;
-    agg->pool = pool;
+    cl_dbjob_params_t jp = {
+        .db = params->db,
+        .interval_ms = params->interval_ms,
+        .handlers = {.run = on_job_run},
+        .arg = agg,
+    };
+    if (cl_dbjob_new(loop, &jp, &agg->job, err) != CL_OK) {
+        free(agg);
+        return CL_ERR;
+    }
     agg->spec = params->spec;
     agg->windows_copy = cl_xmalloc(params->spec.window_count * sizeof *agg->windows_copy);
     memcpy(agg->windows_copy, params->spec.windows_ms,
@@ -420,43 +466,40 @@ int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_
     agg->marks_limit = agg->marks_max;
     agg->stats.claim_limit = agg->claim_limit;
     cl_buf_init(&agg->run_sql);
-    agg->interval_ms = params->interval_ms;
     agg->on_run = params->on_run;
     agg->on_run_arg = params->on_run_arg;
-    uv_timer_init(loop, &agg->timer);
-    agg->timer.data = agg;
     *out = agg;
     return CL_OK;
 }
 
 int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN])
 {
-    if (agg->state == AGG_CLOSING)
+    if (cl_dbjob_start(agg->job, err) != CL_OK)
         return cl_errorf(err, "aggregate: closing");
-    agg->started = true;
-    uv_timer_start(&agg->timer, on_timer, agg->interval_ms, agg->interval_ms);
     return CL_OK;
 }
 
 int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *arg,
                           char err[CL_ERR_LEN])
 {
-    if (agg->state == AGG_CLOSING)
-        return cl_errorf(err, "aggregate: closing");
-    if (agg->state != AGG_IDLE) {
+    switch (cl_dbjob_state(agg->job)) {
+    case CL_DBJOB_IDLE:
+        break;
+    case CL_DBJOB_RUNNING:
+    case CL_DBJOB_PAUSED:
         cl_errorf(err, "aggregate: a run is in progress");
         return CL_ERR_RETRY;
+    case CL_DBJOB_CLOSING:
+        return cl_errorf(err, "aggregate: closing");
     }
-    return run_begin(agg, true, cb, arg, err);
+    agg->run_cb = cb;
+    agg->run_arg = arg;
+    return cl_dbjob_run_now(agg->job, err);
 }
 
 void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms)
 {
-    if (interval_ms == 0 || agg->state == AGG_CLOSING)
-        return;
-    agg->interval_ms = interval_ms;
-    if (agg->started)
-        uv_timer_start(&agg->timer, on_timer, interval_ms, interval_ms);
+    cl_dbjob_set_interval(agg->job, interval_ms);
 }
 
 void cl_aggregator_set_retention_days(cl_aggregator_t *agg, uint32_t raw_days)
@@ -466,38 +509,32 @@ void cl_aggregator_set_retention_days(cl_aggregator_t *agg, uint32_t raw_days)
 
 void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out)
 {
+    cl_dbjob_stats_t js;
+    cl_dbjob_stats(agg->job, &js);
     *out = agg->stats;
+    out->skipped_busy = js.ticks_skipped;
     out->last_error = agg->last_error;
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_job_closed(void *arg)
 {
-    cl_aggregator_t *agg = h->data;
-    cl_aggregator_close_cb cb = agg->close_cb;
-    void *arg = agg->close_arg;
+    cl_aggregator_t *agg = arg;
+    cl_close_cb cb = agg->close_cb;
+    void *cb_arg = agg->close_arg;
     cl_buf_free(&agg->run_sql);
     free(agg->windows_copy);
     free(agg);
     if (cb != NULL)
-        cb(arg);
+        cb(cb_arg);
 }
 
-static void on_pool_closed(void *arg)
+int cl_aggregator_close(cl_aggregator_t *agg, cl_close_cb cb, void *arg)
 {
-    cl_aggregator_t *agg = arg;
-    uv_close((uv_handle_t *)&agg->timer, on_timer_closed);
-}
-
-int cl_aggregator_close(cl_aggregator_t *agg, cl_aggregator_close_cb cb, void *arg)
-{
-    if (agg->state == AGG_CLOSING)
+    if (closing(agg))
         return CL_ERR;
-    agg->state = AGG_CLOSING;
     agg->close_cb = cb;
     agg->close_arg = arg;
-    uv_timer_stop(&agg->timer);
-    /* Cancels the query in flight: its done callback runs (CL_ERR_RETRY)
-     * before the pool's close callback, while run_sql is still alive. */
-    cl_db_pool_close(agg->pool, on_pool_closed, agg);
-    return CL_OK;
+    /* The run in flight ends cancelled (CL_ERR_RETRY) while run_sql is alive,
+     * before the job's close callback. */
+    return cl_dbjob_close(agg->job, on_job_closed, agg);
 }

@@ -713,58 +713,13 @@ static int start_ingest_stream(app_t *app)
     return CL_OK;
 }
 
+/* The aggregator logs its runs; what is left here is the owner's part. */
 static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
 {
     app_t *app = arg;
     cl_telemetry_aggregation_run(app->telemetry, r);
-    if (r->held_row_key[0] != '\0')
-        cl_log_error("aggregate",
-                     "event %s failed aggregation alone and is held (agg_held, with the "
-                     "error); other events go on; delete its agg_held row to retry it: %s",
-                     r->held_row_key, r->message);
-    if (r->mark_dropped)
-        cl_log_error("aggregate",
-                     "a marked window failed its recomputation alone and its mark was "
-                     "dropped; others go on: %s",
-                     r->message);
-    if (r->status != CL_OK) {
-        /* One line per change of state, not per run: a failure that repeats
-         * says so once (the metrics and /readyz show it goes on). A run
-         * cancelled by a stop is expected, not worth a warning. */
-        bool quiet = app->aggregation == PART_STOPPING || !r->new_failure;
-        cl_log(quiet                   ? CL_LOG_DEBUG
-               : r->status == CL_ERR ? CL_LOG_ERROR
-                                     : CL_LOG_WARN,
-               "aggregate", "aggregation run failed (%llu in a row): %s; the next run %s",
-               (unsigned long long)r->consecutive_failures, r->message,
-               r->status == CL_ERR ? "isolates what failed or retries it"
-                                   : "picks its work up");
-        return;
-    }
-    if (r->recovered_after > 0)
-        cl_log_info("aggregate",
-                    "aggregation recovered: runs succeed again with full claims after %llu "
-                    "failed run(s)",
-                    (unsigned long long)r->recovered_after);
-    if (r->skipped_locked) {
-        cl_log_debug("aggregate", "another instance holds the aggregation lock; run skipped");
-        return;
-    }
-    cl_log(r->events_claimed > 0 || r->windows_recomputed > 0 ? CL_LOG_INFO : CL_LOG_DEBUG,
-           "aggregate",
-           "aggregation run: %llu new events, %llu windows recomputed (%llu events scanned), "
-           "%llu rows changed in %llu ms",
-           (unsigned long long)r->events_claimed, (unsigned long long)r->windows_recomputed,
-           (unsigned long long)r->events_scanned, (unsigned long long)r->rows_changed,
-           (unsigned long long)r->duration_ms);
-    if (r->windows_frozen > 0)
-        cl_log_debug("aggregate",
-                     "aggregation run: %llu windows left as they were: they start within an "
-                     "hour after the retention cutoff (retention.raw_days = %u, or the cutoff "
-                     "retention last deleted by, if later) or before (frozen)",
-                     (unsigned long long)r->windows_frozen,
-                     (unsigned)app->config->retention.raw_days);
-    if (r->rows_changed > 0 && app->indexer != NULL && app->indexing == PART_UP)
+    if (r->status == CL_OK && r->rows_changed > 0 && app->indexer != NULL &&
+        app->indexing == PART_UP)
         cl_indexer_kick(app->indexer);
 }
 
@@ -776,7 +731,6 @@ static int start_aggregator(app_t *app)
     cl_aggregator_params_from_config(c, &ap);
     ap.on_run = on_aggregation_run;
     ap.on_run_arg = app;
-    ap.on_db_event = on_pool_event;
     app->aggregation = PART_UP;
     if (cl_aggregator_new(app->loop, &ap, &app->aggregator, err) != CL_OK) {
         app->aggregator = NULL;

@@ -1,9 +1,10 @@
 /* aggregate: the runner of the aggregation (cl_aggregator_t): it issues the
  * SQL of aggregate_sql.h (which states the rules) from the loop, as a
- * periodic database job.
+ * periodic database job (dbjob.h). It logs its runs itself (component
+ * "aggregate"): one line per change of state, failures that repeat once.
  *
- * It issues that SQL from the loop on a pool of one
- * connection of its own, never two runs at once, and with several clickloop
+ * It issues that SQL from the loop on a connection of its own (a dbjob),
+ * never two runs at once, and with several clickloop
  * instances on one database only one aggregates at a time: each run first
  * takes the MariaDB named lock "clickloop.aggregate.<database>" with
  * GET_LOCK(..., 0) and is skipped when another session holds it. */
@@ -55,7 +56,6 @@ typedef struct cl_aggregator_run_result_s {
 } cl_aggregator_run_result_t;
 
 typedef void (*cl_aggregator_run_cb)(void *arg, const cl_aggregator_run_result_t *result);
-typedef void (*cl_aggregator_close_cb)(void *arg);
 
 typedef struct cl_aggregator_params_s {
     /* Connection of its own (a pool of one). The read timeout bounds the
@@ -68,13 +68,10 @@ typedef struct cl_aggregator_params_s {
      * above); 0: retention is off, and only the windows before the bound
      * retention recorded earlier stay frozen. */
     uint32_t retention_raw_days;
-    /* Called after every run, timer-started or manual (main logs it); may be
-     * NULL. */
+    /* Called after every run, timer-started or manual, once the aggregator
+     * has logged it (for telemetry, and to kick the indexer); may be NULL. */
     cl_aggregator_run_cb on_run;
     void *on_run_arg;
-    /* Connection events of its pool; may be NULL. */
-    cl_db_pool_event_cb on_db_event;
-    void *db_event_arg;
 } cl_aggregator_params_t;
 
 /* The bounds a full recompute (marked windows) works in: it proceeds over
@@ -123,8 +120,9 @@ typedef struct cl_aggregator_stats_s {
 int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_aggregator_t **out,
                       char err[CL_ERR_LEN]);
 
-/* Run every interval from now on. A tick that finds a run in progress is
- * skipped (counted in skipped_busy): runs never overlap. */
+/* Run now, then every interval (the job's first-run policy, dbjob.h). A tick
+ * that finds a run in progress is skipped (counted in skipped_busy): runs
+ * never overlap. */
 int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN]);
 
 /* Start a run now. cb (may be NULL) runs once with its outcome, after
@@ -145,6 +143,6 @@ void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out)
 /* Stop the timer, cancel a run in progress (its transaction rolls back and
  * its events stay queued; its callbacks get CL_ERR_RETRY), close the pool
  * and free. cb runs once everything is closed. */
-int cl_aggregator_close(cl_aggregator_t *agg, cl_aggregator_close_cb cb, void *arg);
+int cl_aggregator_close(cl_aggregator_t *agg, cl_close_cb cb, void *arg);
 
 #endif
