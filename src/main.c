@@ -793,39 +793,12 @@ static int start_indexing(app_t *app)
     return CL_OK;
 }
 
-static void on_retention_run(void *arg, const cl_retention_run_result_t *r)
-{
-    app_t *app = arg;
-    const uint64_t *d = r->rows_deleted;
-    if (r->status != CL_OK) {
-        cl_log(app->retention_part == PART_STOPPING ? CL_LOG_DEBUG
-               : r->status == CL_ERR                ? CL_LOG_ERROR
-                                                    : CL_LOG_WARN,
-               "retention", "retention run failed: %s; the next run goes on", r->message);
-        return;
-    }
-    cl_log(d[CL_RETENTION_CLICK_DATA] > 0 || d[CL_RETENTION_REJECTED_EVENTS] > 0 ? CL_LOG_INFO
-                                                                                 : CL_LOG_DEBUG,
-           "retention",
-           "retention run: %llu events (%llu geo, %llu user agent, %llu pending rows) and %llu "
-           "rejected events older than %u days deleted in %llu batch(es), %llu ms",
-           (unsigned long long)d[CL_RETENTION_CLICK_DATA],
-           (unsigned long long)d[CL_RETENTION_GEO_DATA],
-           (unsigned long long)d[CL_RETENTION_USER_AGENT_DATA],
-           (unsigned long long)d[CL_RETENTION_AGG_PENDING],
-           (unsigned long long)d[CL_RETENTION_REJECTED_EVENTS], app->config->retention.raw_days,
-           (unsigned long long)r->batches, (unsigned long long)r->duration_ms);
-}
-
 static int start_retention(app_t *app)
 {
     char err[CL_ERR_LEN];
     const cl_config_t *c = app->config;
     cl_retention_params_t rp;
     cl_retention_params_from_config(c, &rp);
-    rp.on_run = on_retention_run;
-    rp.on_run_arg = app;
-    rp.on_db_event = on_pool_event;
     app->retention_part = PART_UP;
     if (cl_retention_new(app->loop, &rp, &app->retention, err) != CL_OK) {
         app->retention = NULL;
