@@ -771,7 +771,6 @@ static int start_indexing(app_t *app)
     const cl_config_t *c = app->config;
     cl_indexer_params_t ip;
     cl_indexer_params_from_config(c, &ip);
-    ip.on_db_event = on_pool_event;
     app->indexing = PART_UP;
     if (cl_indexer_new(app->loop, &ip, &app->indexer, err) != CL_OK) {
         app->indexer = NULL;
