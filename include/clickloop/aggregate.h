@@ -58,7 +58,7 @@ typedef struct cl_aggregator_run_result_s {
 typedef void (*cl_aggregator_run_cb)(void *arg, const cl_aggregator_run_result_t *result);
 
 typedef struct cl_aggregator_params_s {
-    /* Connection of its own (a pool of one). The read timeout bounds the
+    /* Connection of its own (its dbjob's). The read timeout bounds the
      * longest statement of a run: give it room for the largest window to
      * recompute. Strings are copied. */
     cl_db_params_t db;
@@ -115,7 +115,7 @@ typedef struct cl_aggregator_stats_s {
     bool running;
 } cl_aggregator_stats_t;
 
-/* Create an aggregator and start connecting its pool; no run starts before
+/* Create an aggregator and start connecting; no run starts before
  * cl_aggregator_start or cl_aggregator_run_now. */
 int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_aggregator_t **out,
                       char err[CL_ERR_LEN]);
@@ -141,7 +141,7 @@ void cl_aggregator_set_retention_days(cl_aggregator_t *agg, uint32_t raw_days);
 void cl_aggregator_stats(const cl_aggregator_t *agg, cl_aggregator_stats_t *out);
 
 /* Stop the timer, cancel a run in progress (its transaction rolls back and
- * its events stay queued; its callbacks get CL_ERR_RETRY), close the pool
+ * its events stay queued; its callbacks get CL_ERR_RETRY), close the job
  * and free. cb runs once everything is closed. */
 int cl_aggregator_close(cl_aggregator_t *agg, cl_close_cb cb, void *arg);
 
