@@ -151,20 +151,32 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
 
 /* ---- The runner -------------------------------------------------------------- */
 
+/* The outcome of one run, as it is logged. */
+typedef struct {
+    /* 0: done; CL_ERR: a permanent SQL error; CL_ERR_RETRY: the connection
+     * failed, a lock wait or deadlock ended a batch, or the runner closed. The
+     * batches before the failed one stay deleted; the next run goes on. */
+    int status;
+    unsigned int error_code;
+    const char *message; /* "" on success */
+    int64_t cutoff_ms;
+    uint64_t batches;
+    uint64_t rows_deleted[CL_RETENTION_TABLE_COUNT];
+    uint64_t duration_ms;
+} run_result_t;
+
 struct cl_retention_s {
     cl_dbjob_t *job; /* the timer, the pause between batches, the connection */
     uint32_t raw_days;
     uint32_t batch_rows;
     uint64_t interval_ms;
-    cl_retention_run_cb on_run;
-    void *on_run_arg;
     /* The run in progress. */
     cl_buf_t sql; /* alive while its batch is in flight */
     unsigned int summary_statement;
     bool have_summary;
     uint64_t batch_rows_deleted[CL_RETENTION_TABLE_COUNT];
     uint64_t started_at;
-    cl_retention_run_result_t result;
+    run_result_t result;
     char message[CL_ERR_LEN];
     cl_retention_stats_t stats;
     cl_close_cb close_cb;
@@ -192,7 +204,7 @@ static int check_policy(uint32_t raw_days, uint32_t batch_rows, uint64_t interva
 
 /* A failure says so at every run (runs are far apart); a run cancelled by a
  * close is expected, not worth a warning. */
-static void log_run(const cl_retention_t *rt, const cl_retention_run_result_t *r)
+static void log_run(const cl_retention_t *rt, const run_result_t *r)
 {
     const uint64_t *d = r->rows_deleted;
     if (r->status != CL_OK) {
@@ -217,7 +229,7 @@ static void log_run(const cl_retention_t *rt, const cl_retention_run_result_t *r
 
 static void run_finish(cl_retention_t *rt, int status, unsigned int error_code, const char *why)
 {
-    cl_retention_run_result_t r = rt->result;
+    run_result_t r = rt->result;
     r.status = status;
     r.error_code = error_code;
     cl_errorf(rt->message, "%s", why);
@@ -229,8 +241,6 @@ static void run_finish(cl_retention_t *rt, int status, unsigned int error_code, 
         rt->stats.runs_failed++;
     cl_dbjob_run_end(rt->job);
     log_run(rt, &r);
-    if (rt->on_run != NULL)
-        rt->on_run(rt->on_run_arg, &r);
 }
 
 static void on_batch_row(void *arg, unsigned int statement, unsigned int field_count,
@@ -342,8 +352,6 @@ int cl_retention_new(uv_loop_t *loop, const cl_retention_params_t *params, cl_re
     rt->raw_days = params->raw_days;
     rt->batch_rows = params->batch_rows;
     rt->interval_ms = params->interval_ms;
-    rt->on_run = params->on_run;
-    rt->on_run_arg = params->on_run_arg;
     *out = rt;
     return CL_OK;
 }

@@ -87,29 +87,11 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
 
 typedef struct cl_retention_s cl_retention_t;
 
-/* The outcome of one run, valid during the callback only. */
-typedef struct cl_retention_run_result_s {
-    /* 0: done; CL_ERR: a permanent SQL error; CL_ERR_RETRY: the connection
-     * failed, a lock wait or deadlock ended a batch, or the runner closed. The
-     * batches before the failed one stay deleted; the next run goes on. */
-    int status;
-    unsigned int error_code;
-    const char *message; /* "" on success */
-    int64_t cutoff_ms;
-    uint64_t batches;
-    uint64_t rows_deleted[CL_RETENTION_TABLE_COUNT];
-    uint64_t duration_ms;
-} cl_retention_run_result_t;
-
-typedef void (*cl_retention_run_cb)(void *arg, const cl_retention_run_result_t *result);
-
 typedef struct cl_retention_params_s {
-    cl_db_params_t db;          /* its own connection (a dbjob); strings copied */
-    uint32_t raw_days;          /* 1 .. CL_RETENTION_MAX_DAYS */
-    uint32_t batch_rows;        /* 1 .. CL_RETENTION_MAX_BATCH_ROWS */
-    uint64_t interval_ms;       /* > 0 */
-    cl_retention_run_cb on_run; /* after every run, once logged; may be NULL */
-    void *on_run_arg;
+    cl_db_params_t db;    /* its own connection (a dbjob); strings copied */
+    uint32_t raw_days;    /* 1 .. CL_RETENTION_MAX_DAYS */
+    uint32_t batch_rows;  /* 1 .. CL_RETENTION_MAX_BATCH_ROWS */
+    uint64_t interval_ms; /* > 0 */
 } cl_retention_params_t;
 
 struct cl_config_s;
