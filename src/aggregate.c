@@ -51,9 +51,6 @@ struct cl_aggregator_s {
     cl_aggregator_run_cb on_run;
     void *on_run_arg;
     /* The run in progress. */
-    bool manual;
-    cl_aggregator_run_cb run_cb;
-    void *run_arg;
     uint64_t started_at;
     int lock_value; /* -1: NULL or not read */
     cl_aggregator_run_result_t result;
@@ -74,7 +71,6 @@ static void run_finish(cl_aggregator_t *agg)
 {
     cl_aggregator_run_result_t r = agg->result;
     r.message = agg->message;
-    r.manual = agg->manual;
     r.held_row_key = agg->held_key;
     r.duration_ms = cl_now_ms() - agg->started_at;
     /* An episode of failures lasts from the first failure until a run
@@ -119,16 +115,11 @@ static void run_finish(cl_aggregator_t *agg)
         agg->stats.runs_failed++;
     }
     agg->stats.running = false;
-    cl_aggregator_run_cb cb = agg->run_cb;
-    void *arg = agg->run_arg;
-    agg->run_cb = NULL;
     agg->state = AGG_IDLE;
     cl_dbjob_run_end(agg->job);
     log_run(agg, &r);
     if (agg->on_run != NULL)
         agg->on_run(agg->on_run_arg, &r);
-    if (cb != NULL)
-        cb(arg, &r);
 }
 
 /* One line per change of state, not per run: a failure that repeats says so
@@ -397,7 +388,7 @@ static void on_locked(void *arg, const cl_db_result_t *res)
 
 static const cl_db_query_handlers_t lock_handlers = {on_lock_row, on_locked};
 
-/* The job starts a run (a tick, or cl_aggregator_run_now). */
+/* The job starts a run (a tick). */
 static void on_job_run(void *arg, bool manual)
 {
     cl_aggregator_t *agg = arg;
@@ -405,9 +396,7 @@ static void on_job_run(void *arg, bool manual)
     memset(&agg->result, 0, sizeof agg->result);
     agg->message[0] = '\0';
     agg->held_key[0] = '\0';
-    agg->manual = manual;
-    if (!manual)
-        agg->run_cb = NULL;
+    CL_UNUSED(manual);
     agg->lock_value = -1;
     agg->started_at = cl_now_ms();
     agg->state = AGG_LOCKING;
@@ -477,24 +466,6 @@ int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN])
     if (cl_dbjob_start(agg->job, err) != CL_OK)
         return cl_errorf(err, "aggregate: closing");
     return CL_OK;
-}
-
-int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *arg,
-                          char err[CL_ERR_LEN])
-{
-    switch (cl_dbjob_state(agg->job)) {
-    case CL_DBJOB_IDLE:
-        break;
-    case CL_DBJOB_RUNNING:
-    case CL_DBJOB_PAUSED:
-        cl_errorf(err, "aggregate: a run is in progress");
-        return CL_ERR_RETRY;
-    case CL_DBJOB_CLOSING:
-        return cl_errorf(err, "aggregate: closing");
-    }
-    agg->run_cb = cb;
-    agg->run_arg = arg;
-    return cl_dbjob_run_now(agg->job, err);
 }
 
 void cl_aggregator_set_interval(cl_aggregator_t *agg, uint64_t interval_ms)

@@ -31,7 +31,6 @@ typedef struct cl_aggregator_run_result_s {
      * nothing: the next run does its work. */
     int status;
     bool skipped_locked; /* another session aggregates; nothing was done */
-    bool manual;         /* started by cl_aggregator_run_now */
     unsigned int error_code;
     const char *message;         /* "" on success */
     uint64_t events_claimed;     /* new events taken from agg_pending */
@@ -65,11 +64,11 @@ typedef struct cl_aggregator_params_s {
     cl_aggregate_spec_t spec; /* the array is copied */
     uint64_t interval_ms;     /* > 0 */
     /* retention.raw_days: windows older than that are frozen (see the rules
-     * above); 0: retention is off, and only the windows before the bound
+     * in aggregate_sql.h); 0: retention is off, and only the windows before the bound
      * retention recorded earlier stay frozen. */
     uint32_t retention_raw_days;
-    /* Called after every run, timer-started or manual, once the aggregator
-     * has logged it (for telemetry, and to kick the indexer); may be NULL. */
+    /* Called after every run, once the aggregator has logged it (for
+     * telemetry, and to kick the indexer); may be NULL. */
     cl_aggregator_run_cb on_run;
     void *on_run_arg;
 } cl_aggregator_params_t;
@@ -124,11 +123,6 @@ int cl_aggregator_new(uv_loop_t *loop, const cl_aggregator_params_t *params, cl_
  * that finds a run in progress is skipped (counted in skipped_busy): runs
  * never overlap. */
 int cl_aggregator_start(cl_aggregator_t *agg, char err[CL_ERR_LEN]);
-
-/* Start a run now. cb (may be NULL) runs once with its outcome, after
- * on_run. Returns CL_ERR_RETRY (cb never runs) while a run is in progress. */
-int cl_aggregator_run_now(cl_aggregator_t *agg, cl_aggregator_run_cb cb, void *arg,
-                          char err[CL_ERR_LEN]);
 
 /* Change the interval (configuration reload); the next run is one new
  * interval from now. */
