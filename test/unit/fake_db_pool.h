@@ -85,7 +85,7 @@ int __wrap_cl_db_pool_query(cl_db_pool_t *pool, const char *sql, size_t len,
     return CL_OK;
 }
 
-static fake_query_t *fake_db_pop(cl_db_pool_t *pool)
+static inline fake_query_t *fake_db_pop(cl_db_pool_t *pool)
 {
     fake_query_t *q = pool->head;
     pool->head = q->next;
@@ -95,11 +95,12 @@ static fake_query_t *fake_db_pop(cl_db_pool_t *pool)
     return q;
 }
 
-static void fake_db_finish(fake_query_t *q, int status, const char *message)
+static inline void fake_db_finish(fake_query_t *q, int status, unsigned int error_code,
+                                  const char *message)
 {
     cl_db_result_t r = {
         .status = status,
-        .error_code = status == CL_OK ? 0 : 2013,
+        .error_code = error_code,
         .sqlstate = status == CL_OK ? "00000" : "HY000",
         .message = message,
     };
@@ -109,15 +110,15 @@ static void fake_db_finish(fake_query_t *q, int status, const char *message)
 }
 
 /* The SQL of the oldest query waiting, or NULL. */
-static const char *fake_db_next_sql(void)
+static inline const char *fake_db_next_sql(void)
 {
     return fake_db != NULL && fake_db->head != NULL ? fake_db->head->sql : NULL;
 }
 
 /* Answer the oldest query: `row_count` rows of `field_count` columns for
  * statement `statement` (values row-major), then done with `status`. */
-static void fake_db_answer(int status, unsigned int statement, unsigned int field_count,
-                           size_t row_count, const char *const *values)
+static inline void fake_db_answer(int status, unsigned int statement, unsigned int field_count,
+                                  size_t row_count, const char *const *values)
 {
     fake_query_t *q = fake_db_pop(fake_db);
     for (size_t i = 0; i < row_count && q->handlers.row != NULL; i++) {
@@ -127,10 +128,16 @@ static void fake_db_answer(int status, unsigned int statement, unsigned int fiel
             lengths[f] = row[f] != NULL ? strlen(row[f]) : 0;
         q->handlers.row(q->arg, statement, field_count, row, lengths);
     }
-    fake_db_finish(q, status, status == CL_OK ? "" : "fake failure");
+    fake_db_finish(q, status, status == CL_OK ? 0 : 2013, status == CL_OK ? "" : "fake failure");
 }
 
-static void fake_db_ok(void)
+/* Fail the oldest query with a server error number and message. */
+static inline void fake_db_fail(int status, unsigned int error_code, const char *message)
+{
+    fake_db_finish(fake_db_pop(fake_db), status, error_code, message);
+}
+
+static inline void fake_db_ok(void)
 {
     fake_db_answer(CL_OK, 0, 0, 0, NULL);
 }
@@ -152,7 +159,7 @@ static void on_fake_close(uv_timer_t *t)
 {
     cl_db_pool_t *pool = t->data;
     while (pool->head != NULL)
-        fake_db_finish(fake_db_pop(pool), CL_ERR_RETRY, "cancelled: the pool closed");
+        fake_db_finish(fake_db_pop(pool), CL_ERR_RETRY, 2013, "cancelled: the pool closed");
     uv_close((uv_handle_t *)&pool->closer, on_fake_closer_closed);
 }
 
