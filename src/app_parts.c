@@ -213,57 +213,14 @@ static void ingest_apply(cl_app_t *app, const cl_reload_plan_t *plan, const cl_c
 /* The aggregator, the indexer with its sink, retention                      */
 /* ======================================================================== */
 
+/* The aggregator logs its runs itself; the app counts them and tells the
+ * indexer when there is something new to send. */
 static void on_aggregation_run(void *arg, const cl_aggregator_run_result_t *r)
 {
     cl_app_t *app = arg;
     cl_telemetry_aggregation_run(app->telemetry, r);
-    if (r->held_row_key[0] != '\0')
-        cl_log_error("aggregate",
-                     "event %s failed aggregation alone and is held (agg_held, with the "
-                     "error); other events go on; delete its agg_held row to retry it: %s",
-                     r->held_row_key, r->message);
-    if (r->mark_dropped)
-        cl_log_error("aggregate",
-                     "a marked window failed its recomputation alone and its mark was "
-                     "dropped; others go on: %s",
-                     r->message);
-    if (r->status != CL_OK) {
-        /* One line per change of state, not per run: a failure that repeats
-         * says so once (the metrics and /readyz show it goes on). A run
-         * cancelled by a stop is expected, not worth a warning. */
-        bool quiet = app->parts[P_AGGREGATOR].state == PART_STOPPING || !r->new_failure;
-        cl_log(quiet                 ? CL_LOG_DEBUG
-               : r->status == CL_ERR ? CL_LOG_ERROR
-                                     : CL_LOG_WARN,
-               "aggregate", "aggregation run failed (%llu in a row): %s; the next run %s",
-               (unsigned long long)r->consecutive_failures, r->message,
-               r->status == CL_ERR ? "isolates what failed or retries it" : "picks its work up");
-        return;
-    }
-    if (r->recovered_after > 0)
-        cl_log_info("aggregate",
-                    "aggregation recovered: runs succeed again with full claims after %llu "
-                    "failed run(s)",
-                    (unsigned long long)r->recovered_after);
-    if (r->skipped_locked) {
-        cl_log_debug("aggregate", "another instance holds the aggregation lock; run skipped");
-        return;
-    }
-    cl_log(r->events_claimed > 0 || r->windows_recomputed > 0 ? CL_LOG_INFO : CL_LOG_DEBUG,
-           "aggregate",
-           "aggregation run: %llu new events, %llu windows recomputed (%llu events scanned), "
-           "%llu rows changed in %llu ms",
-           (unsigned long long)r->events_claimed, (unsigned long long)r->windows_recomputed,
-           (unsigned long long)r->events_scanned, (unsigned long long)r->rows_changed,
-           (unsigned long long)r->duration_ms);
-    if (r->windows_frozen > 0)
-        cl_log_debug("aggregate",
-                     "aggregation run: %llu windows left as they were: they start within an "
-                     "hour after the retention cutoff (retention.raw_days = %u, or the cutoff "
-                     "retention last deleted by, if later) or before (frozen)",
-                     (unsigned long long)r->windows_frozen,
-                     (unsigned)app->config->retention.raw_days);
-    if (r->rows_changed > 0 && INDEXER(app) != NULL && app->parts[P_INDEXER].state == PART_UP)
+    if (r->status == CL_OK && r->rows_changed > 0 && INDEXER(app) != NULL &&
+        app->parts[P_INDEXER].state == PART_UP)
         cl_indexer_kick(INDEXER(app));
 }
 
@@ -438,30 +395,6 @@ static void indexer_apply(cl_app_t *app, const cl_reload_plan_t *plan, const cl_
         cl_log_error("config", "elasticsearch: %s", err);
 }
 
-static void on_retention_run(void *arg, const cl_retention_run_result_t *r)
-{
-    cl_app_t *app = arg;
-    const uint64_t *d = r->rows_deleted;
-    if (r->status != CL_OK) {
-        cl_log(app->parts[P_RETENTION].state == PART_STOPPING ? CL_LOG_DEBUG
-               : r->status == CL_ERR                          ? CL_LOG_ERROR
-                                                              : CL_LOG_WARN,
-               "retention", "retention run failed: %s; the next run goes on", r->message);
-        return;
-    }
-    cl_log(d[CL_RETENTION_CLICK_DATA] > 0 || d[CL_RETENTION_REJECTED_EVENTS] > 0 ? CL_LOG_INFO
-                                                                                 : CL_LOG_DEBUG,
-           "retention",
-           "retention run: %llu events (%llu geo, %llu user agent, %llu pending rows) and %llu "
-           "rejected events older than %u days deleted in %llu batch(es), %llu ms",
-           (unsigned long long)d[CL_RETENTION_CLICK_DATA],
-           (unsigned long long)d[CL_RETENTION_GEO_DATA],
-           (unsigned long long)d[CL_RETENTION_USER_AGENT_DATA],
-           (unsigned long long)d[CL_RETENTION_AGG_PENDING],
-           (unsigned long long)d[CL_RETENTION_REJECTED_EVENTS], app->config->retention.raw_days,
-           (unsigned long long)r->batches, (unsigned long long)r->duration_ms);
-}
-
 static int retention_start(cl_app_t *app, part_t *p)
 {
     CL_UNUSED(p);
@@ -469,8 +402,6 @@ static int retention_start(cl_app_t *app, part_t *p)
     const cl_config_t *c = app->config;
     cl_retention_params_t rp;
     cl_retention_params_from_config(c, &rp);
-    rp.on_run = on_retention_run;
-    rp.on_run_arg = app;
     cl_retention_t *rt = NULL;
     int rc = cl_retention_new(app->loop, &rp, &rt, err);
     cl_app_set_module(app, M_RETENTION, rc == CL_OK ? rt : NULL);

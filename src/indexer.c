@@ -4,20 +4,28 @@
  * One SELECT page at a time, walking agg_stats in key order with a cursor.
  * When a page comes back short, the walk has reached the end; it starts again
  * from the first key only once nothing is in flight, so a row is never sent
- * twice while its first copy is still on the way. */
+ * twice while its first copy is still on the way.
+ *
+ * The walk runs on a periodic database job (dbjob.h): a run fetches pages
+ * one after the other until the walk reaches its end, the sink holds enough,
+ * or the index is not ready; the job's ticks (the poll interval), kicks and
+ * finished acknowledgements start the next run. Acknowledgements are written
+ * outside runs, on the job's connection too. */
 #include "clickloop/indexer.h"
 #include "clickloop/config.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "clickloop/aggregate.h"
+#include "clickloop/agg_stats.h"
 #include "clickloop/buf.h"
+#include "clickloop/dbjob.h"
 #include "clickloop/es_doc.h"
 #include "clickloop/log.h"
 
 /* Acknowledgements are written in one UPDATE once this many are collected,
- * or at the next poll tick. */
+ * at the next run, or after a page when the last UPDATE is a poll interval
+ * old. */
 #define CL_INDEXER_ACK_BATCH 500
 
 /* A document handed to the sink; its address is the sink's tag. */
@@ -47,20 +55,27 @@ typedef struct {
     cl_buf_t sql;
 } query_t;
 
+/* Where the indexer stands. A page SELECT in flight is the job's run in
+ * progress (CL_DBJOB_RUNNING). */
+typedef enum {
+    IX_UNPREPARED = 0, /* no sink, or its index not prepared yet: nothing is fetched */
+    IX_AT_END,         /* between walks: the next starts from the first key once nothing
+                          is in flight */
+    IX_FIRST_PAGE,     /* a walk begins: its first page is next, or in flight */
+    IX_NEXT_PAGE,      /* the next page starts after the cursor */
+    IX_DRAINING,       /* closing: waiting for what is in flight */
+    IX_CLOSING_JOB,    /* closing: the job closes, then the indexer is freed */
+} ix_state_t;
+
 struct cl_indexer_s {
-    uv_loop_t *loop;
-    cl_db_pool_t *pool;
+    cl_dbjob_t *job;
     cl_es_sink_t *sink;
     char *index;
     size_t page_rows;
     size_t max_pending;
     uint64_t poll_ms;
-    uv_timer_t timer;
-    bool index_ready;
-    bool fetching;
-    bool at_end;
-    bool have_cursor;
-    bool closing;
+    ix_state_t state;
+    uint64_t last_flush_ms;
     /* Counts sinks attached: an index setup answered by a sink that has been
      * replaced since (cl_indexer_set_sink) is ignored. */
     unsigned sink_generation;
@@ -72,18 +87,48 @@ struct cl_indexer_s {
     unsigned updates_in_flight;
     size_t docs_outstanding; /* submitted, no outcome yet */
     cl_indexer_stats_t stats;
-    void (*close_cb)(void *arg);
+    cl_close_cb close_cb;
     void *close_arg;
 };
 
-static void pump(cl_indexer_t *ix, bool may_restart);
+static bool fetch_page(cl_indexer_t *ix, bool may_restart);
 static void flush_acks(cl_indexer_t *ix);
 static void maybe_finish_close(cl_indexer_t *ix);
+
+static bool closing(const cl_indexer_t *ix)
+{
+    return ix->state == IX_DRAINING || ix->state == IX_CLOSING_JOB;
+}
+
+static bool fetching(const cl_indexer_t *ix)
+{
+    return cl_dbjob_state(ix->job) == CL_DBJOB_RUNNING;
+}
+
+/* A run of the job: a tick, a kick, or the walk going on after an
+ * acknowledgement made room. */
+static void on_job_run(void *arg, bool manual)
+{
+    cl_indexer_t *ix = arg;
+    CL_UNUSED(manual);
+    if (!closing(ix))
+        flush_acks(ix);
+    if (closing(ix) || !fetch_page(ix, true))
+        cl_dbjob_run_end(ix->job);
+}
+
+/* Start a run unless one is in progress (which goes on by itself). */
+static void run_soon(cl_indexer_t *ix)
+{
+    char err[CL_ERR_LEN];
+    (void)cl_dbjob_run_now(ix->job, err);
+}
 
 void cl_indexer_params_from_config(const cl_config_t *c, cl_indexer_params_t *p)
 {
     memset(p, 0, sizeof *p);
     cl_db_params_from_config(c, &p->db);
+    p->db.label = "indexer";
     p->index = c->elasticsearch.index;
     p->page_rows = c->elasticsearch.bulk_max_docs;
     p->max_pending_docs =
@@ -95,18 +140,21 @@ int cl_indexer_new(uv_loop_t *loop, const cl_indexer_params_t *params, cl_indexe
                    char err[CL_ERR_LEN])
 {
     cl_indexer_t *ix = cl_xcalloc(1, sizeof *ix);
-    ix->loop = loop;
-    ix->index = cl_xstrdup(params->index);
     ix->page_rows = params->page_rows ? params->page_rows : 1000;
     ix->max_pending = params->max_pending_docs ? params->max_pending_docs : 5000;
     ix->poll_ms = params->poll_interval_ms ? params->poll_interval_ms : 1000;
-    if (cl_db_pool_open(loop, &params->db, 1, &ix->pool, err) != CL_OK) {
-        free(ix->index);
+    cl_dbjob_params_t jp = {
+        .db = params->db,
+        .interval_ms = ix->poll_ms,
+        .handlers = {.run = on_job_run},
+        .arg = ix,
+    };
+    if (cl_dbjob_new(loop, &jp, &ix->job, err) != CL_OK) {
         free(ix);
         return CL_ERR;
     }
-    uv_timer_init(loop, &ix->timer);
-    ix->timer.data = ix;
+    ix->index = cl_xstrdup(params->index);
+    ix->state = IX_UNPREPARED;
     *out = ix;
     return CL_OK;
 }
@@ -121,20 +169,17 @@ void cl_indexer_set_sink(cl_indexer_t *ix, cl_es_sink_t *sink)
      * index is prepared there again (cl_indexer_start). */
     ix->sink = sink;
     ix->sink_generation++;
-    ix->index_ready = false;
+    if (!closing(ix))
+        ix->state = IX_UNPREPARED;
 }
 
 void cl_indexer_stats(const cl_indexer_t *ix, cl_indexer_stats_t *out)
 {
+    cl_dbjob_stats_t js;
+    cl_dbjob_stats(ix->job, &js);
     *out = ix->stats;
-    out->index_ready = ix->index_ready;
-}
-
-static void on_timer(uv_timer_t *t)
-{
-    cl_indexer_t *ix = t->data;
-    flush_acks(ix);
-    pump(ix, true);
+    out->ticks_skipped = js.ticks_skipped;
+    out->index_ready = ix->state != IX_UNPREPARED && !closing(ix);
 }
 
 static void on_index_ready(void *arg, int status, const char *message)
@@ -145,7 +190,7 @@ static void on_index_ready(void *arg, int status, const char *message)
     free(e);
     /* A replaced sink answers its pending setup with CL_ERR_RETRY when it
      * closes: not a problem of the index. */
-    if (ix->closing || !current)
+    if (closing(ix) || !current)
         return;
     if (status != CL_OK) {
         /* A permanent refusal (e.g. an existing index with a conflicting
@@ -156,8 +201,10 @@ static void on_index_ready(void *arg, int status, const char *message)
         return;
     }
     cl_log_info("indexer", "index %s ready", ix->index);
-    ix->index_ready = true;
-    pump(ix, true);
+    /* A walk begun on a previous sink is not continued: the next starts
+     * from the first key once that sink's documents are accounted for. */
+    ix->state = IX_AT_END;
+    run_soon(ix);
 }
 
 int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN])
@@ -170,13 +217,13 @@ int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN])
         free(e);
         return CL_ERR;
     }
-    uv_timer_start(&ix->timer, on_timer, ix->poll_ms, ix->poll_ms);
-    return CL_OK;
+    return cl_dbjob_start(ix->job, err);
 }
 
 void cl_indexer_kick(cl_indexer_t *ix)
 {
-    pump(ix, true);
+    if (!closing(ix))
+        run_soon(ix);
 }
 
 /* ---- acknowledgements ---------------------------------------------------- */
@@ -192,10 +239,10 @@ static void on_update_done(void *arg, const cl_db_result_t *r)
         cl_log_warn("indexer", "recording indexed versions failed: %s", r->message);
     cl_buf_free(&q->sql);
     free(q);
-    if (ix->closing)
+    if (closing(ix))
         maybe_finish_close(ix);
-    else
-        pump(ix, false);
+    else if (ix->state == IX_FIRST_PAGE || ix->state == IX_NEXT_PAGE)
+        run_soon(ix); /* the walk goes on if it was waiting for room */
 }
 
 static void run_update(cl_indexer_t *ix, query_t *q)
@@ -203,7 +250,7 @@ static void run_update(cl_indexer_t *ix, query_t *q)
     static const cl_db_query_handlers_t h = {.row = NULL, .done = on_update_done};
     char err[CL_ERR_LEN];
     ix->updates_in_flight++;
-    if (cl_db_pool_query(ix->pool, q->sql.data, q->sql.len, &h, q, err) != CL_OK) {
+    if (cl_dbjob_query(ix->job, q->sql.data, q->sql.len, &h, q, err) != CL_OK) {
         ix->updates_in_flight--;
         cl_log_warn("indexer", "%s", err);
         cl_buf_free(&q->sql);
@@ -213,6 +260,7 @@ static void run_update(cl_indexer_t *ix, query_t *q)
 
 static void flush_acks(cl_indexer_t *ix)
 {
+    ix->last_flush_ms = cl_now_ms();
     if (ix->ack_count == 0)
         return;
     query_t *q = cl_xcalloc(1, sizeof *q);
@@ -261,7 +309,7 @@ void cl_indexer_doc_cb(void *arg, uint64_t tag, cl_es_doc_outcome_t outcome, con
         ix->acks[ix->ack_count].key = f->key;
         ix->acks[ix->ack_count].version = f->version;
         ix->ack_count++;
-        if (ix->ack_count >= CL_INDEXER_ACK_BATCH && !ix->closing)
+        if (ix->ack_count >= CL_INDEXER_ACK_BATCH && !closing(ix))
             flush_acks(ix);
         break;
     case CL_ES_DOC_FAILED:
@@ -275,7 +323,7 @@ void cl_indexer_doc_cb(void *arg, uint64_t tag, cl_es_doc_outcome_t outcome, con
         break;
     }
     free(f);
-    if (ix->closing)
+    if (closing(ix))
         maybe_finish_close(ix);
 }
 
@@ -296,7 +344,8 @@ static void on_row(void *arg, unsigned int statement, unsigned int field_count,
     }
     /* The cursor moves over every row, even one that cannot be sent. */
     ix->cursor = st.key;
-    ix->have_cursor = true;
+    if (ix->state == IX_FIRST_PAGE)
+        ix->state = IX_NEXT_PAGE;
 
     char window[CL_ES_WINDOW_LABEL_SIZE];
     cl_es_window_label(st.key.window_ms, window);
@@ -360,13 +409,12 @@ static void on_select_done(void *arg, const cl_db_result_t *r)
 {
     query_t *q = arg;
     cl_indexer_t *ix = q->ix;
-    ix->fetching = false;
     size_t rows = ix->page_count;
     /* The sink may have been taken away (shutdown) or replaced by one whose
      * index is not prepared yet (reload) while the SELECT ran: then the page
      * is dropped. Its rows keep needs_index = 1, and the walk starts over
      * from the first key once nothing is outstanding, so they are read again. */
-    bool drop = ix->closing || ix->sink == NULL || !ix->index_ready;
+    bool drop = closing(ix) || ix->sink == NULL || ix->state == IX_UNPREPARED;
     if (drop) {
         for (size_t i = 0; i < ix->page_count; i++) {
             cl_buf_free(&ix->page[i].source);
@@ -378,73 +426,77 @@ static void on_select_done(void *arg, const cl_db_result_t *r)
     }
     cl_buf_free(&q->sql);
     free(q);
-    if (ix->closing) {
+    if (closing(ix)) {
+        cl_dbjob_run_end(ix->job);
         maybe_finish_close(ix);
         return;
     }
+    bool more = false;
     if (r->status != CL_OK) {
-        cl_log_warn("indexer", "reading aggregates to index failed: %s; trying again",
-                    r->message);
-        return; /* the poll timer tries again */
-    }
-    if (drop) {
+        /* The next run tries again from the same cursor. */
+        cl_log_warn("indexer", "reading aggregates to index failed: %s; trying again", r->message);
+    } else if (drop) {
         cl_log_debug("indexer", "page of %zu row(s) dropped: no sink ready for it", rows);
-        ix->at_end = true;
-        return;
+    } else {
+        cl_log_debug("indexer", "page of %zu row(s) read, %zu document(s) outstanding", rows,
+                     ix->docs_outstanding);
+        if (rows < ix->page_rows)
+            ix->state = IX_AT_END;
+        if (cl_now_ms() - ix->last_flush_ms >= ix->poll_ms)
+            flush_acks(ix);
+        more = fetch_page(ix, false);
     }
-    cl_log_debug("indexer", "page of %zu row(s) read, %zu document(s) outstanding", rows,
-                 ix->docs_outstanding);
-    if (rows < ix->page_rows)
-        ix->at_end = true;
-    pump(ix, false);
+    if (!more)
+        cl_dbjob_run_end(ix->job);
 }
 
-/* may_restart: allowed to start a new walk from the first key. Only the
- * timer and kicks may, so an idle indexer reads once per tick, not in a loop. */
-static void pump(cl_indexer_t *ix, bool may_restart)
+/* Issue the next page's SELECT within the run in progress; false when there
+ * is none to fetch now. may_restart: allowed to start a new walk from the
+ * first key. Only ticks and kicks may, so an idle indexer reads once per
+ * tick, not in a loop. */
+static bool fetch_page(cl_indexer_t *ix, bool may_restart)
 {
-    if (!ix->index_ready || ix->fetching || ix->closing || ix->sink == NULL)
-        return;
+    if (ix->state == IX_UNPREPARED || closing(ix) || ix->sink == NULL)
+        return false;
     if (cl_es_sink_pending(ix->sink) >= ix->max_pending)
-        return;
-    if (ix->at_end) {
+        return false;
+    if (ix->state == IX_AT_END) {
         /* Start over only when nothing is on its way, so no row is fetched
          * again while its document or acknowledgement is in flight. */
         if (!may_restart || ix->docs_outstanding > 0 || ix->ack_count > 0 ||
             ix->updates_in_flight > 0)
-            return;
-        ix->at_end = false;
-        ix->have_cursor = false;
+            return false;
+        ix->state = IX_FIRST_PAGE;
     }
     query_t *q = cl_xcalloc(1, sizeof *q);
     q->ix = ix;
     cl_buf_init(&q->sql);
     char err[CL_ERR_LEN];
-    if (cl_aggregate_index_select_sql(&q->sql, ix->page_rows, ix->have_cursor ? &ix->cursor : NULL,
-                                      err) != CL_OK) {
+    if (cl_aggregate_index_select_sql(
+            &q->sql, ix->page_rows, ix->state == IX_NEXT_PAGE ? &ix->cursor : NULL, err) != CL_OK) {
         cl_log_error("indexer", "%s", err);
         cl_buf_free(&q->sql);
         free(q);
-        return;
+        return false;
     }
     ix->page = cl_xrealloc(ix->page, ix->page_rows * sizeof *ix->page);
     ix->page_count = 0;
     static const cl_db_query_handlers_t h = {.row = on_row, .done = on_select_done};
-    ix->fetching = true;
-    if (cl_db_pool_query(ix->pool, q->sql.data, q->sql.len, &h, q, err) != CL_OK) {
-        ix->fetching = false;
+    if (cl_dbjob_query(ix->job, q->sql.data, q->sql.len, &h, q, err) != CL_OK) {
         cl_log_warn("indexer", "%s", err);
         cl_buf_free(&q->sql);
         free(q);
+        return false;
     }
+    return true;
 }
 
 /* ---- close --------------------------------------------------------------- */
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_job_closed(void *arg)
 {
-    cl_indexer_t *ix = h->data;
-    void (*cb)(void *) = ix->close_cb;
+    cl_indexer_t *ix = arg;
+    cl_close_cb cb = ix->close_cb;
     void *cb_arg = ix->close_arg;
     free(ix->acks);
     free(ix->page);
@@ -454,29 +506,24 @@ static void on_timer_closed(uv_handle_t *h)
         cb(cb_arg);
 }
 
-static void on_pool_closed(void *arg)
-{
-    cl_indexer_t *ix = arg;
-    uv_close((uv_handle_t *)&ix->timer, on_timer_closed);
-}
-
 static void maybe_finish_close(cl_indexer_t *ix)
 {
-    if (ix->fetching || ix->updates_in_flight > 0 || ix->docs_outstanding > 0 || ix->pool == NULL)
+    if (ix->state != IX_DRAINING || fetching(ix) || ix->updates_in_flight > 0 ||
+        ix->docs_outstanding > 0)
         return;
-    cl_db_pool_t *pool = ix->pool;
-    ix->pool = NULL;
-    if (cl_db_pool_close(pool, on_pool_closed, ix) != CL_OK)
-        on_pool_closed(ix);
+    ix->state = IX_CLOSING_JOB;
+    if (cl_dbjob_close(ix->job, on_job_closed, ix) != CL_OK)
+        cl_panic("indexer: its job was closed by someone else");
 }
 
-int cl_indexer_close(cl_indexer_t *ix, void (*cb)(void *arg), void *arg)
+int cl_indexer_close(cl_indexer_t *ix, cl_close_cb cb, void *arg)
 {
+    if (closing(ix))
+        return CL_ERR;
     ix->close_cb = cb;
     ix->close_arg = arg;
-    uv_timer_stop(&ix->timer);
     flush_acks(ix);
-    ix->closing = true;
+    ix->state = IX_DRAINING;
     maybe_finish_close(ix);
     return CL_OK;
 }

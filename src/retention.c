@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clickloop/dbjob.h"
+#include "clickloop/log.h"
 #include "clickloop/store.h"
 
 #define MS_PER_DAY INT64_C(86400000)
@@ -37,8 +39,8 @@
 #define BATCH_PAUSE_MS 10
 
 static const char *const table_names[CL_RETENTION_TABLE_COUNT] = {
-    "click_data", "geo_data", "user_agent_data", "agg_pending", "rejected_events",
-    "agg_done",   "agg_users",
+    "click_data",      "geo_data", "user_agent_data", "agg_pending",
+    "rejected_events", "agg_done", "agg_users",
 };
 
 /* Session variables that carry each DELETE's row count to the summary. */
@@ -87,11 +89,11 @@ static void delete_children(cl_buf_t *b, unsigned int *n, cl_retention_table_t t
 int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows,
                            unsigned int *summary_statement, char err[CL_ERR_LEN])
 {
-    char cutoff[CL_STORE_DATETIME_SIZE];
+    char cutoff[CL_DATETIME_SIZE];
     if (batch_rows == 0 || batch_rows > CL_RETENTION_MAX_BATCH_ROWS)
         return cl_errorf(err, "retention: batch_rows must be between 1 and %u, got %" PRIu32,
                          CL_RETENTION_MAX_BATCH_ROWS, batch_rows);
-    if (cl_store_format_datetime(cutoff_ms, cutoff) != CL_OK)
+    if (cl_datetime_format(cutoff_ms, cutoff) != CL_OK)
         return cl_errorf(err, "retention: the cutoff %" PRId64 " ms is outside the DATETIME range",
                          cutoff_ms);
     unsigned int n = 0;
@@ -127,9 +129,10 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
     statement(out, &n, "COMMIT");
     /* A window starting before the cutoff is frozen (aggregate.h): its
      * users are never looked up again. */
-    statement(out, &n,
-              "DELETE FROM agg_users WHERE window_start < '%s' ORDER BY window_start LIMIT %" PRIu32,
-              cutoff, batch_rows);
+    statement(
+        out, &n,
+        "DELETE FROM agg_users WHERE window_start < '%s' ORDER BY window_start LIMIT %" PRIu32,
+        cutoff, batch_rows);
     statement(out, &n, "SET %s = ROW_COUNT()", count_vars[CL_RETENTION_AGG_USERS]);
     statement(out, &n,
               "SET @cl_retention_bound = (SELECT id FROM rejected_events "
@@ -148,37 +151,42 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
 
 /* ---- The runner -------------------------------------------------------------- */
 
-typedef enum {
-    RT_IDLE = 0,
-    RT_RUNNING, /* a batch in flight, or the pause before the next one */
-    RT_CLOSING,
-} rt_state_t;
+/* The outcome of one run, as it is logged. */
+typedef struct {
+    /* 0: done; CL_ERR: a permanent SQL error; CL_ERR_RETRY: the connection
+     * failed, a lock wait or deadlock ended a batch, or the runner closed. The
+     * batches before the failed one stay deleted; the next run goes on. */
+    int status;
+    unsigned int error_code;
+    const char *message; /* "" on success */
+    int64_t cutoff_ms;
+    uint64_t batches;
+    uint64_t rows_deleted[CL_RETENTION_TABLE_COUNT];
+    uint64_t duration_ms;
+} run_result_t;
 
 struct cl_retention_s {
-    uv_loop_t *loop;
-    cl_db_pool_t *pool;
-    uv_timer_t interval_timer;
-    uv_timer_t batch_timer;
-    int open_handles;
-    rt_state_t state;
-    bool started;
+    cl_dbjob_t *job; /* the timer, the pause between batches, the connection */
     uint32_t raw_days;
     uint32_t batch_rows;
     uint64_t interval_ms;
-    cl_retention_run_cb on_run;
-    void *on_run_arg;
     /* The run in progress. */
     cl_buf_t sql; /* alive while its batch is in flight */
     unsigned int summary_statement;
     bool have_summary;
     uint64_t batch_rows_deleted[CL_RETENTION_TABLE_COUNT];
     uint64_t started_at;
-    cl_retention_run_result_t result;
+    run_result_t result;
     char message[CL_ERR_LEN];
     cl_retention_stats_t stats;
-    cl_retention_close_cb close_cb;
+    cl_close_cb close_cb;
     void *close_arg;
 };
+
+static bool closing(const cl_retention_t *rt)
+{
+    return cl_dbjob_state(rt->job) == CL_DBJOB_CLOSING;
+}
 
 static int check_policy(uint32_t raw_days, uint32_t batch_rows, uint64_t interval_ms,
                         char err[CL_ERR_LEN])
@@ -194,9 +202,34 @@ static int check_policy(uint32_t raw_days, uint32_t batch_rows, uint64_t interva
     return CL_OK;
 }
 
+/* A failure says so at every run (runs are far apart); a run cancelled by a
+ * close is expected, not worth a warning. */
+static void log_run(const cl_retention_t *rt, const run_result_t *r)
+{
+    const uint64_t *d = r->rows_deleted;
+    if (r->status != CL_OK) {
+        cl_log(closing(rt)           ? CL_LOG_DEBUG
+               : r->status == CL_ERR ? CL_LOG_ERROR
+                                     : CL_LOG_WARN,
+               "retention", "retention run failed: %s; the next run goes on", r->message);
+        return;
+    }
+    cl_log(d[CL_RETENTION_CLICK_DATA] > 0 || d[CL_RETENTION_REJECTED_EVENTS] > 0 ? CL_LOG_INFO
+                                                                                 : CL_LOG_DEBUG,
+           "retention",
+           "retention run: %llu events (%llu geo, %llu user agent, %llu pending rows) and %llu "
+           "rejected events older than %u days deleted in %llu batch(es), %llu ms",
+           (unsigned long long)d[CL_RETENTION_CLICK_DATA],
+           (unsigned long long)d[CL_RETENTION_GEO_DATA],
+           (unsigned long long)d[CL_RETENTION_USER_AGENT_DATA],
+           (unsigned long long)d[CL_RETENTION_AGG_PENDING],
+           (unsigned long long)d[CL_RETENTION_REJECTED_EVENTS], rt->raw_days,
+           (unsigned long long)r->batches, (unsigned long long)r->duration_ms);
+}
+
 static void run_finish(cl_retention_t *rt, int status, unsigned int error_code, const char *why)
 {
-    cl_retention_run_result_t r = rt->result;
+    run_result_t r = rt->result;
     r.status = status;
     r.error_code = error_code;
     cl_errorf(rt->message, "%s", why);
@@ -206,11 +239,8 @@ static void run_finish(cl_retention_t *rt, int status, unsigned int error_code, 
         rt->stats.runs++;
     else
         rt->stats.runs_failed++;
-    rt->stats.running = false;
-    if (rt->state != RT_CLOSING)
-        rt->state = RT_IDLE;
-    if (rt->on_run != NULL)
-        rt->on_run(rt->on_run_arg, &r);
+    cl_dbjob_run_end(rt->job);
+    log_run(rt, &r);
 }
 
 static void on_batch_row(void *arg, unsigned int statement, unsigned int field_count,
@@ -227,13 +257,6 @@ static void on_batch_row(void *arg, unsigned int statement, unsigned int field_c
         rt->batch_rows_deleted[i] = v > 0 ? (uint64_t)v : 0;
     }
     rt->have_summary = true;
-}
-
-static void run_batch(cl_retention_t *rt);
-
-static void on_batch_timer(uv_timer_t *t)
-{
-    run_batch(t->data);
 }
 
 static void on_batch_done(void *arg, const cl_db_result_t *res)
@@ -257,11 +280,11 @@ static void on_batch_done(void *arg, const cl_db_result_t *res)
     bool more = rt->batch_rows_deleted[CL_RETENTION_CLICK_DATA] >= rt->batch_rows ||
                 rt->batch_rows_deleted[CL_RETENTION_REJECTED_EVENTS] >= rt->batch_rows ||
                 rt->batch_rows_deleted[CL_RETENTION_AGG_USERS] >= rt->batch_rows;
-    if (rt->state == RT_CLOSING || !more) {
+    if (closing(rt) || !more) {
         run_finish(rt, CL_OK, 0, "");
         return;
     }
-    uv_timer_start(&rt->batch_timer, on_batch_timer, BATCH_PAUSE_MS, 0);
+    cl_dbjob_pause(rt->job, BATCH_PAUSE_MS);
 }
 
 static const cl_db_query_handlers_t batch_handlers = {on_batch_row, on_batch_done};
@@ -269,26 +292,32 @@ static const cl_db_query_handlers_t batch_handlers = {on_batch_row, on_batch_don
 static void run_batch(cl_retention_t *rt)
 {
     char err[CL_ERR_LEN];
-    if (rt->state == RT_CLOSING)
-        return;
     cl_buf_init(&rt->sql);
     rt->have_summary = false;
     memset(rt->batch_rows_deleted, 0, sizeof rt->batch_rows_deleted);
     if (cl_retention_batch_sql(&rt->sql, rt->result.cutoff_ms, rt->batch_rows,
                                &rt->summary_statement, err) != CL_OK ||
-        cl_db_pool_query(rt->pool, rt->sql.data, rt->sql.len, &batch_handlers, rt, err) != CL_OK) {
+        cl_dbjob_query(rt->job, rt->sql.data, rt->sql.len, &batch_handlers, rt, err) != CL_OK) {
         cl_buf_free(&rt->sql);
         run_finish(rt, CL_ERR, 0, err);
     }
 }
 
-static void on_interval(uv_timer_t *t)
+/* The pause between two batches is over, or the job closed during it. */
+static void on_job_resume(void *arg, int status)
 {
-    cl_retention_t *rt = t->data;
-    if (rt->state != RT_IDLE)
-        return; /* the previous run is still going: runs never overlap */
-    rt->state = RT_RUNNING;
-    rt->stats.running = true;
+    cl_retention_t *rt = arg;
+    if (status != CL_OK) {
+        run_finish(rt, CL_ERR_RETRY, 0, "cancelled: retention closed");
+        return;
+    }
+    run_batch(rt);
+}
+
+static void on_job_run(void *arg, bool manual)
+{
+    cl_retention_t *rt = arg;
+    CL_UNUSED(manual);
     memset(&rt->result, 0, sizeof rt->result);
     rt->started_at = cl_now_ms();
     rt->result.cutoff_ms = cl_retention_cutoff_ms(cl_wall_ms(), rt->raw_days);
@@ -299,6 +328,7 @@ void cl_retention_params_from_config(const cl_config_t *c, cl_retention_params_t
 {
     memset(p, 0, sizeof *p);
     cl_db_params_from_config(c, &p->db);
+    p->db.label = "retention";
     p->raw_days = c->retention.raw_days;
     p->batch_rows = c->retention.batch_rows;
     p->interval_ms = c->retention.interval_ms;
@@ -309,32 +339,28 @@ int cl_retention_new(uv_loop_t *loop, const cl_retention_params_t *params, cl_re
 {
     if (check_policy(params->raw_days, params->batch_rows, params->interval_ms, err) != CL_OK)
         return CL_ERR;
-    cl_db_pool_t *pool;
-    if (cl_db_pool_open(loop, &params->db, 1, &pool, err) != CL_OK)
-        return CL_ERR;
     cl_retention_t *rt = cl_xcalloc(1, sizeof *rt);
-    rt->loop = loop;
-    rt->pool = pool;
+    cl_dbjob_params_t jp = {
+        .db = params->db,
+        .interval_ms = params->interval_ms,
+        .handlers = {.run = on_job_run, .resume = on_job_resume},
+        .arg = rt,
+    };
+    if (cl_dbjob_new(loop, &jp, &rt->job, err) != CL_OK) {
+        free(rt);
+        return CL_ERR;
+    }
     rt->raw_days = params->raw_days;
     rt->batch_rows = params->batch_rows;
     rt->interval_ms = params->interval_ms;
-    rt->on_run = params->on_run;
-    rt->on_run_arg = params->on_run_arg;
-    uv_timer_init(loop, &rt->interval_timer);
-    rt->interval_timer.data = rt;
-    uv_timer_init(loop, &rt->batch_timer);
-    rt->batch_timer.data = rt;
-    rt->open_handles = 2;
     *out = rt;
     return CL_OK;
 }
 
 int cl_retention_start(cl_retention_t *rt, char err[CL_ERR_LEN])
 {
-    if (rt->state == RT_CLOSING)
+    if (cl_dbjob_start(rt->job, err) != CL_OK)
         return cl_errorf(err, "retention: closing");
-    rt->started = true;
-    uv_timer_start(&rt->interval_timer, on_interval, 0, rt->interval_ms);
     return CL_OK;
 }
 
@@ -347,51 +373,39 @@ int cl_retention_set_policy(cl_retention_t *rt, uint32_t raw_days, uint32_t batc
     rt->batch_rows = batch_rows;
     if (interval_ms != rt->interval_ms) {
         rt->interval_ms = interval_ms;
-        if (rt->started && rt->state != RT_CLOSING)
-            uv_timer_start(&rt->interval_timer, on_interval, interval_ms, interval_ms);
+        cl_dbjob_set_interval(rt->job, interval_ms);
     }
     return CL_OK;
 }
 
 void cl_retention_stats(const cl_retention_t *rt, cl_retention_stats_t *out)
 {
+    cl_dbjob_stats_t js;
+    cl_dbjob_stats(rt->job, &js);
     *out = rt->stats;
+    out->ticks_skipped = js.ticks_skipped;
+    out->running = js.state == CL_DBJOB_RUNNING || js.state == CL_DBJOB_PAUSED;
 }
 
-static void on_timer_closed(uv_handle_t *h)
-{
-    cl_retention_t *rt = h->data;
-    if (--rt->open_handles > 0)
-        return;
-    cl_retention_close_cb cb = rt->close_cb;
-    void *arg = rt->close_arg;
-    free(rt);
-    if (cb != NULL)
-        cb(arg);
-}
-
-static void on_pool_closed(void *arg)
+static void on_job_closed(void *arg)
 {
     cl_retention_t *rt = arg;
-    uv_close((uv_handle_t *)&rt->interval_timer, on_timer_closed);
-    uv_close((uv_handle_t *)&rt->batch_timer, on_timer_closed);
+    cl_close_cb cb = rt->close_cb;
+    void *cb_arg = rt->close_arg;
+    free(rt);
+    if (cb != NULL)
+        cb(cb_arg);
 }
 
-int cl_retention_close(cl_retention_t *rt, cl_retention_close_cb cb, void *arg)
+int cl_retention_close(cl_retention_t *rt, cl_close_cb cb, void *arg)
 {
-    if (rt->state == RT_CLOSING)
+    if (closing(rt))
         return CL_ERR;
-    bool waiting = rt->state == RT_RUNNING && uv_is_active((uv_handle_t *)&rt->batch_timer);
-    rt->state = RT_CLOSING;
     rt->close_cb = cb;
     rt->close_arg = arg;
-    uv_timer_stop(&rt->interval_timer);
-    uv_timer_stop(&rt->batch_timer);
-    /* A run paused between batches ends here; one with a batch in flight ends
-     * in that batch's done callback, which the pool runs (CL_ERR_RETRY) while
-     * it closes, before its close callback: the SQL text is still alive. */
-    if (waiting)
-        run_finish(rt, CL_ERR_RETRY, 0, "cancelled: retention closed");
-    cl_db_pool_close(rt->pool, on_pool_closed, rt);
-    return CL_OK;
+    /* A run paused between batches ends in the job's resume (cancelled); one
+     * with a batch in flight ends in that batch's done callback, which runs
+     * (CL_ERR_RETRY) before the job's close callback: the SQL text is still
+     * alive. */
+    return cl_dbjob_close(rt->job, on_job_closed, rt);
 }

@@ -14,6 +14,7 @@ typedef struct {
     cl_aggregator_stats_t aggregator;
     cl_es_sink_stats_t sink;
     cl_retention_stats_t retention;
+    cl_indexer_stats_t indexer;
 } retired_t;
 
 struct cl_telemetry_s {
@@ -34,6 +35,7 @@ struct cl_telemetry_s {
     cl_gauge_t *es_pending;
     cl_histogram_t *agg_duration;
     cl_counter_t *retention_rows, *retention_runs;
+    cl_counter_t *indexer_docs, *job_ticks_skipped;
 };
 
 static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -62,8 +64,7 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                            "(retried later).",
                                            NULL);
     t->batch_retries = cl_metrics_counter(m, "clickloop_batch_retries_total",
-                                          "Ingest batch attempts after a transient failure.",
-                                          NULL);
+                                          "Ingest batch attempts after a transient failure.", NULL);
     t->reconnects = cl_metrics_counter(m, "clickloop_reconnects_total",
                                        "Connection attempts after a failure or a lost connection.",
                                        "dependency", NULL);
@@ -71,9 +72,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                     "SIGHUP configuration reloads by result.", "result", NULL);
     t->in_flight = cl_metrics_gauge(m, "clickloop_events_in_flight",
                                     "Events buffered or being written to MariaDB.", NULL);
-    t->paused = cl_metrics_gauge(m, "clickloop_consumption_paused",
-                                 "1 while consumption is paused by backpressure or shutdown.",
-                                 NULL);
+    t->paused =
+        cl_metrics_gauge(m, "clickloop_consumption_paused",
+                         "1 while consumption is paused by backpressure or shutdown.", NULL);
     t->assigned = cl_metrics_gauge(m, "clickloop_partitions_assigned",
                                    "Kafka partitions assigned to this instance.", NULL);
     t->lag = cl_metrics_gauge(m, "clickloop_consumer_lag",
@@ -81,13 +82,13 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                               "topic", "partition", NULL);
     t->dependency_up = cl_metrics_gauge(m, "clickloop_dependency_connections",
                                         "Open connections per dependency.", "dependency", NULL);
-    t->batch_latency = cl_metrics_histogram(
-        m, "clickloop_batch_latency_seconds",
-        "Time from a batch's first message to its commit in MariaDB.", latency_bounds,
-        CL_ARRAY_LEN(latency_bounds), NULL);
-    t->batch_size = cl_metrics_histogram(m, "clickloop_batch_events",
-                                         "Messages per committed batch.", size_bounds,
-                                         CL_ARRAY_LEN(size_bounds), NULL);
+    t->batch_latency =
+        cl_metrics_histogram(m, "clickloop_batch_latency_seconds",
+                             "Time from a batch's first message to its commit in MariaDB.",
+                             latency_bounds, CL_ARRAY_LEN(latency_bounds), NULL);
+    t->batch_size =
+        cl_metrics_histogram(m, "clickloop_batch_events", "Messages per committed batch.",
+                             size_bounds, CL_ARRAY_LEN(size_bounds), NULL);
     t->agg_runs = cl_metrics_counter(m, "clickloop_aggregation_runs_total",
                                      "Aggregation runs by result (ok, failed, skipped_locked: "
                                      "another instance aggregates, skipped_busy: a run was still "
@@ -100,9 +101,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
         "Windows that aggregation runs left as they were, by reason (retention: the window "
         "starts before the retention cutoff, its aggregates are frozen).",
         "reason", NULL);
-    t->agg_rows = cl_metrics_counter(m, "clickloop_aggregation_rows_changed_total",
-                                     "agg_stats rows inserted or changed by aggregation runs.",
-                                     NULL);
+    t->agg_rows =
+        cl_metrics_counter(m, "clickloop_aggregation_rows_changed_total",
+                           "agg_stats rows inserted or changed by aggregation runs.", NULL);
     t->agg_events = cl_metrics_counter(m, "clickloop_aggregation_events_claimed_total",
                                        "New events taken up by aggregation runs.", NULL);
     t->agg_isolated = cl_metrics_counter(
@@ -114,9 +115,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                       "1 while the last aggregation runs (3 or more in a row) "
                                       "failed.",
                                       NULL);
-    t->agg_failures = cl_metrics_gauge(m, "clickloop_aggregation_consecutive_failures",
-                                       "Aggregation runs failed in a row (0 after a success).",
-                                       NULL);
+    t->agg_failures =
+        cl_metrics_gauge(m, "clickloop_aggregation_consecutive_failures",
+                         "Aggregation runs failed in a row (0 after a success).", NULL);
     t->agg_claim_limit = cl_metrics_gauge(m, "clickloop_aggregation_claim_limit",
                                           "Most events the next aggregation run claims (halved "
                                           "after failures on the data, to isolate them).",
@@ -135,19 +136,30 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                      "Documents waiting in the sink or in flight.", NULL);
     t->retention_rows = cl_metrics_counter(m, "clickloop_retention_rows_deleted_total",
                                            "Rows deleted by retention, by table.", "table", NULL);
-    t->retention_runs = cl_metrics_counter(m, "clickloop_retention_runs_total",
-                                           "Retention runs by result (ok, failed).", "result",
-                                           NULL);
+    t->retention_runs =
+        cl_metrics_counter(m, "clickloop_retention_runs_total",
+                           "Retention runs by result (ok, failed).", "result", NULL);
+    t->indexer_docs = cl_metrics_counter(
+        m, "clickloop_indexer_documents_total",
+        "Aggregate documents by what the indexer did with them (sent: handed to the sink, "
+        "acknowledged: the indexed version recorded in agg_stats, failed: a refusal recorded "
+        "in agg_stats.index_error).",
+        "outcome", NULL);
+    t->job_ticks_skipped = cl_metrics_counter(
+        m, "clickloop_job_ticks_skipped_total",
+        "Ticks of a periodic database job that found its previous run still going, by job "
+        "(aggregation, retention, indexer).",
+        "job", NULL);
     cl_counter_add(t->reloads, CL_LABELS("ok"), 0);
     cl_counter_add(t->reloads, CL_LABELS("failed"), 0);
     cl_metrics_add_collector(m, collect, t);
     return t;
 }
 
-#define SEEN(field)                                                                            \
-    do {                                                                                       \
-        if (sources->field != NULL)                                                            \
-            t->seen.field = sources->field;                                                    \
+#define SEEN(field)                                                                                \
+    do {                                                                                           \
+        if (sources->field != NULL)                                                                \
+            t->seen.field = sources->field;                                                        \
     } while (0)
 
 void cl_telemetry_set_sources(cl_telemetry_t *t, const cl_telemetry_sources_t *sources)
@@ -230,8 +242,17 @@ static void add_retention(cl_retention_stats_t *to, const cl_retention_stats_t *
     to->runs += from->runs;
     to->runs_failed += from->runs_failed;
     to->batches += from->batches;
+    to->ticks_skipped += from->ticks_skipped;
     for (int i = 0; i < CL_RETENTION_TABLE_COUNT; i++)
         to->rows_deleted[i] += from->rows_deleted[i];
+}
+
+static void add_indexer(cl_indexer_stats_t *to, const cl_indexer_stats_t *from)
+{
+    to->docs_sent += from->docs_sent;
+    to->docs_acked += from->docs_acked;
+    to->docs_failed += from->docs_failed;
+    to->ticks_skipped += from->ticks_skipped;
 }
 
 void cl_telemetry_retire(cl_telemetry_t *t, const cl_telemetry_sources_t *going)
@@ -278,12 +299,16 @@ void cl_telemetry_retire(cl_telemetry_t *t, const cl_telemetry_sources_t *going)
         if (t->src.retention == going->retention)
             t->src.retention = NULL;
     }
-    /* Sources without counters of their own (Kafka consumer, indexer) need
-     * nothing kept. */
+    if (going->indexer != NULL) {
+        cl_indexer_stats_t is;
+        cl_indexer_stats(going->indexer, &is);
+        add_indexer(&t->retired.indexer, &is);
+        if (t->src.indexer == going->indexer)
+            t->src.indexer = NULL;
+    }
+    /* The Kafka consumer has no counters of its own: nothing to keep. */
     if (going->source != NULL && t->src.source == going->source)
         t->src.source = NULL;
-    if (going->indexer != NULL && t->src.indexer == going->indexer)
-        t->src.indexer = NULL;
 }
 
 static void collect_pipeline(cl_telemetry_t *t)
@@ -319,6 +344,7 @@ static void collect_aggregator(cl_telemetry_t *t)
     cl_counter_set(t->agg_runs, CL_LABELS("failed"), (double)as.runs_failed);
     cl_counter_set(t->agg_runs, CL_LABELS("skipped_locked"), (double)as.skipped_locked);
     cl_counter_set(t->agg_runs, CL_LABELS("skipped_busy"), (double)as.skipped_busy);
+    cl_counter_set(t->job_ticks_skipped, CL_LABELS("aggregation"), (double)as.skipped_busy);
     cl_counter_set(t->agg_windows, NULL, (double)as.windows_recomputed);
     cl_counter_set(t->agg_windows_skipped, CL_LABELS("retention"), (double)as.windows_frozen);
     cl_counter_set(t->agg_rows, NULL, (double)as.rows_changed);
@@ -370,6 +396,23 @@ static void collect_retention(cl_telemetry_t *t)
                        (double)rs.rows_deleted[i]);
     cl_counter_set(t->retention_runs, CL_LABELS("ok"), (double)rs.runs);
     cl_counter_set(t->retention_runs, CL_LABELS("failed"), (double)rs.runs_failed);
+    cl_counter_set(t->job_ticks_skipped, CL_LABELS("retention"), (double)rs.ticks_skipped);
+}
+
+static void collect_indexer(cl_telemetry_t *t)
+{
+    if (t->seen.indexer == NULL)
+        return;
+    cl_indexer_stats_t is = t->retired.indexer;
+    if (t->src.indexer != NULL) {
+        cl_indexer_stats_t live;
+        cl_indexer_stats(t->src.indexer, &live);
+        add_indexer(&is, &live);
+    }
+    cl_counter_set(t->indexer_docs, CL_LABELS("sent"), (double)is.docs_sent);
+    cl_counter_set(t->indexer_docs, CL_LABELS("acknowledged"), (double)is.docs_acked);
+    cl_counter_set(t->indexer_docs, CL_LABELS("failed"), (double)is.docs_failed);
+    cl_counter_set(t->job_ticks_skipped, CL_LABELS("indexer"), (double)is.ticks_skipped);
 }
 
 static void collect(void *arg, cl_metrics_t *m)
@@ -407,6 +450,7 @@ static void collect(void *arg, cl_metrics_t *m)
         cl_counter_set(t->batch_retries, NULL, (double)retries);
     }
     collect_retention(t);
+    collect_indexer(t);
 }
 
 void cl_telemetry_free(cl_telemetry_t *t)

@@ -35,13 +35,6 @@
 
 typedef struct cl_db_pool_s cl_db_pool_t;
 
-/* Vestigial: the pool has no event callback any more (it logs its events
- * itself). The type stays only while the aggregator's, the indexer's and
- * retention's params still carry an `on_db_event` field, which nothing
- * calls; it goes with those fields. */
-typedef struct cl_db_pool_event_s cl_db_pool_event_t;
-typedef void (*cl_db_pool_event_cb)(const cl_db_pool_event_t *event, void *arg);
-
 typedef struct cl_db_pool_stats_s {
     unsigned int size; /* connections wanted: the size of the last resize */
     /* Up, idle or busy; includes a connection that a shrink removed while it

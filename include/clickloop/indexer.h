@@ -9,7 +9,11 @@
  * old copy never overwrites a newer one.
  *
  * Memory is bounded: a page of rows is fetched only while the sink holds
- * fewer than `max_pending_docs` documents. */
+ * fewer than `max_pending_docs` documents.
+ *
+ * It runs as a periodic database job (dbjob.h), polling every
+ * poll_interval_ms, and logs what happens in it itself (component
+ * "indexer"). */
 #ifndef CLICKLOOP_INDEXER_H
 #define CLICKLOOP_INDEXER_H
 
@@ -25,13 +29,11 @@
 typedef struct cl_indexer_s cl_indexer_t;
 
 typedef struct cl_indexer_params_s {
-    cl_db_params_t db;          /* its own connection (pool of one); strings copied */
-    const char *index;          /* configured index name, may hold %Y %m %d; copied */
-    size_t page_rows;           /* rows per SELECT */
-    size_t max_pending_docs;    /* fetch no more while the sink holds this many */
-    uint64_t poll_interval_ms;  /* look for work at least this often */
-    cl_db_pool_event_cb on_db_event; /* may be NULL */
-    void *db_event_arg;
+    cl_db_params_t db;         /* its own connection (a dbjob, dbjob.h); strings copied */
+    const char *index;         /* configured index name, may hold %Y %m %d; copied */
+    size_t page_rows;          /* rows per SELECT */
+    size_t max_pending_docs;   /* fetch no more while the sink holds this many */
+    uint64_t poll_interval_ms; /* look for work at least this often */
 } cl_indexer_params_t;
 
 /* How often the indexer looks for work when no run kicked it. */
@@ -44,10 +46,11 @@ struct cl_config_s;
 void cl_indexer_params_from_config(const struct cl_config_s *config, cl_indexer_params_t *params);
 
 typedef struct cl_indexer_stats_s {
-    uint64_t docs_sent;       /* documents handed to the sink */
-    uint64_t docs_acked;      /* versions recorded as indexed */
-    uint64_t docs_failed;     /* permanent refusals recorded in agg_stats.index_error */
-    bool index_ready;         /* index or template is in place */
+    uint64_t docs_sent;     /* documents handed to the sink */
+    uint64_t docs_acked;    /* versions recorded as indexed */
+    uint64_t docs_failed;   /* permanent refusals recorded in agg_stats.index_error */
+    uint64_t ticks_skipped; /* poll ticks that found a page in flight */
+    bool index_ready;       /* index or template is in place */
 } cl_indexer_stats_t;
 
 /* Create; the sink is borrowed (the indexer becomes its document callback's
@@ -70,9 +73,11 @@ int cl_indexer_start(cl_indexer_t *ix, char err[CL_ERR_LEN]);
 /* New rows may need indexing (an aggregation run changed some): look now. */
 void cl_indexer_kick(cl_indexer_t *ix);
 void cl_indexer_stats(const cl_indexer_t *ix, cl_indexer_stats_t *out);
-/* Stop fetching, write the acknowledgements collected so far, close the pool
- * and free; cb runs when done. Close the sink first (its cancelled documents
- * simply stay marked as needing indexing). */
-int cl_indexer_close(cl_indexer_t *ix, void (*cb)(void *arg), void *arg);
+/* Stop fetching, write the acknowledgements collected so far, wait for the
+ * page and the updates in flight and for every document's outcome, then close
+ * the job and free; cb runs when done. Close the sink first (its cancelled
+ * documents simply stay marked as needing indexing). CL_ERR when already
+ * closing. */
+int cl_indexer_close(cl_indexer_t *ix, cl_close_cb cb, void *arg);
 
 #endif

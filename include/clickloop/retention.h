@@ -6,8 +6,8 @@
  * minus raw_days days, UTC), with the geo_data, user_agent_data and
  * agg_pending and agg_done rows of the same row keys, rejected_events rows
  * whose rejected_at lies before it, and the agg_users rows (aggregate.h) of
- * windows starting before it, which are frozen and never counted again. The aggregates in agg_stats stay: they outlive
- * the events they were computed from. An event deleted while still pending
+ * windows starting before it, which are frozen and never counted again. The aggregates in agg_stats
+ * stay: they outlive the events they were computed from. An event deleted while still pending
  * aggregation is simply never aggregated (its windows were old anyway);
  * deleting its agg_pending row keeps that queue bounded.
  *
@@ -27,9 +27,11 @@
  * deleted waits, for one short transaction.
  *
  * The runner (cl_retention_t) runs every `interval` (the first run at start)
- * on a connection of its own (a pool of one). A run goes on batch after batch,
- * yielding to the loop between them, while a batch still deletes batch_rows
- * events or rejected events; a run never overlaps another. */
+ * as a periodic database job (dbjob.h) with a connection of its own. A run
+ * goes on batch after batch, yielding to the loop between them (the job's
+ * pause), while a batch still deletes batch_rows events or rejected events; a
+ * run never overlaps another. It logs its runs itself (component
+ * "retention"). */
 #ifndef CLICKLOOP_RETENTION_H
 #define CLICKLOOP_RETENTION_H
 
@@ -85,32 +87,11 @@ int cl_retention_batch_sql(cl_buf_t *out, int64_t cutoff_ms, uint32_t batch_rows
 
 typedef struct cl_retention_s cl_retention_t;
 
-/* The outcome of one run, valid during the callback only. */
-typedef struct cl_retention_run_result_s {
-    /* 0: done; CL_ERR: a permanent SQL error; CL_ERR_RETRY: the connection
-     * failed, a lock wait or deadlock ended a batch, or the runner closed. The
-     * batches before the failed one stay deleted; the next run goes on. */
-    int status;
-    unsigned int error_code;
-    const char *message; /* "" on success */
-    int64_t cutoff_ms;
-    uint64_t batches;
-    uint64_t rows_deleted[CL_RETENTION_TABLE_COUNT];
-    uint64_t duration_ms;
-} cl_retention_run_result_t;
-
-typedef void (*cl_retention_run_cb)(void *arg, const cl_retention_run_result_t *result);
-typedef void (*cl_retention_close_cb)(void *arg);
-
 typedef struct cl_retention_params_s {
-    cl_db_params_t db;          /* its own connection (pool of one); strings copied */
-    uint32_t raw_days;          /* 1 .. CL_RETENTION_MAX_DAYS */
-    uint32_t batch_rows;        /* 1 .. CL_RETENTION_MAX_BATCH_ROWS */
-    uint64_t interval_ms;       /* > 0 */
-    cl_retention_run_cb on_run; /* after every run (main logs it); may be NULL */
-    void *on_run_arg;
-    cl_db_pool_event_cb on_db_event; /* may be NULL */
-    void *db_event_arg;
+    cl_db_params_t db;    /* its own connection (a dbjob); strings copied */
+    uint32_t raw_days;    /* 1 .. CL_RETENTION_MAX_DAYS */
+    uint32_t batch_rows;  /* 1 .. CL_RETENTION_MAX_BATCH_ROWS */
+    uint64_t interval_ms; /* > 0 */
 } cl_retention_params_t;
 
 struct cl_config_s;
@@ -124,6 +105,7 @@ typedef struct cl_retention_stats_s {
     uint64_t runs_failed;
     uint64_t batches; /* committed */
     uint64_t rows_deleted[CL_RETENTION_TABLE_COUNT];
+    uint64_t ticks_skipped; /* intervals that found the previous run still going */
     bool running;
 } cl_retention_stats_t;
 
@@ -144,8 +126,8 @@ int cl_retention_set_policy(cl_retention_t *rt, uint32_t raw_days, uint32_t batc
 void cl_retention_stats(const cl_retention_t *rt, cl_retention_stats_t *out);
 
 /* Stop the timers, cancel a batch in flight (its transaction rolls back),
- * close the pool and free; cb runs once everything is closed. CL_ERR when
+ * close the job and free; cb runs once everything is closed. CL_ERR when
  * already closing. */
-int cl_retention_close(cl_retention_t *rt, cl_retention_close_cb cb, void *arg);
+int cl_retention_close(cl_retention_t *rt, cl_close_cb cb, void *arg);
 
 #endif

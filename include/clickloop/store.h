@@ -52,13 +52,6 @@
 #define CL_STORE_USER_AGENT_MAX_CHARS 4096
 #define CL_STORE_REASON_MAX_CHARS 1024
 
-/* Aliases until aggregate.c and retention.c use CL_DATETIME_* and
- * cl_datetime_format (common.h). */
-#define CL_STORE_TS_MIN_MS CL_DATETIME_MIN_MS
-#define CL_STORE_TS_MAX_MS CL_DATETIME_MAX_MS
-#define CL_STORE_DATETIME_SIZE CL_DATETIME_SIZE
-#define cl_store_format_datetime cl_datetime_format
-
 /* One valid event, as the store needs it. Mirrors cl_event_t field for field
  * so the caller maps with plain assignments. Strings are NUL-terminated except
  * row_key and url, which carry their length.

@@ -1,8 +1,9 @@
-/* Unit tests for the pure parts of the aggregate module: window arithmetic,
- * labels, the run / recompute / index SQL text, key checks, escaping and row
- * parsing. No server: what the SQL computes is checked against brute force
- * by test/integration/test_agg_random.py. */
-#include "clickloop/aggregate.h"
+/* Unit tests for the pure parts of the aggregation: the run / recompute SQL
+ * text (aggregate_sql.h) and the indexer's side (agg_stats.h): key checks,
+ * escaping and row parsing. No server: what the SQL computes is checked by
+ * the integration tests (test_aggregate.py, test_agg_random.py). */
+#include "clickloop/agg_stats.h"
+#include "clickloop/aggregate_sql.h"
 
 #include <stdbool.h>
 
@@ -60,42 +61,6 @@ static char *nth_statement(const char *sql, unsigned int index)
     return end != NULL ? cl_xstrndup(p, (size_t)(end - p)) : cl_xstrdup(p);
 }
 
-static void test_window_start_floors_to_a_multiple_of_the_size(void)
-{
-    /* 2024-05-17 12:34:56.789 UTC */
-    int64_t t = INT64_C(1715949296789);
-    CL_ASSERT_INT_EQ(INT64_C(1715947200000), cl_aggregate_window_start(t, HOUR_MS));
-    CL_ASSERT_INT_EQ(INT64_C(1715904000000), cl_aggregate_window_start(t, DAY_MS));
-    CL_ASSERT_INT_EQ(INT64_C(1715949000000), cl_aggregate_window_start(t, 15 * 60000));
-    CL_ASSERT_INT_EQ(t, cl_aggregate_window_start(t, 1));
-}
-
-static void test_window_start_of_a_boundary_is_the_boundary(void)
-{
-    CL_ASSERT_INT_EQ(INT64_C(1715904000000),
-                     cl_aggregate_window_start(INT64_C(1715904000000), DAY_MS));
-    CL_ASSERT_INT_EQ(INT64_C(1715903999999) - 3599999,
-                     cl_aggregate_window_start(INT64_C(1715903999999), HOUR_MS));
-    CL_ASSERT_INT_EQ(0, cl_aggregate_window_start(0, DAY_MS));
-}
-
-static void test_window_start_floors_before_1970(void)
-{
-    CL_ASSERT_INT_EQ(-(int64_t)HOUR_MS, cl_aggregate_window_start(-1, HOUR_MS));
-    CL_ASSERT_INT_EQ(-(int64_t)HOUR_MS, cl_aggregate_window_start(-(int64_t)HOUR_MS, HOUR_MS));
-    CL_ASSERT_INT_EQ(-2 * (int64_t)HOUR_MS,
-                     cl_aggregate_window_start(-(int64_t)HOUR_MS - 1, HOUR_MS));
-}
-
-static void test_week_windows_align_to_the_epoch(void)
-{
-    /* 1970-01-01 was a Thursday; 2024-05-16 is one too. */
-    int64_t thursday = INT64_C(1715817600000);
-    CL_ASSERT_INT_EQ(thursday,
-                     cl_aggregate_window_start(thursday + 6 * (int64_t)DAY_MS, 7 * DAY_MS));
-    CL_ASSERT_INT_EQ(thursday, cl_aggregate_window_start(thursday, 7 * DAY_MS));
-}
-
 static void test_spec_check_refuses_what_the_sql_cannot_handle(void)
 {
     char err[CL_ERR_LEN];
@@ -145,11 +110,10 @@ static void test_run_is_one_read_committed_transaction(void)
     const char *unqueue =
         strstr(b.data, "DELETE p FROM agg_run_claim c STRAIGHT_JOIN agg_pending p");
     const char *commit = strstr(b.data, ";\nCOMMIT;\n");
-    CL_ASSERT(iso != NULL && claim != NULL && upsert != NULL && done != NULL &&
-              unqueue != NULL && commit != NULL);
+    CL_ASSERT(iso != NULL && claim != NULL && upsert != NULL && done != NULL && unqueue != NULL &&
+              commit != NULL);
     /* The claimed events become done in the transaction that counts them. */
-    CL_ASSERT(iso < claim && claim < upsert && upsert < done && done < unqueue &&
-              unqueue < commit);
+    CL_ASSERT(iso < claim && claim < upsert && upsert < done && done < unqueue && unqueue < commit);
     /* The work tables are temporary, so DDL does not end the transaction. */
     CL_ASSERT(strstr(b.data, "CREATE TABLE") == NULL);
     CL_ASSERT(b.data[b.len - 1] != ';');
@@ -364,7 +328,8 @@ static void test_frozen_bound_is_an_hour_past_the_retention_cutoff_while_retenti
     /* 2024-05-17 12:34:56.789 UTC */
     int64_t now = INT64_C(1715949296789);
     int64_t hour = INT64_C(3600000);
-    CL_ASSERT_INT_EQ(cl_retention_cutoff_ms(now, 30) + hour, cl_aggregate_frozen_before_ms(now, 30));
+    CL_ASSERT_INT_EQ(cl_retention_cutoff_ms(now, 30) + hour,
+                     cl_aggregate_frozen_before_ms(now, 30));
     CL_ASSERT_INT_EQ(now - 30 * (int64_t)DAY_MS + hour, cl_aggregate_frozen_before_ms(now, 30));
     CL_ASSERT_INT_EQ(now - (int64_t)DAY_MS + hour, cl_aggregate_frozen_before_ms(now, 1));
     CL_ASSERT_INT_EQ(now - 36500 * (int64_t)DAY_MS + hour,
@@ -665,10 +630,6 @@ static void test_malformed_index_rows_are_refused_with_the_column_named(void)
 }
 
 static const cl_test_case_t cases[] = {
-    CL_TEST(test_window_start_floors_to_a_multiple_of_the_size),
-    CL_TEST(test_window_start_of_a_boundary_is_the_boundary),
-    CL_TEST(test_window_start_floors_before_1970),
-    CL_TEST(test_week_windows_align_to_the_epoch),
     CL_TEST(test_spec_check_refuses_what_the_sql_cannot_handle),
     CL_TEST(test_lock_is_taken_without_waiting_and_named_per_database),
     CL_TEST(test_run_is_one_read_committed_transaction),
