@@ -21,8 +21,8 @@
 typedef enum {
     SRC_CREATED = 0,
     SRC_RUNNING,
-    SRC_CLOSING,   /* rd_kafka_consumer_close_queue() in progress */
-    SRC_CLOSED,    /* uv handles closing */
+    SRC_CLOSING, /* rd_kafka_consumer_close_queue() in progress */
+    SRC_CLOSED,  /* uv handles closing */
 } src_state_t;
 
 struct cl_kafka_source_s {
@@ -61,8 +61,10 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     CL_UNUSED(rk);
     /* syslog levels: 0..3 error, 4 warning, 5..6 info, 7 debug */
-    cl_log_level_t l = level <= 3 ? CL_LOG_ERROR : level == 4 ? CL_LOG_WARN
-                     : level <= 6 ? CL_LOG_INFO : CL_LOG_DEBUG;
+    cl_log_level_t l = level <= 3   ? CL_LOG_ERROR
+                       : level == 4 ? CL_LOG_WARN
+                       : level <= 6 ? CL_LOG_INFO
+                                    : CL_LOG_DEBUG;
     cl_log(l, "kafka", "%s: %s", fac, buf);
 }
 
@@ -77,8 +79,7 @@ static void error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
         snprintf(msg, sizeof msg, "fatal consumer error: %s: %s", rd_kafka_err2str(fe),
                  fatal_reason);
     } else {
-        snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)code),
-                 reason);
+        snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)code), reason);
     }
     if (src->handlers.on_error != NULL)
         src->handlers.on_error(src->arg, fatal, msg);
@@ -92,8 +93,10 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     /* _NO_OFFSET: nothing new was stored since the last commit. */
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return;
-    cl_log_warn("kafka", "offset commit failed for %d partition(s): %s; will retry with the next "
-                "commit", offsets != NULL ? offsets->cnt : 0, rd_kafka_err2str(err));
+    cl_log_warn("kafka",
+                "offset commit failed for %d partition(s): %s; will retry with the next "
+                "commit",
+                offsets != NULL ? offsets->cnt : 0, rd_kafka_err2str(err));
 }
 
 static bool cooperative(rd_kafka_t *rk)
@@ -131,8 +134,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
             if (e != NULL) {
-                cl_log_error("kafka", "incremental unassign failed: %s",
-                             rd_kafka_error_string(e));
+                cl_log_error("kafka", "incremental unassign failed: %s", rd_kafka_error_string(e));
                 rd_kafka_error_destroy(e);
             }
         } else {
@@ -387,8 +389,8 @@ bool cl_kafka_source_paused(const cl_kafka_source_t *src)
 int cl_kafka_source_assigned_count(const cl_kafka_source_t *src)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
-    if (src->rk == NULL ||
-        rd_kafka_assignment(src->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || parts == NULL)
+    if (src->rk == NULL || rd_kafka_assignment(src->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        parts == NULL)
         return 0;
     int n = parts->cnt;
     rd_kafka_topic_partition_list_destroy(parts);

@@ -98,7 +98,10 @@ cl_pipeline_t *cl_pipeline_new(uv_loop_t *loop, const cl_pipeline_params_t *para
     return p;
 }
 
-void cl_pipeline_set_source(cl_pipeline_t *p, cl_kafka_source_t *src) { p->source = src; }
+void cl_pipeline_set_source(cl_pipeline_t *p, cl_kafka_source_t *src)
+{
+    p->source = src;
+}
 
 void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out)
 {
@@ -229,8 +232,8 @@ static size_t sql_budget(const cl_pipeline_t *p)
  * longest reason) fits a batch of its own. */
 static size_t rejected_payload_keep(const cl_pipeline_t *p, size_t len)
 {
-    size_t keep = len < p->params.max_rejected_payload_bytes ? len
-                                                            : p->params.max_rejected_payload_bytes;
+    size_t keep =
+        len < p->params.max_rejected_payload_bytes ? len : p->params.max_rejected_payload_bytes;
     size_t budget = sql_budget(p);
     size_t fixed = CL_STORE_BATCH_SQL_BASE_BYTES + 2 * 4 * CL_STORE_REASON_MAX_CHARS + 1024;
     size_t room = budget > fixed ? (budget - fixed) / 2 : 0;

@@ -46,7 +46,7 @@ typedef struct {
      * defaults so they can override them. */
     const cl_config_kafka_property_t *properties;
     size_t property_count;
-    uint64_t poll_interval_ms; /* keep-alive poll, also while paused */
+    uint64_t poll_interval_ms;      /* keep-alive poll, also while paused */
     unsigned max_messages_per_tick; /* fairness: yield to the loop after this many */
 } cl_kafka_source_params_t;
 
@@ -56,7 +56,8 @@ typedef struct {
 
 /* The `kafka` section; the parameters point into `config`, which must
  * outlive cl_kafka_source_new (it copies what it keeps). */
-void cl_kafka_source_params_from_config(const cl_config_t *config, cl_kafka_source_params_t *params);
+void cl_kafka_source_params_from_config(const cl_config_t *config,
+                                        cl_kafka_source_params_t *params);
 
 /* Create the consumer (not yet subscribed). The handlers' arg is `arg`. */
 int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,

@@ -72,12 +72,12 @@ void cl_pipeline_params_from_config(const struct cl_config_s *config, cl_pipelin
 /* Counters for metrics and tests; monotonic except the gauges. */
 typedef struct {
     uint64_t consumed;
-    uint64_t stored;   /* valid events in committed batches */
-    uint64_t rejected; /* rejected records in committed batches */
-    uint64_t batches;  /* committed batches */
+    uint64_t stored;         /* valid events in committed batches */
+    uint64_t rejected;       /* rejected records in committed batches */
+    uint64_t batches;        /* committed batches */
     uint64_t batch_failures; /* writes refused for their data, then split */
-    size_t in_flight;  /* gauge: events buffered or being written */
-    bool paused;       /* gauge */
+    size_t in_flight;        /* gauge: events buffered or being written */
+    bool paused;             /* gauge */
 } cl_pipeline_stats_t;
 
 /* The pipeline borrows parser and store; both must outlive it. */

@@ -19,43 +19,46 @@ typedef struct {
 
 static int cl_test_failed_asserts;
 
-#define CL_TEST(fn) {#fn, fn}
+#define CL_TEST(fn)                                                                                \
+    {                                                                                              \
+#fn, fn                                                                                    \
+    }
 
-#define CL_FAIL_(...)                                                                          \
-    do {                                                                                       \
-        fprintf(stderr, "    %s:%d: ", __FILE__, __LINE__);                                    \
-        fprintf(stderr, __VA_ARGS__);                                                          \
-        fputc('\n', stderr);                                                                   \
-        cl_test_failed_asserts++;                                                              \
+#define CL_FAIL_(...)                                                                              \
+    do {                                                                                           \
+        fprintf(stderr, "    %s:%d: ", __FILE__, __LINE__);                                        \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fputc('\n', stderr);                                                                       \
+        cl_test_failed_asserts++;                                                                  \
     } while (0)
 
-#define CL_ASSERT(cond)                                                                        \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            CL_FAIL_("assertion failed: %s", #cond);                                           \
+#define CL_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            CL_FAIL_("assertion failed: %s", #cond);                                               \
     } while (0)
 
-#define CL_ASSERT_INT_EQ(expected, actual)                                                     \
-    do {                                                                                       \
-        long long e_ = (long long)(expected), a_ = (long long)(actual);                        \
-        if (e_ != a_)                                                                          \
-            CL_FAIL_("%s == %s: expected %lld, got %lld", #expected, #actual, e_, a_);         \
+#define CL_ASSERT_INT_EQ(expected, actual)                                                         \
+    do {                                                                                           \
+        long long e_ = (long long)(expected), a_ = (long long)(actual);                            \
+        if (e_ != a_)                                                                              \
+            CL_FAIL_("%s == %s: expected %lld, got %lld", #expected, #actual, e_, a_);             \
     } while (0)
 
-#define CL_ASSERT_STR_EQ(expected, actual)                                                     \
-    do {                                                                                       \
-        const char *e_ = (expected), *a_ = (actual);                                           \
-        if (e_ == NULL || a_ == NULL ? e_ != a_ : strcmp(e_, a_) != 0)                         \
-            CL_FAIL_("%s == %s: expected \"%s\", got \"%s\"", #expected, #actual,              \
-                     e_ ? e_ : "(null)", a_ ? a_ : "(null)");                                  \
+#define CL_ASSERT_STR_EQ(expected, actual)                                                         \
+    do {                                                                                           \
+        const char *e_ = (expected), *a_ = (actual);                                               \
+        if (e_ == NULL || a_ == NULL ? e_ != a_ : strcmp(e_, a_) != 0)                             \
+            CL_FAIL_("%s == %s: expected \"%s\", got \"%s\"", #expected, #actual,                  \
+                     e_ ? e_ : "(null)", a_ ? a_ : "(null)");                                      \
     } while (0)
 
 /* haystack contains needle */
-#define CL_ASSERT_STR_CONTAINS(haystack, needle)                                               \
-    do {                                                                                       \
-        const char *h_ = (haystack), *n_ = (needle);                                           \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                              \
-            CL_FAIL_("expected \"%s\" to contain \"%s\"", h_ ? h_ : "(null)", n_);             \
+#define CL_ASSERT_STR_CONTAINS(haystack, needle)                                                   \
+    do {                                                                                           \
+        const char *h_ = (haystack), *n_ = (needle);                                               \
+        if (h_ == NULL || strstr(h_, n_) == NULL)                                                  \
+            CL_FAIL_("expected \"%s\" to contain \"%s\"", h_ ? h_ : "(null)", n_);                 \
     } while (0)
 
 static inline int cl_test_run(const cl_test_case_t *cases, size_t n, int argc, char **argv)
@@ -78,10 +81,10 @@ static inline int cl_test_run(const cl_test_case_t *cases, size_t n, int argc, c
     return failed == 0 ? 0 : 1;
 }
 
-#define CL_TEST_MAIN(cases)                                                                    \
-    int main(int argc, char **argv)                                                            \
-    {                                                                                          \
-        return cl_test_run(cases, sizeof(cases) / sizeof((cases)[0]), argc, argv);             \
+#define CL_TEST_MAIN(cases)                                                                        \
+    int main(int argc, char **argv)                                                                \
+    {                                                                                              \
+        return cl_test_run(cases, sizeof(cases) / sizeof((cases)[0]), argc, argv);                 \
     }
 
 #endif

@@ -165,8 +165,7 @@ static void test_submit_is_all_or_nothing(void)
     char long_id[CL_ES_ID_MAX_LEN + 2];
     memset(long_id, 'x', sizeof long_id - 1);
     long_id[sizeof long_id - 1] = '\0';
-    cl_es_doc_t docs[3] = {a_doc("a", "{}", 0), a_doc("b", "", 1),
-                           a_doc("c", "{}", 2)};
+    cl_es_doc_t docs[3] = {a_doc("a", "{}", 0), a_doc("b", "", 1), a_doc("c", "{}", 2)};
     CL_ASSERT_INT_EQ(CL_ERR, cl_es_sink_submit(sink, docs, 3, err));
     CL_ASSERT_STR_CONTAINS(err, "document 1 (tag 1)");
     docs[1] = a_doc(long_id, "{}", 1);
