@@ -6,7 +6,7 @@
  * the settings it applies in place. Stopping a part runs its steps in order;
  * a step begins closes (or a wait, such as ingest's drain) and the next step
  * begins when every one of them has completed. Every module is closed by
- * close_module(): its telemetry is retired first (its counts are kept) and
+ * cl_app_close_module(): its telemetry is retired first (its counts are kept) and
  * its slot is cleared when its close completes. The app's own state says
  * which caller the stops serve: a shutdown, or a reload's restart that
  * starts the parts again once they are all down. */
@@ -261,6 +261,7 @@ static void parts_changed(cl_app_t *app)
 
 int cl_app_start_part(cl_app_t *app, part_t *p)
 {
+    cl_log_debug("main", "%s starting", p->def->name);
     p->state = PART_UP;
     p->again = false;
     return p->def->start(app, p);
@@ -268,6 +269,7 @@ int cl_app_start_part(cl_app_t *app, part_t *p)
 
 static void part_down(cl_app_t *app, part_t *p)
 {
+    cl_log_debug("main", "%s stopped", p->def->name);
     p->state = PART_DOWN;
     bool again = p->again;
     p->again = false;

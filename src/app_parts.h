@@ -34,7 +34,7 @@ typedef enum {
 enum { P_ADMIN, P_INGEST, P_AGGREGATOR, P_INDEXER, P_RETENTION, P_COUNT };
 #define BIT_ADMIN (1u << 8)
 
-/* The modules the parts are made of, each closed by close_module(). */
+/* The modules the parts are made of, each closed by cl_app_close_module(). */
 typedef enum {
     M_POOL,
     M_STORE,
