@@ -117,9 +117,9 @@ static int ingest_start(cl_app_t *app, part_t *p)
 static void on_ingest_drained(void *arg)
 {
     cl_app_t *app = arg;
-    if (!app->ingest_draining)
+    if (!app->parts[P_INGEST].draining)
         return; /* the drain timeout went on without it */
-    app->ingest_draining = false;
+    app->parts[P_INGEST].draining = false;
     cl_pipeline_stats_t st;
     cl_pipeline_get_stats(PIPELINE(app), &st);
     cl_log_info("main", "drained: %llu events stored, %llu rejected in %llu batches",
@@ -139,7 +139,7 @@ static bool ingest_stop_step(cl_app_t *app, part_t *p)
         /* A start cut short (the schema migration in flight) consumed
          * nothing that would need writing. */
         if (p->was_up && PIPELINE(app) != NULL) {
-            app->ingest_draining = true;
+            app->parts[P_INGEST].draining = true;
             p->wait++;
             cl_pipeline_drain(PIPELINE(app), on_ingest_drained, app);
         }
@@ -165,7 +165,7 @@ static bool ingest_stop_step(cl_app_t *app, part_t *p)
 
 static void ingest_force(cl_app_t *app, part_t *p)
 {
-    if (!app->ingest_draining)
+    if (!app->parts[P_INGEST].draining)
         return;
     unsigned long long timeout = (unsigned long long)app->config->shutdown.drain_timeout_ms;
     cl_pipeline_stats_t st;
@@ -182,7 +182,7 @@ static void ingest_force(cl_app_t *app, part_t *p)
                      timeout, st.in_flight);
         app->exit_code = 1;
     }
-    app->ingest_draining = false;
+    app->parts[P_INGEST].draining = false;
     cl_app_wait_done(app, p);
 }
 
@@ -314,14 +314,14 @@ static bool sink_idle(const cl_es_sink_t *sink)
 static void sink_drained(cl_app_t *app)
 {
     uv_timer_stop(&app->sink_timer);
-    app->sink_draining = false;
+    app->parts[P_INDEXER].draining = false;
     cl_app_wait_done(app, &app->parts[P_INDEXER]);
 }
 
 static void on_sink_check(uv_timer_t *t)
 {
     cl_app_t *app = t->data;
-    if (app->sink_draining && (SINK(app) == NULL || sink_idle(SINK(app))))
+    if (app->parts[P_INDEXER].draining && (SINK(app) == NULL || sink_idle(SINK(app))))
         sink_drained(app);
 }
 
@@ -337,7 +337,7 @@ static bool indexer_stop_step(cl_app_t *app, part_t *p)
     case 1:
         if (p->finish && SINK(app) != NULL && INDEXER(app) != NULL) {
             cl_indexer_set_sink(INDEXER(app), NULL);
-            app->sink_draining = true;
+            app->parts[P_INDEXER].draining = true;
             p->wait++;
             uv_timer_start(&app->sink_timer, on_sink_check, 0, SINK_IDLE_CHECK_MS);
         }
@@ -358,7 +358,7 @@ static bool indexer_stop_step(cl_app_t *app, part_t *p)
 static void indexer_force(cl_app_t *app, part_t *p)
 {
     CL_UNUSED(p);
-    if (!app->sink_draining)
+    if (!app->parts[P_INDEXER].draining)
         return;
     cl_es_sink_stats_t st;
     cl_es_sink_stats(SINK(app), &st);

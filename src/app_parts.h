@@ -65,6 +65,9 @@ struct part_s {
     bool was_up;   /* stopping: it had started completely */
     bool finish;   /* stopping for a shutdown: requests in flight may finish */
     bool stepping; /* inside step_part(): completions wait for it */
+    /* The current stop step waits for work in flight to finish (ingest's
+     * drain, the sink's requests): what a drain timeout cuts short. */
+    bool draining;
     bool again;    /* wanted again by a reload while it was stopping */
     unsigned step; /* next stop step */
     unsigned wait; /* closes and waits of the current step not yet complete */
@@ -99,8 +102,6 @@ struct cl_app_s {
     part_t parts[P_COUNT];
     module_t mod[M_COUNT];
     cl_event_parser_t *parser; /* ingest's; freed, not closed */
-    bool ingest_draining;      /* ingest's stop waits for the pipeline to drain */
-    bool sink_draining;        /* the indexer's stop waits for the sink's requests */
 
     unsigned to_start;      /* parts waiting for the parts they need */
     unsigned restart_parts; /* parts a reload stops, to start again once all are down */

@@ -1853,16 +1853,6 @@ static void load_text(loader_t *ld, const char *text, size_t len)
     json_object_put(root);
 }
 
-int cl_config_load_string(const char *json, const char *source_name,
-                          const cl_config_load_opts_t *opts, cl_config_t **out,
-                          cl_config_errors_t *errs)
-{
-    loader_t ld;
-    loader_init(&ld, source_name, opts);
-    load_text(&ld, json, strlen(json));
-    return loader_finish(&ld, out, errs);
-}
-
 int cl_config_load_file(const char *path, const cl_config_load_opts_t *opts, cl_config_t **out,
                         cl_config_errors_t *errs)
 {

@@ -29,7 +29,11 @@
  *   library treats it as a timed-out wait (ma_pvio_read_async / write /
  *   my_connect_async return -1), fails the operation and closes the socket.
  * - mysql_close_start() only does I/O (COM_QUIT) while the socket is open;
- *   after a failed connect or a lost connection it frees synchronously. */
+ *   after a failed connect or a lost connection it frees synchronously.
+ *
+ * It is just over 1 000 lines because the connection's state machine and the
+ * rules above are one concern; the error classification table, the one other
+ * thing here, is what every caller of a connection needs with it. */
 #include "clickloop/db.h"
 
 #include <arpa/inet.h>
@@ -179,23 +183,6 @@ cl_db_error_class_t cl_db_error_classify(unsigned int code)
 int cl_db_error_status(cl_db_error_class_t cls)
 {
     return cls == CL_DB_ERROR_TRANSIENT || cls == CL_DB_ERROR_CONNECTION ? CL_ERR_RETRY : CL_ERR;
-}
-
-const char *cl_db_error_class_name(cl_db_error_class_t cls)
-{
-    switch (cls) {
-    case CL_DB_ERROR_PERMANENT:
-        return "permanent";
-    case CL_DB_ERROR_TRANSIENT:
-        return "transient";
-    case CL_DB_ERROR_CONNECTION:
-        return "connection";
-    case CL_DB_ERROR_OPERATOR:
-        return "operator";
-    case CL_DB_ERROR_DATA:
-        return "data";
-    }
-    return "unknown";
 }
 
 /* The byte that follows the backslash when `c` must be escaped, else 0. */
@@ -438,21 +425,6 @@ int cl_db_conn_new(uv_loop_t *loop, const cl_db_params_t *p, cl_db_conn_event_cb
 bool cl_db_conn_is_idle(const cl_db_conn_t *c)
 {
     return c->state == CONN_IDLE && !c->closing;
-}
-
-bool cl_db_conn_is_connected(const cl_db_conn_t *c)
-{
-    switch (c->state) {
-    case CONN_IDLE:
-    case CONN_QUERY:
-    case CONN_STORE_RESULT:
-    case CONN_NEXT_RESULT:
-        return true;
-    case CONN_COMPLETING:
-        return c->next_state == CONN_IDLE;
-    default:
-        return false;
-    }
 }
 
 /* ---- Watching the socket ---- */

@@ -12,7 +12,9 @@
 #include <uv.h>
 
 #include "cl_version.h"
+#include "clickloop/aggregate_sql.h"
 #include "clickloop/app.h"
+#include "clickloop/buf.h"
 #include "clickloop/config.h"
 #include "clickloop/log.h"
 #include "clickloop/reload.h"
@@ -22,11 +24,15 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: clickloop --config FILE\n"
             "       clickloop --check-config FILE\n"
+            "       clickloop --recompute-sql FILE\n"
             "       clickloop --version | --help\n"
             "\n"
             "  -c, --config FILE        run the service with this JSON configuration\n"
             "  -C, --check-config FILE  validate FILE: every problem is printed on stderr as\n"
             "                           'file: json.path: problem'; exit 0 if valid, 1 if not\n"
+            "  -R, --recompute-sql FILE print the SQL statement that marks every window of\n"
+            "                           FILE's aggregation.windows for recomputation (run it\n"
+            "                           against the database; the service works through them)\n"
             "  -V, --version            print the version and exit\n"
             "  -h, --help               print this help and exit\n"
             "\n"
@@ -67,6 +73,32 @@ static cl_config_t *load_config(const char *path)
         config = NULL;
     }
     return config;
+}
+
+/* The statement that marks every window of the configured sizes that holds
+ * events dirty, for the runs to recompute (after a change of the window
+ * sizes or the session timeout). */
+static int print_recompute_sql(const char *path)
+{
+    cl_config_t *config = load_config(path);
+    if (config == NULL)
+        return 1;
+    cl_aggregate_spec_t spec = {
+        .windows_ms = config->aggregation.windows_ms,
+        .window_count = config->aggregation.window_count,
+        .session_timeout_ms = config->aggregation.session_timeout_ms,
+    };
+    char err[CL_ERR_LEN];
+    cl_buf_t sql;
+    cl_buf_init(&sql);
+    int rc = cl_aggregate_full_recompute_sql(&sql, &spec, err);
+    if (rc == CL_OK)
+        printf("%s;\n", sql.data);
+    else
+        fprintf(stderr, "%s: aggregation: %s\n", path, err);
+    cl_buf_free(&sql);
+    cl_config_free(config);
+    return rc == CL_OK ? 0 : 1;
 }
 
 typedef struct {
@@ -126,13 +158,14 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", required_argument, NULL, 'C'},
+        {"recompute-sql", required_argument, NULL, 'R'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "c:C:Vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:C:R:Vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
@@ -145,6 +178,8 @@ int main(int argc, char **argv)
             cl_config_free(config);
             return 0;
         }
+        case 'R':
+            return print_recompute_sql(optarg);
         case 'V':
             printf("clickloop %s\n", CL_VERSION);
             return 0;

@@ -194,12 +194,6 @@ typedef struct cl_config_load_opts_s {
 int cl_config_load_file(const char *path, const cl_config_load_opts_t *opts, cl_config_t **out,
                         cl_config_errors_t *errs);
 
-/* The same for a configuration held in memory; `source_name` stands for the
- * file name in messages. */
-int cl_config_load_string(const char *json, const char *source_name,
-                          const cl_config_load_opts_t *opts, cl_config_t **out,
-                          cl_config_errors_t *errs);
-
 void cl_config_free(cl_config_t *config);
 void cl_config_errors_free(cl_config_errors_t *errs);
 

@@ -104,7 +104,6 @@ typedef enum {
 cl_db_error_class_t cl_db_error_classify(unsigned int code);
 /* CL_ERR_RETRY for TRANSIENT and CONNECTION, CL_ERR for the others. */
 int cl_db_error_status(cl_db_error_class_t cls);
-const char *cl_db_error_class_name(cl_db_error_class_t cls);
 
 /* Escape `len` bytes for use inside a single-quoted SQL string literal and
  * NUL-terminate the result; `to` needs 2 * len + 1 bytes. Returns the length
@@ -189,7 +188,6 @@ int cl_db_conn_query(cl_db_conn_t *conn, const char *sql, size_t len,
                      const cl_db_query_handlers_t *handlers, void *arg, char err[CL_ERR_LEN]);
 
 bool cl_db_conn_is_idle(const cl_db_conn_t *conn);
-bool cl_db_conn_is_connected(const cl_db_conn_t *conn);
 
 /* Close and free. An operation in flight is cancelled: its done callback gets
  * CL_ERR_RETRY (whether the server committed it is unknown, so callers that

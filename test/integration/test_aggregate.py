@@ -1569,15 +1569,21 @@ def test_incremental_run_costs_a_fraction_of_full_recompute(make_env, request):
     assert env.db.scalar("SELECT SUM(clicks) FROM agg_stats WHERE window_ms = %s",
                          (DAY,)) == BENCH_EVENTS
 
-    # A full recompute (every window marked, as an operator does) changes no
-    # row: the incremental history equals it.
+    # A full recompute (every window marked, as an operator does with the
+    # statement `clickloop --recompute-sql` prints) changes no row: the
+    # incremental history equals it.
     before = env.db.query("SELECT window_ms, window_start, url_hash, country, clicks, "
                           "unique_users, time_spent_sum, time_spent_samples, version "
                           "FROM agg_stats ORDER BY 1, 2, 3, 4")
     n_before = len(runs())
-    env.db.query("INSERT INTO agg_dirty (window_ms, window_start, marked_at) "
-                 "SELECT DISTINCT window_ms, window_start, NOW(6) FROM agg_stats")
+    printed = subprocess.run([str(env.binary), "--recompute-sql", str(env.config_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    env.db.query(printed.stdout.strip().rstrip(";"))
     n_marked = env.db.count("agg_dirty")
+    # It marks exactly the windows that hold events, those with aggregates.
+    assert n_marked == env.db.scalar("SELECT COUNT(*) FROM (SELECT DISTINCT window_ms, "
+                                     "window_start FROM agg_stats) w"), n_marked
     # Each marked window is recomputed by exactly one run, which logs it.
     harness.wait_until(lambda: sum(r[1] for r in runs()[n_before:]) >= n_marked,
                        BENCH_FULL_RUN_DEADLINE_S, "the full recompute", interval=0.5,

@@ -385,6 +385,28 @@ def test_check_config_and_start_name_every_kafka_property_librdkafka_refuses(cli
     assert 'kafka.properties["enable.auto.commit"]: set by clickloop' in r.stderr, r.stderr
 
 
+def test_recompute_sql_names_every_configured_window_size(clickloop_bin, tmp_path):
+    """--recompute-sql prints one statement for the configuration's window sizes (what it
+    marks is checked against a database by test_aggregate's benchmark)."""
+    config = json.loads(COMPOSE_CONFIG.read_text())
+    config["mariadb"]["password"] = "x"
+    config["aggregation"]["windows"] = ["15m", "1d", "7d"]
+    path = tmp_path / "windows.json"
+    path.write_text(json.dumps(config))
+    r = subprocess.run([str(clickloop_bin), "--recompute-sql", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sql = r.stdout.strip()
+    assert sql.startswith("INSERT INTO agg_dirty") and sql.endswith(";"), sql
+    assert sql.count(";") == 1
+    for ms in (900000, 86400000, 604800000):
+        assert str(ms) in sql, (ms, sql)
+    path.write_text("{")
+    r = subprocess.run([str(clickloop_bin), "--recompute-sql", str(path)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+
+
 # ---------------------------------------------------------------- the entrypoint, live
 
 def free_port():

@@ -5,6 +5,7 @@
  * table carries a reload rule. The file includes config.c to walk that
  * table. */
 #include "../../src/config.c"
+#include "config_load.h"
 
 #include <stdbool.h>
 
@@ -45,7 +46,7 @@ static const cl_config_load_opts_t fake_env = {fake_env_lookup, (void *)test_env
 
 static int load(const char *json, cl_config_t **config, cl_config_errors_t *errs)
 {
-    return cl_config_load_string(json, "test.json", &fake_env, config, errs);
+    return load_string(json, "test.json", &fake_env, config, errs);
 }
 
 static bool messages_contain(const cl_config_errors_t *errs, const char *needle)
@@ -529,7 +530,7 @@ static void test_getenv_is_the_default_lookup(void)
     cl_config_errors_t errs;
     const char *json = "{\"kafka\": {\"brokers\": \"${CL_TEST_CONFIG_BROKERS}\", \"topics\": "
                        "[\"t\"]}, " MARIADB_OK ", " ES_OK "}";
-    CL_ASSERT_INT_EQ(CL_OK, cl_config_load_string(json, "env.json", NULL, &c, &errs));
+    CL_ASSERT_INT_EQ(CL_OK, load_string(json, "env.json", NULL, &c, &errs));
     if (c != NULL)
         CL_ASSERT_STR_EQ("from-env:9092", c->kafka.brokers);
     cl_config_free(c);
@@ -854,7 +855,7 @@ static void test_utf8_byte_order_mark_is_ignored(void)
 static void test_errors_may_be_null(void)
 {
     cl_config_t *c = NULL;
-    CL_ASSERT_INT_EQ(CL_ERR, cl_config_load_string("{}", "x.json", NULL, &c, NULL));
+    CL_ASSERT_INT_EQ(CL_ERR, load_string("{}", "x.json", NULL, &c, NULL));
     CL_ASSERT(c == NULL);
 }
 

@@ -19,7 +19,6 @@ static void test_connection_errors_are_retried_after_reconnect(void)
         CL_ASSERT_INT_EQ(CL_ERR_RETRY, cl_db_error_status(cl_db_error_classify(codes[i])));
     }
     CL_ASSERT_INT_EQ(1053, ER_SERVER_SHUTDOWN);
-    CL_ASSERT_STR_EQ("connection", cl_db_error_class_name(CL_DB_ERROR_CONNECTION));
 }
 
 static void test_lock_errors_are_transient(void)
@@ -29,7 +28,6 @@ static void test_lock_errors_are_transient(void)
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
         CL_ASSERT_INT_EQ(CL_DB_ERROR_TRANSIENT, cl_db_error_classify(codes[i]));
     CL_ASSERT_INT_EQ(CL_ERR_RETRY, cl_db_error_status(CL_DB_ERROR_TRANSIENT));
-    CL_ASSERT_STR_EQ("transient", cl_db_error_class_name(CL_DB_ERROR_TRANSIENT));
 }
 
 static void test_credentials_privileges_schema_read_only_and_full_disk_need_an_operator(void)
@@ -57,7 +55,6 @@ static void test_credentials_privileges_schema_read_only_and_full_disk_need_an_o
     CL_ASSERT_INT_EQ(1290, ER_OPTION_PREVENTS_STATEMENT);
     CL_ASSERT_INT_EQ(1146, ER_NO_SUCH_TABLE);
     CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_OPERATOR));
-    CL_ASSERT_STR_EQ("operator", cl_db_error_class_name(CL_DB_ERROR_OPERATOR));
 }
 
 static void test_refused_values_and_oversized_statements_are_the_data(void)
@@ -80,7 +77,6 @@ static void test_refused_values_and_oversized_statements_are_the_data(void)
     CL_ASSERT_INT_EQ(1153, ER_NET_PACKET_TOO_LARGE);
     CL_ASSERT_INT_EQ(4025, ER_CONSTRAINT_FAILED);
     CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_DATA));
-    CL_ASSERT_STR_EQ("data", cl_db_error_class_name(CL_DB_ERROR_DATA));
 }
 
 static void test_unclassified_errors_are_permanent(void)
@@ -89,7 +85,6 @@ static void test_unclassified_errors_are_permanent(void)
     for (size_t i = 0; i < CL_ARRAY_LEN(codes); i++)
         CL_ASSERT_INT_EQ(CL_DB_ERROR_PERMANENT, cl_db_error_classify(codes[i]));
     CL_ASSERT_INT_EQ(CL_ERR, cl_db_error_status(CL_DB_ERROR_PERMANENT));
-    CL_ASSERT_STR_EQ("permanent", cl_db_error_class_name(CL_DB_ERROR_PERMANENT));
 }
 
 static void test_backoff_first_retry_is_between_half_min_and_min(void)

@@ -4,6 +4,7 @@
  * preflight names refused Kafka properties without ever showing a secret
  * value. The file includes config.c to walk the field table. */
 #include "../../src/config.c"
+#include "config_load.h"
 
 #include "clickloop/reload.h"
 
@@ -60,7 +61,7 @@ static cl_config_t *make(const variant_t *v)
              v->aggregation, v->es, v->admin, v->log, v->retention);
     cl_config_t *c = NULL;
     cl_config_errors_t errs;
-    if (cl_config_load_string(json, "test.json", NULL, &c, &errs) != CL_OK) {
+    if (load_string(json, "test.json", NULL, &c, &errs) != CL_OK) {
         for (size_t i = 0; i < errs.count; i++)
             fprintf(stderr, "    config: %s\n", errs.messages[i]);
         CL_FAIL_("test configuration does not load: %s", json);
@@ -391,8 +392,8 @@ static json_object *read_example(void)
 static cl_config_t *load_doc(json_object *doc)
 {
     cl_config_t *c = NULL;
-    cl_config_load_string(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN), "walk.json",
-                          NULL, &c, NULL);
+    load_string(json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN), "walk.json", NULL, &c,
+                NULL);
     return c;
 }
 
