@@ -516,7 +516,11 @@ static int admin_listen(cl_app_t *app, const char *host, uint16_t port, const ch
         return CL_ERR;
     }
     cl_app_set_module(app, M_ADMIN, admin);
-    cl_log_info("main", "admin listener on %s (/healthz, /readyz, /metrics)", listen);
+    if (port == 0) /* the system picked one: say which */
+        cl_log_info("main", "admin listener on %s, port %u (/healthz, /readyz, /metrics)", listen,
+                    (unsigned)cl_admin_port(admin));
+    else
+        cl_log_info("main", "admin listener on %s (/healthz, /readyz, /metrics)", listen);
     return CL_OK;
 }
 

@@ -1329,8 +1329,9 @@ static bool split_listen(const char *s, char **host, uint16_t *port, char *why, 
     if (*digits == '\0' || strlen(digits) > 5 || strspn(digits, "0123456789") != strlen(digits))
         goto bad_form;
     p = strtoul(digits, NULL, 10);
-    if (p < 1 || p > 65535) {
-        snprintf(why, why_len, "port must be between 1 and 65535");
+    /* 0: the system picks a free port, which the start-up log line names. */
+    if (p > 65535) {
+        snprintf(why, why_len, "port must be between 0 and 65535");
         return false;
     }
     char *h = cl_xstrndup(host_start, (size_t)(host_end - host_start));

@@ -800,6 +800,18 @@ def read_response(sock, timeout=10):
     return status, data
 
 
+def test_admin_listener_on_port_0_names_the_port_the_system_picked(env, request):
+    env.write_config(overrides=base_overrides(0))
+    proc = env.start()
+    m = wait_for_log(proc, r"admin listener on [0-9.]+:0, port (\d+) ", 60)
+    port = int(m.group(1))
+    assert port != 0
+    assert http_get(port, "/healthz")[0] == 200
+    harness.wait_until(lambda: http_get(port, "/readyz")[0] == 200, CATCH_UP,
+                       "/readyz on the picked port", check=proc.assert_running)
+    assert proc.stop() == 0
+
+
 def test_admin_listener_survives_abuse_while_ingestion_continues(env, request):
     raise_fd_limit(4096)
     port = free_port()

@@ -202,8 +202,8 @@ static const broken_case_t broken_cases[] = {
     /* admin, log, retention, shutdown */
     {VALID_WITH(", \"admin\": {\"listen\": \"localhost:9400\"}"), "admin.listen",
      "host must be an IP address"},
-    {VALID_WITH(", \"admin\": {\"listen\": \"127.0.0.1:0\"}"), "admin.listen",
-     "port must be between 1 and 65535, got \"127.0.0.1:0\""},
+    {VALID_WITH(", \"admin\": {\"listen\": \"127.0.0.1:65536\"}"), "admin.listen",
+     "port must be between 0 and 65535, got \"127.0.0.1:65536\""},
     {VALID_WITH(", \"admin\": {\"listen\": \"::1:9400\"}"), "admin.listen",
      "must write an IPv6 address in brackets"},
     {VALID_WITH(", \"admin\": {\"listen\": \"9400\"}"), "admin.listen", "expected \"host:port\""},
