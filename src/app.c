@@ -36,6 +36,15 @@
  * before the process exits regardless (a consumer that cannot leave its
  * group, a socket that does not close). */
 #define CLOSE_GRACE_MS 5000
+/* Restarts of ingest after fatal consumer errors: the backoff before each
+ * (doubling from the minimum, jittered), and when they count as failing: a
+ * fatal error within CL_APP_FATAL_AGAIN_MS of the previous restart's end
+ * counts as the same trouble; after CL_APP_FATAL_MAX_RESTARTS such restarts
+ * in a row the process exits 1, so that a supervisor sees it. */
+#define CL_APP_FATAL_BACKOFF_MIN_MS 1000u
+#define CL_APP_FATAL_BACKOFF_MAX_MS 30000u
+#define CL_APP_FATAL_AGAIN_MS 60000u
+#define CL_APP_FATAL_MAX_RESTARTS 5u
 
 static void start_parts(cl_app_t *app, unsigned bits);
 
@@ -336,6 +345,7 @@ static void all_started(cl_app_t *app)
         cl_log_info("main", "restart complete in %llu ms",
                     (unsigned long long)(cl_now_ms() - app->restart_began_ms));
     app->state = APP_RUNNING;
+    app->fatal_restart_done_ms = cl_now_ms();
     if (app->reload_pending)
         cl_app_reload(app);
 }
@@ -416,6 +426,54 @@ void cl_app_begin_shutdown(cl_app_t *app, const char *why, int exit_code)
 }
 
 /* ======================================================================== */
+/* Fatal consumer errors                                                     */
+/* ======================================================================== */
+
+static void begin_restart(cl_app_t *app, unsigned bits, const char *why);
+
+static void on_fatal_timer(uv_timer_t *t)
+{
+    cl_app_t *app = t->data;
+    if (app->state == APP_DRAINING || app->state == APP_CLOSING)
+        return;
+    if (app->state != APP_RUNNING) {
+        /* A start or a reload's restart is under way: after it. */
+        uv_timer_start(&app->fatal_timer, on_fatal_timer, CL_APP_FATAL_BACKOFF_MIN_MS, 0);
+        return;
+    }
+    cl_telemetry_ingest_restart(app->telemetry);
+    begin_restart(app, CL_PART_INGEST, "from the committed offsets after a fatal consumer error");
+}
+
+void cl_app_ingest_fatal(void *arg, const char *message)
+{
+    cl_app_t *app = arg;
+    /* Stopping anyway, a restart already scheduled, or the consumer that
+     * failed is being closed (it may report again meanwhile). */
+    if (app->state == APP_DRAINING || app->state == APP_CLOSING ||
+        uv_is_active((uv_handle_t *)&app->fatal_timer) || app->parts[P_INGEST].state != PART_UP)
+        return;
+    uint64_t now = cl_now_ms();
+    if (app->fatal_restarts > 0 && now - app->fatal_restart_done_ms > CL_APP_FATAL_AGAIN_MS)
+        app->fatal_restarts = 0; /* the last restart held: a new trouble */
+    if (app->fatal_restarts >= CL_APP_FATAL_MAX_RESTARTS) {
+        cl_log_error("main",
+                     "the Kafka consumer failed fatally again after %u restarts of ingest: %s; "
+                     "exiting",
+                     app->fatal_restarts, message);
+        cl_app_begin_shutdown(app, "fatal consumer errors", 1);
+        return;
+    }
+    uint64_t delay = cl_backoff_ms(app->fatal_restarts, CL_APP_FATAL_BACKOFF_MIN_MS,
+                                   CL_APP_FATAL_BACKOFF_MAX_MS, (uint32_t)(now * 2654435761u));
+    app->fatal_restarts++;
+    cl_log_error("main",
+                 "ingest restarts from the committed offsets in %llu ms (restart %u in a row)",
+                 (unsigned long long)delay, app->fatal_restarts);
+    uv_timer_start(&app->fatal_timer, on_fatal_timer, delay, 0);
+}
+
+/* ======================================================================== */
 /* Reload                                                                    */
 /* ======================================================================== */
 
@@ -449,11 +507,11 @@ static void apply_log_config(const cl_config_t *c)
     cl_log_set_format(c->log.format);
 }
 
-static void begin_restart(cl_app_t *app, unsigned bits)
+static void begin_restart(cl_app_t *app, unsigned bits, const char *why)
 {
     char names[128];
     cl_reload_describe_parts(bits, names, sizeof names);
-    cl_log_info("main", "restarting %s to apply the new configuration", names);
+    cl_log_info("main", "restarting %s %s", names, why);
     app->state = APP_RESTARTING;
     app->restart_parts = bits;
     app->restart_began_ms = cl_now_ms();
@@ -517,7 +575,7 @@ void cl_app_reload(cl_app_t *app)
     cl_log_info("config", "reloaded %s: %d setting(s) changed", app->config_path, plan.changes);
     cl_telemetry_config_reload(app->telemetry, true);
     if (plan.restart != 0)
-        begin_restart(app, plan.restart);
+        begin_restart(app, plan.restart, "to apply the new configuration");
 }
 
 /* ======================================================================== */
@@ -546,6 +604,7 @@ static void close_app_timers(cl_app_t *app)
 {
     uv_close((uv_handle_t *)&app->drain_timer, on_timer_closed);
     uv_close((uv_handle_t *)&app->sink_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&app->fatal_timer, on_timer_closed);
 }
 
 cl_app_t *cl_app_new(uv_loop_t *loop, const char *config_path, cl_config_t *config,
@@ -565,8 +624,9 @@ cl_app_t *cl_app_new(uv_loop_t *loop, const char *config_path, cl_config_t *conf
     }
     uv_timer_init(loop, &app->drain_timer);
     uv_timer_init(loop, &app->sink_timer);
-    app->drain_timer.data = app->sink_timer.data = app;
-    app->open_timers = 2;
+    uv_timer_init(loop, &app->fatal_timer);
+    app->drain_timer.data = app->sink_timer.data = app->fatal_timer.data = app;
+    app->open_timers = 3;
     app->metrics = cl_metrics_new();
     app->telemetry = cl_telemetry_new(app->metrics);
     apply_log_config(config);

@@ -30,6 +30,8 @@ static void pipeline_params(const cl_app_t *app, cl_pipeline_params_t *p)
     cl_pipeline_params_from_config(app->config, p);
     p->on_batch_committed = cl_telemetry_batch_committed;
     p->on_batch_committed_arg = app->telemetry;
+    p->on_fatal = cl_app_ingest_fatal;
+    p->on_fatal_arg = (void *)app;
 }
 
 static int start_ingest_stream(cl_app_t *app)

@@ -110,6 +110,13 @@ struct cl_app_s {
     bool reload_pending; /* reload while starting or restarting: once running */
     bool drain_forced;   /* the drain timeout ran out */
 
+    /* Restarts of ingest after fatal consumer errors (cl_app_ingest_fatal):
+     * how many came in a row, each within CL_APP_FATAL_AGAIN_MS of the
+     * previous restart's end, and when that end was. */
+    unsigned fatal_restarts;
+    uint64_t fatal_restart_done_ms;
+    uv_timer_t fatal_timer;
+
     cl_metrics_t *metrics;
     cl_telemetry_t *telemetry;
     uv_timer_t drain_timer;
@@ -142,6 +149,10 @@ int cl_app_start_part(cl_app_t *app, part_t *p);
 void cl_app_part_started(cl_app_t *app, part_t *p);
 void cl_app_stop_part(cl_app_t *app, part_t *p, bool finish);
 void cl_app_begin_shutdown(cl_app_t *app, const char *why, int exit_code);
+/* The Kafka consumer of ingest cannot go on (a fatal librdkafka error):
+ * restart ingest from the committed offsets, after a backoff; exit 1 when
+ * the restarts keep failing. */
+void cl_app_ingest_fatal(void *app, const char *message);
 /* The admin listener's /readyz verdict. */
 bool cl_app_readiness(void *arg, cl_buf_t *missing);
 

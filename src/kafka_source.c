@@ -45,6 +45,7 @@ struct cl_kafka_source_s {
     size_t topic_count;
     cl_close_cb close_cb;
     bool subscribed; /* started: its close commits the offsets stored */
+    bool fatal;      /* librdkafka raised a fatal error: only a new consumer goes on */
     void *close_arg;
 };
 
@@ -73,6 +74,9 @@ static void error_cb(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     cl_kafka_source_t *src = opaque;
     bool fatal = code == RD_KAFKA_RESP_ERR__FATAL;
     char msg[CL_ERR_LEN];
+    if (fatal && src->fatal) /* reported once: the consumer is done for */
+        return;
+    src->fatal = src->fatal || fatal;
     if (fatal) {
         char fatal_reason[256];
         rd_kafka_resp_err_t fe = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
@@ -267,7 +271,12 @@ static bool drain(cl_kafka_source_t *src)
         if (m == NULL)
             return true;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF && src->handlers.on_error != NULL) {
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                /* A fatal error (a fenced static member, for one) may reach
+                 * the application only this way, not through error_cb. */
+                error_cb(src->rk, RD_KAFKA_RESP_ERR__FATAL, rd_kafka_message_errstr(m), src);
+            } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+                       src->handlers.on_error != NULL) {
                 char msg[CL_ERR_LEN];
                 snprintf(msg, sizeof msg, "consume error on %s [%d]: %s",
                          m->rkt ? rd_kafka_topic_name(m->rkt) : "-", (int)m->partition,

@@ -520,11 +520,14 @@ static void on_revoke(void *arg, const rd_kafka_topic_partition_list_t *parts, b
 
 static void on_error(void *arg, bool fatal, const char *message)
 {
-    CL_UNUSED(arg);
-    if (fatal)
-        cl_log_error("kafka", "%s", message);
-    else
+    cl_pipeline_t *p = arg;
+    if (!fatal) {
         cl_log_warn("kafka", "%s", message);
+        return;
+    }
+    cl_log_error("kafka", "%s", message);
+    if (p->params.on_fatal != NULL)
+        p->params.on_fatal(p->params.on_fatal_arg, message);
 }
 
 void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg)

@@ -25,7 +25,7 @@ struct cl_telemetry_s {
     cl_telemetry_sources_t seen;
     retired_t retired;
     cl_counter_t *consumed, *stored, *rejected, *batches, *batch_failures, *batch_retries;
-    cl_counter_t *reconnects, *reloads;
+    cl_counter_t *reconnects, *reloads, *ingest_restarts;
     cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
     cl_counter_t *agg_runs, *agg_windows, *agg_windows_skipped, *agg_rows, *agg_events;
@@ -70,6 +70,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
                                        "dependency", NULL);
     t->reloads = cl_metrics_counter(m, "clickloop_config_reloads_total",
                                     "SIGHUP configuration reloads by result.", "result", NULL);
+    t->ingest_restarts = cl_metrics_counter(
+        m, "clickloop_ingest_restarts_total",
+        "Restarts of ingest from the committed offsets after a fatal Kafka consumer error.", NULL);
     t->in_flight = cl_metrics_gauge(m, "clickloop_events_in_flight",
                                     "Events buffered or being written to MariaDB.", NULL);
     t->paused =
@@ -152,6 +155,7 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
         "job", NULL);
     cl_counter_add(t->reloads, CL_LABELS("ok"), 0);
     cl_counter_add(t->reloads, CL_LABELS("failed"), 0);
+    cl_counter_add(t->ingest_restarts, NULL, 0);
     cl_metrics_add_collector(m, collect, t);
     return t;
 }
@@ -191,6 +195,11 @@ void cl_telemetry_aggregation_run(cl_telemetry_t *t, const cl_aggregator_run_res
 void cl_telemetry_config_reload(cl_telemetry_t *t, bool ok)
 {
     cl_counter_add(t->reloads, CL_LABELS(ok ? "ok" : "failed"), 1);
+}
+
+void cl_telemetry_ingest_restart(cl_telemetry_t *t)
+{
+    cl_counter_add(t->ingest_restarts, NULL, 1);
 }
 
 static void set_lag(void *arg, const char *topic, int32_t partition, int64_t lag)

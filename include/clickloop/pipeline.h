@@ -57,6 +57,10 @@ typedef struct {
      * message to its commit. */
     void (*on_batch_committed)(void *arg, size_t events, uint64_t latency_ms);
     void *on_batch_committed_arg;
+    /* Optional: the consumer cannot go on (a fatal librdkafka error, logged
+     * here); the owner restarts ingest from the committed offsets. */
+    void (*on_fatal)(void *arg, const char *message);
+    void *on_fatal_arg;
 } cl_pipeline_params_t;
 
 /* A batch's SQL text is at most about twice its payload bytes (escaping), so

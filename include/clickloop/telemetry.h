@@ -54,6 +54,8 @@ void cl_telemetry_batch_committed(void *t, size_t events, uint64_t latency_ms);
 void cl_telemetry_aggregation_run(cl_telemetry_t *t, const cl_aggregator_run_result_t *r);
 /* A SIGHUP reload finished, applied or rejected. */
 void cl_telemetry_config_reload(cl_telemetry_t *t, bool ok);
+/* Ingest restarted after a fatal consumer error. */
+void cl_telemetry_ingest_restart(cl_telemetry_t *t);
 /* Remove the collector and free. */
 void cl_telemetry_free(cl_telemetry_t *t);
 

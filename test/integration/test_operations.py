@@ -442,6 +442,72 @@ def test_sighup_changing_kafka_settings_reconnects_ingest_without_loss(env, requ
     assert proc.stop() == 0, proc.log_tail()
 
 
+def test_a_fatal_consumer_error_restarts_ingest_from_the_committed_offsets(env, request):
+    """Two clickloops with one static group member id: the broker fences the first (a fatal
+    librdkafka error). It restarts ingest through the restart path, with backoff, counted;
+    once the intruder is gone it consumes again, and every event is stored exactly once."""
+    port = free_port()
+    props = {"group.instance.id": f"fenced-{env.group}",
+             "session.timeout.ms": harness.TEST_SESSION_TIMEOUT_MS}
+    env.write_config(overrides=base_overrides(port, kafka={"properties": props}))
+    first = env.start()
+    n = 40_000
+    producer = PacedProducer(env, "f", n, chunk=1000, pause=0.1)
+    producer.start()
+    harness.wait_until(lambda: env.db.count("click_data") >= 2_000, CATCH_UP,
+                       "ingestion under way", check=first.assert_running)
+
+    # The intruder joins with the same member id; its admin listener is elsewhere.
+    intruder_cfg = env.write_config(overrides=base_overrides(free_port(),
+                                                             kafka={"properties": props}),
+                                    name="intruder.json")
+    intruder = env.start(intruder_cfg)
+    wait_for_log(first, r"fatal consumer error", 60, "the first instance fenced")
+    wait_for_log(first, r"ingest restarts from the committed offsets in \d+ ms "
+                 r"\(restart 1 in a row\)", 30)
+    assert intruder.stop() == 0, intruder.log_tail()
+
+    wait_for_log(first, r"restarting ingest from the committed offsets after a fatal consumer "
+                 r"error", 90)
+    producer.finish()
+    env.wait_caught_up(n, 0, CATCH_UP, proc=first)
+    assert_exactly_once(env, n)
+    harness.wait_until(lambda: metric_now(port, "clickloop_ingest_restarts_total") >= 1, 30,
+                       "the restart counted", check=first.assert_running)
+    restarts = metric_now(port, "clickloop_ingest_restarts_total")
+    harness.report(request, f"{n} events, {int(restarts)} ingest restart(s) after fencing")
+    assert first.stop() == 0, first.log_tail()
+
+
+def test_fatal_consumer_errors_that_keep_coming_make_the_process_exit_1(env, request):
+    """Two clickloops that keep one static member id fence each other after every restart:
+    restarts that keep failing end with exit status 1 (a supervisor sees it), and the one
+    left consumes every event exactly once."""
+    props = {"group.instance.id": f"twins-{env.group}",
+             "session.timeout.ms": harness.TEST_SESSION_TIMEOUT_MS}
+    ports = [free_port(), free_port()]
+    cfgs = [env.write_config(overrides=base_overrides(p, kafka={"properties": props}),
+                             name=f"twin{i}.json") for i, p in enumerate(ports)]
+    twins = [env.start(c) for c in cfgs]
+    n = 20_000
+    producer = PacedProducer(env, "t", n, chunk=500, pause=0.2)
+    producer.start()
+    harness.wait_until(lambda: any(not t.running() for t in twins), 240,
+                       "one of the twins to give up", interval=0.5)
+    gone = next(t for t in twins if not t.running())
+    left = next(t for t in twins if t is not gone)
+    assert gone.proc.wait() == 1, gone.log_tail()
+    assert re.search(r"the Kafka consumer failed fatally again after 5 restarts of ingest",
+                     gone.log_text()), gone.log_tail()
+    producer.finish()
+    env.wait_caught_up(n, 0, CATCH_UP, proc=left)
+    assert_exactly_once(env, n)
+    restarts = metric_now(ports[twins.index(left)], "clickloop_ingest_restarts_total")
+    harness.report(request, f"the twin that gave up restarted ingest 5 times; the other "
+                   f"{int(restarts)} time(s), then stored all {n} events")
+    assert left.stop() == 0, left.log_tail()
+
+
 def test_sigterm_during_a_restart_that_cannot_reconnect_exits_0(env, request):
     port = free_port()
     env.write_config(overrides=base_overrides(port))
@@ -484,8 +550,10 @@ def test_sigterm_with_the_search_cluster_down_exits_0_and_keeps_aggregates_marke
     proc = env.start()
     env.produce(events("d2", 3_000), record=False)
     env.wait_caught_up(3_000, 0, CATCH_UP)
-    harness.wait_until(lambda: env.db.count("agg_stats") > 0, 60, "aggregates computed",
-                       check=proc.assert_running)
+    # Every event aggregated (runs claim what has arrived, so the first ones
+    # may hold only part of the stream), none of the rows indexed.
+    harness.wait_until(lambda: env.db.scalar("SELECT COALESCE(SUM(clicks), 0) FROM agg_stats")
+                       == 3_000, 60, "all 3 000 events aggregated", check=proc.assert_running)
     marked = env.db.scalar("SELECT COUNT(*) FROM agg_stats WHERE needs_index = 1")
     t0 = time.monotonic()
     rc = proc.stop(timeout=DRAIN_TIMEOUT_S + 30)
