@@ -37,6 +37,12 @@ struct cl_db_pool_s {
 
 /* The pool the module under test opened last, and counts over the program. */
 static cl_db_pool_t *fake_db;
+
+/* Statements waiting in the fake pool (0 when none is open). */
+static inline size_t fake_db_queued(void)
+{
+    return fake_db != NULL ? fake_db->queued : 0;
+}
 static unsigned fake_db_opened, fake_db_closed, fake_db_queries;
 
 int __wrap_cl_db_pool_open(uv_loop_t *loop, const cl_db_params_t *params, unsigned int size,

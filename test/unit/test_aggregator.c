@@ -59,15 +59,10 @@ static void teardown(fixture_t *f)
     CL_ASSERT_INT_EQ(0, uv_loop_close(&f->loop));
 }
 
-static size_t queued(void)
-{
-    return fake_db != NULL ? fake_db->queued : 0;
-}
-
 static void wait_for_query(fixture_t *f)
 {
-    FAKE_RUN_UNTIL(&f->loop, queued() > 0, 2000);
-    CL_ASSERT_INT_EQ(1, queued());
+    FAKE_RUN_UNTIL(&f->loop, fake_db_queued() > 0, 2000);
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
 }
 
 static cl_aggregator_stats_t stats(const fixture_t *f)
@@ -124,7 +119,7 @@ static void test_a_run_locks_runs_reports_and_unlocks(void)
     CL_ASSERT_INT_EQ(5, st.events_claimed);
     CL_ASSERT_INT_EQ(7, st.rows_changed);
     CL_ASSERT(!st.running);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     teardown(&f);
 }
 
@@ -137,7 +132,7 @@ static void test_a_run_is_skipped_while_another_instance_holds_the_lock(void)
     CL_ASSERT_INT_EQ(1, f.runs);
     CL_ASSERT(f.last.skipped_locked);
     CL_ASSERT_INT_EQ(CL_OK, f.last.status);
-    CL_ASSERT_INT_EQ(0, queued()); /* no run, and a lock not taken is not released */
+    CL_ASSERT_INT_EQ(0, fake_db_queued()); /* no run, and a lock not taken is not released */
     cl_aggregator_stats_t st = stats(&f);
     CL_ASSERT_INT_EQ(1, st.skipped_locked);
     CL_ASSERT_INT_EQ(0, st.runs);
@@ -188,7 +183,7 @@ static void test_a_tick_during_a_run_counts_as_skipped_busy(void)
     wait_for_query(&f); /* the lock query, left unanswered */
     FAKE_RUN_UNTIL(&f.loop, stats(&f).skipped_busy >= 2, 2000);
     CL_ASSERT(stats(&f).skipped_busy >= 2);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_INT_EQ(0, f.runs);
     teardown(&f);
     CL_ASSERT_INT_EQ(1, f.runs); /* the cancelled run reports */
@@ -201,7 +196,7 @@ static void test_close_during_a_run_cancels_it(void)
     setup(&f, HOUR_MS);
     wait_for_query(&f);
     answer_lock("1");
-    CL_ASSERT_INT_EQ(1, queued()); /* the run's transaction */
+    CL_ASSERT_INT_EQ(1, fake_db_queued()); /* the run's transaction */
     unsigned queries = fake_db_queries;
     teardown(&f);
     CL_ASSERT_INT_EQ(1, f.runs);

@@ -141,11 +141,6 @@ static cl_indexer_stats_t stats(const fixture_t *f)
     return st;
 }
 
-static size_t queued(void)
-{
-    return fake_db != NULL ? fake_db->queued : 0;
-}
-
 /* ---- tests ------------------------------------------------------------------- */
 
 static void test_nothing_is_fetched_before_the_index_is_ready(void)
@@ -159,7 +154,7 @@ static void test_nothing_is_fetched_before_the_index_is_ready(void)
     CL_ASSERT(!stats(&f).index_ready);
     index_ready(&f.sink);
     CL_ASSERT(stats(&f).index_ready);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "WHERE needs_index = 1 ORDER BY");
     answer_rows(NULL, 0);
     teardown(&f);
@@ -177,27 +172,27 @@ static void test_a_walk_reads_page_after_page_and_sends_each_row_once(void)
     CL_ASSERT_INT_EQ(17, f.sink.versions[0]);
     CL_ASSERT_INT_EQ(18, f.sink.versions[1]);
     /* A full page: the next one follows at once, after the last key. */
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "url_hash > UNHEX('" HASH_B "')");
     answer_rows(rows_c, 1);
     CL_ASSERT_INT_EQ(3, f.sink.submitted);
     CL_ASSERT_INT_EQ(3, stats(&f).docs_sent);
     /* A short page ends the walk; a kick does not start over while
      * documents are on their way. */
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     cl_indexer_kick(f.ix);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     for (size_t i = 0; i < 3; i++)
         report(f.ix, &f.sink, i, CL_ES_DOC_INDEXED, NULL);
     /* The acknowledgements go out at the next run, before a new walk. */
     cl_indexer_kick(f.ix);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "SET s.indexed_version = GREATEST(");
     CL_ASSERT_INT_EQ(3, stats(&f).docs_acked);
     fake_db_ok();
-    CL_ASSERT_INT_EQ(0, queued()); /* a finished walk waits for a tick or a kick */
+    CL_ASSERT_INT_EQ(0, fake_db_queued()); /* a finished walk waits for a tick or a kick */
     cl_indexer_kick(f.ix);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT(strstr(fake_db_next_sql(), "window_ms >") == NULL);
     answer_rows(NULL, 0);
     CL_ASSERT_INT_EQ(3, f.sink.submitted);
@@ -210,10 +205,10 @@ static void test_no_page_is_fetched_while_the_sink_is_full(void)
     setup(&f, 3600000);
     f.sink.pending = 4; /* max_pending_docs */
     index_ready(&f.sink);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     f.sink.pending = 3;
     cl_indexer_kick(f.ix);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     f.sink.pending = 0;
     answer_rows(NULL, 0);
     teardown(&f);
@@ -224,19 +219,19 @@ static void test_a_page_read_for_a_replaced_sink_is_dropped(void)
     fixture_t f;
     setup(&f, 3600000);
     index_ready(&f.sink);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     cl_es_sink_t other = {0};
     cl_indexer_set_sink(f.ix, &other);
     CL_ASSERT(!stats(&f).index_ready);
     answer_rows(rows_ab, 2);
     CL_ASSERT_INT_EQ(0, f.sink.submitted);
     CL_ASSERT_INT_EQ(0, other.submitted);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_OK, cl_indexer_start(f.ix, err));
     index_ready(&other);
     /* The new walk starts from the first key. */
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT(strstr(fake_db_next_sql(), "window_ms >") == NULL);
     answer_rows(rows_ab, 2);
     CL_ASSERT_INT_EQ(2, other.submitted);
@@ -251,10 +246,10 @@ static void test_a_tick_during_a_page_is_skipped_and_counted(void)
     fixture_t f;
     setup(&f, 2);
     index_ready(&f.sink);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     FAKE_RUN_UNTIL(&f.loop, stats(&f).ticks_skipped >= 2, 2000);
     CL_ASSERT(stats(&f).ticks_skipped >= 2);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     answer_rows(NULL, 0);
     teardown(&f);
 }
@@ -267,7 +262,7 @@ static void test_a_refused_document_is_recorded_with_its_reason(void)
     answer_rows(rows_c, 1);
     report(f.ix, &f.sink, 0, CL_ES_DOC_FAILED, "mapper_parsing_exception");
     CL_ASSERT_INT_EQ(1, stats(&f).docs_failed);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "SET index_error = 'mapper_parsing_exception'");
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "needs_index = (version <> 19)");
     fake_db_ok();
@@ -299,10 +294,10 @@ static void test_close_waits_for_every_document_and_acknowledgement(void)
     index_ready(&f.sink);
     answer_rows(rows_c, 1);
     report(f.ix, &f.sink, 0, CL_ES_DOC_INDEXED, NULL);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     /* The acknowledgement collected so far is written by the close. */
     CL_ASSERT_INT_EQ(CL_OK, cl_indexer_close(f.ix, on_closed, &f));
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "indexed_version");
     uv_run(&f.loop, UV_RUN_NOWAIT);
     CL_ASSERT_INT_EQ(0, f.closed);

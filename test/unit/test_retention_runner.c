@@ -40,11 +40,6 @@ static void teardown(fixture_t *f)
     CL_ASSERT_INT_EQ(0, uv_loop_close(&f->loop));
 }
 
-static size_t queued(void)
-{
-    return fake_db != NULL ? fake_db->queued : 0;
-}
-
 static cl_retention_stats_t stats(const fixture_t *f)
 {
     cl_retention_stats_t st;
@@ -70,14 +65,14 @@ static void test_a_run_goes_on_batch_after_batch_while_they_are_full(void)
 {
     fixture_t f;
     setup(&f, HOUR_MS);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000); /* the first run at start */
-    CL_ASSERT_INT_EQ(1, queued());
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000); /* the first run at start */
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     CL_ASSERT_STR_CONTAINS(fake_db_next_sql(), "LIMIT 2");
     answer_batch("2", "0"); /* full: more may be left */
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     CL_ASSERT(stats(&f).running); /* pausing between batches */
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
-    CL_ASSERT_INT_EQ(1, queued());
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     answer_batch("1", "0"); /* short: the end */
     cl_retention_stats_t st = stats(&f);
     CL_ASSERT(!st.running);
@@ -85,7 +80,7 @@ static void test_a_run_goes_on_batch_after_batch_while_they_are_full(void)
     CL_ASSERT_INT_EQ(2, st.batches);
     CL_ASSERT_INT_EQ(3, st.rows_deleted[CL_RETENTION_CLICK_DATA]);
     CL_ASSERT_INT_EQ(3, st.rows_deleted[CL_RETENTION_AGG_PENDING]);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
     teardown(&f);
 }
 
@@ -93,10 +88,10 @@ static void test_a_full_batch_of_rejected_events_also_goes_on(void)
 {
     fixture_t f;
     setup(&f, HOUR_MS);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
     answer_batch("0", "2");
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
-    CL_ASSERT_INT_EQ(1, queued());
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     answer_batch("0", "0");
     CL_ASSERT_INT_EQ(2, stats(&f).batches);
     CL_ASSERT_INT_EQ(2, stats(&f).rows_deleted[CL_RETENTION_REJECTED_EVENTS]);
@@ -107,7 +102,7 @@ static void test_a_failed_batch_ends_the_run_and_the_next_goes_on(void)
 {
     fixture_t f;
     setup(&f, HOUR_MS);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
     fake_db_fail(CL_ERR_RETRY, 1213, "Deadlock found");
     cl_retention_stats_t st = stats(&f);
     CL_ASSERT_INT_EQ(1, st.runs_failed);
@@ -115,8 +110,8 @@ static void test_a_failed_batch_ends_the_run_and_the_next_goes_on(void)
     CL_ASSERT(!st.running);
     char err[CL_ERR_LEN];
     CL_ASSERT_INT_EQ(CL_OK, cl_retention_set_policy(f.rt, 30, 2, 1, err));
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
-    CL_ASSERT_INT_EQ(1, queued());
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     answer_batch("0", "0");
     CL_ASSERT_INT_EQ(1, stats(&f).runs);
     CL_ASSERT_INT_EQ(CL_OK, cl_retention_set_policy(f.rt, 30, 2, HOUR_MS, err));
@@ -129,10 +124,10 @@ static void test_a_tick_during_a_run_is_skipped_and_counted(void)
 {
     fixture_t f;
     setup(&f, 2);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
     FAKE_RUN_UNTIL(&f.loop, stats(&f).ticks_skipped >= 2, 2000);
     CL_ASSERT(stats(&f).ticks_skipped >= 2);
-    CL_ASSERT_INT_EQ(1, queued());
+    CL_ASSERT_INT_EQ(1, fake_db_queued());
     teardown(&f);
 }
 
@@ -140,7 +135,7 @@ static void test_close_during_the_pause_ends_the_run_cancelled(void)
 {
     fixture_t f;
     setup(&f, HOUR_MS);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
     answer_batch("2", "0");
     CL_ASSERT(stats(&f).running);
     unsigned queries = fake_db_queries;
@@ -152,9 +147,9 @@ static void test_close_with_a_batch_in_flight_cancels_it(void)
 {
     fixture_t f;
     setup(&f, HOUR_MS);
-    FAKE_RUN_UNTIL(&f.loop, queued() == 1, 2000);
+    FAKE_RUN_UNTIL(&f.loop, fake_db_queued() == 1, 2000);
     teardown(&f);
-    CL_ASSERT_INT_EQ(0, queued());
+    CL_ASSERT_INT_EQ(0, fake_db_queued());
 }
 
 static const cl_test_case_t tests[] = {
