@@ -500,6 +500,18 @@ bool cl_app_readiness(void *arg, cl_buf_t *missing)
             ok = false;
         }
     }
+    uint64_t age_ms;
+    char which[256];
+    if (PIPELINE(app) != NULL && !app->mod[M_PIPELINE].closing &&
+        cl_pipeline_oldest_unwritten(PIPELINE(app), &age_ms, which, sizeof which) &&
+        age_ms > app->config->ingest.max_unwritten_age_ms) {
+        cl_buf_appendf(missing,
+                       "the oldest unwritten ingest batch is %llu s old (%s; "
+                       "ingest.max_unwritten_age %llu s)\n",
+                       (unsigned long long)(age_ms / 1000), which,
+                       (unsigned long long)(app->config->ingest.max_unwritten_age_ms / 1000));
+        ok = false;
+    }
     const char *blocked = STORE(app) != NULL ? cl_store_blocked(STORE(app)) : NULL;
     if (blocked != NULL) {
         cl_buf_appendf(missing, "MariaDB refuses ingest batches (retrying): %s\n", blocked);

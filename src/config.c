@@ -299,6 +299,13 @@ static const field_t ingest_fields[] = {
     /* The lower bound is ingest.batch_max_events, checked across fields. */
     F_INTEGER("max_in_flight_events", ingest.max_in_flight_events, 50000, 1, 10000000,
               BY_INGEST_PARAMS),
+    /* The bound on memory by bytes; librdkafka's prefetch is sized from it
+     * when the consumer is created (kafka_source.h). */
+    F_SIZE("max_in_flight_bytes", ingest.max_in_flight_bytes, 64 * MIB, MIB, 64 * GIB,
+           BY_INGEST_PARAMS),
+    /* Read by the readiness check each time it runs. */
+    F_DURATION("max_unwritten_age", ingest.max_unwritten_age_ms, "60s", SECONDS(1), DAYS(1),
+               READ_WHEN_NEEDED),
     /* The event parser is created with it. */
     F_SIZE("max_event_bytes", ingest.max_event_bytes, 65536, 64, 16 * MIB, RESTARTS_INGEST),
     /* The event-time window (event.h); 100 years is as good as no bound. */

@@ -159,6 +159,8 @@ void cl_kafka_source_params_from_config(const cl_config_t *c, cl_kafka_source_pa
     p->property_count = c->kafka.property_count;
     p->poll_interval_ms = c->kafka.poll_interval_ms;
     p->max_messages_per_tick = CL_KAFKA_MAX_MESSAGES_PER_TICK;
+    uint64_t kb = c->ingest.max_in_flight_bytes / 4 / 1024;
+    p->prefetch_kbytes = kb < 1024 ? 1024 : kb > 2097151 ? 2097151 : kb;
 }
 
 int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
@@ -177,6 +179,9 @@ int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
     for (size_t i = 0; i < params->topic_count; i++)
         src->topics[i] = cl_xstrdup(params->topics[i]);
 
+    char prefetch[24];
+    snprintf(prefetch, sizeof prefetch, "%llu",
+             (unsigned long long)(params->prefetch_kbytes ? params->prefetch_kbytes : 16384));
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* clickloop's defaults; the user's properties below may override the
      * tunables but not the settings the delivery guarantee depends on. */
@@ -190,7 +195,7 @@ int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
         {"enable.partition.eof", "false"},
         {"log.queue", "true"},
         /* Bound what librdkafka prefetches: memory is bounded by configuration. */
-        {"queued.max.messages.kbytes", "16384"},
+        {"queued.max.messages.kbytes", prefetch},
         {"client.id", "clickloop"},
     };
     int rc = CL_OK;

@@ -150,6 +150,11 @@ cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s)
     return s->part;
 }
 
+int64_t cl_offsets_segment_first(const cl_offsets_segment_t *s)
+{
+    return s->first;
+}
+
 void cl_offsets_segment_abandon(cl_offsets_segment_t *s)
 {
     if (s->part == NULL) {

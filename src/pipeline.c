@@ -2,6 +2,7 @@
  * pipeline.h. */
 #include "clickloop/pipeline.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@
  * and its offsets move, when its last write has committed. */
 typedef struct cl_batch_s {
     cl_pipeline_t *pipeline;
+    struct cl_batch_s *prev, *next; /* in the pipeline's batches being written */
     cl_event_t *events;
     size_t event_count, event_cap;
     cl_store_rejected_t *rejected;
@@ -25,6 +27,7 @@ typedef struct cl_batch_s {
     cl_store_row_t *rows; /* built at submit time, views into events */
     size_t bytes;         /* payload bytes */
     size_t sql_bytes;     /* bound of the batch's SQL (store.h) */
+    uint64_t held_bytes;  /* its share of stats.in_flight_bytes */
     size_t refused;       /* rows MariaDB refused, now rejected events too */
     size_t writes;        /* store writes in flight */
     bool abandoned;       /* a write was cancelled: the offsets stay */
@@ -45,6 +48,7 @@ struct cl_pipeline_s {
     cl_kafka_source_t *source;
     cl_offsets_t *offsets;
     cl_batch_t *open;       /* the batch being filled, NULL when none */
+    cl_batch_t *writing;    /* batches submitted and not finished */
     uv_timer_t batch_timer; /* closes `open` after batch_max_delay_ms */
     size_t writes_in_store;
     cl_pipeline_stats_t stats;
@@ -78,6 +82,7 @@ void cl_pipeline_params_from_config(const cl_config_t *c, cl_pipeline_params_t *
     p->batch_max_events = c->ingest.batch_max_events;
     p->batch_max_delay_ms = c->ingest.batch_max_delay_ms;
     p->max_in_flight_events = c->ingest.max_in_flight_events;
+    p->max_in_flight_bytes = c->ingest.max_in_flight_bytes;
     p->batch_max_bytes = CL_PIPELINE_BATCH_MAX_BYTES;
     p->max_rejected_payload_bytes = (size_t)c->ingest.max_event_bytes;
     p->time_window.max_age_ms = c->ingest.max_event_age_ms;
@@ -117,13 +122,19 @@ static void update_backpressure(cl_pipeline_t *p)
     if (p->source == NULL || p->draining)
         return;
     size_t limit = p->params.max_in_flight_events;
+    uint64_t bytes_limit =
+        p->params.max_in_flight_bytes ? p->params.max_in_flight_bytes : UINT64_MAX;
+    size_t events = p->stats.in_flight;
+    uint64_t bytes = p->stats.in_flight_bytes;
     bool paused = cl_kafka_source_paused(p->source);
-    if (!paused && p->stats.in_flight >= limit) {
-        cl_log_debug("ingest", "pausing consumption: %zu events in flight (limit %zu)",
-                     p->stats.in_flight, limit);
+    if (!paused && (events >= limit || bytes >= bytes_limit)) {
+        cl_log_debug("ingest",
+                     "pausing consumption: %zu events, %llu bytes in flight (limits %zu, %llu)",
+                     events, (unsigned long long)bytes, limit, (unsigned long long)bytes_limit);
         cl_kafka_source_set_paused(p->source, true);
-    } else if (paused && p->stats.in_flight <= limit / 2) {
-        cl_log_debug("ingest", "resuming consumption: %zu events in flight", p->stats.in_flight);
+    } else if (paused && events <= limit / 2 && bytes <= bytes_limit / 2) {
+        cl_log_debug("ingest", "resuming consumption: %zu events, %llu bytes in flight", events,
+                     (unsigned long long)bytes);
         cl_kafka_source_set_paused(p->source, false);
     }
 }
@@ -355,6 +366,8 @@ static void on_message(void *arg, const rd_kafka_message_t *msg)
     batch_track_offset(p, b, topic, msg->partition, msg->offset);
     p->stats.consumed++;
     p->stats.in_flight++;
+    p->stats.in_flight_bytes += msg->len + sql_bytes;
+    b->held_bytes += msg->len + sql_bytes;
     b->bytes += msg->len;
     if (batch_size(b) >= p->params.batch_max_events || b->bytes >= p->params.batch_max_bytes)
         close_open_batch(p);
@@ -366,6 +379,7 @@ static void batch_finish(cl_pipeline_t *p, cl_batch_t *b);
 
 static void batch_submit(cl_pipeline_t *p, cl_batch_t *b)
 {
+    CL_DLIST_PUSH(p->writing, b);
     b->rows = cl_xcalloc(b->event_count ? b->event_count : 1, sizeof *b->rows);
     for (size_t i = 0; i < b->event_count; i++)
         row_from_event(&b->rows[i], &b->events[i]);
@@ -386,7 +400,9 @@ static void maybe_finish_drain(cl_pipeline_t *p)
 /* Every write of the batch is over: commit its offsets, or give it up. */
 static void batch_finish(cl_pipeline_t *p, cl_batch_t *b)
 {
+    CL_DLIST_UNLINK(p->writing, b);
     p->stats.in_flight -= batch_size(b);
+    p->stats.in_flight_bytes -= b->held_bytes;
     if (b->abandoned) {
         /* Only when the store closed first (shutdown past its drain timeout):
          * Kafka redelivers the batch. */
@@ -528,6 +544,33 @@ static void on_error(void *arg, bool fatal, const char *message)
     cl_log_error("kafka", "%s", message);
     if (p->params.on_fatal != NULL)
         p->params.on_fatal(p->params.on_fatal_arg, message);
+}
+
+bool cl_pipeline_oldest_unwritten(const cl_pipeline_t *p, uint64_t *age_ms, char *desc, size_t size)
+{
+    /* The list is newest first; among equal times the earliest submitted
+     * wins, and the open batch only when strictly older. */
+    const cl_batch_t *oldest = NULL;
+    for (const cl_batch_t *b = p->writing; b != NULL; b = b->next) {
+        if (oldest == NULL || b->opened_ms <= oldest->opened_ms)
+            oldest = b;
+    }
+    if (p->open != NULL && (oldest == NULL || p->open->opened_ms < oldest->opened_ms))
+        oldest = p->open;
+    if (oldest == NULL)
+        return false;
+    uint64_t now = cl_now_ms();
+    *age_ms = now > oldest->opened_ms ? now - oldest->opened_ms : 0;
+    const cl_offsets_part_t *part =
+        oldest->segment_count > 0 ? cl_offsets_segment_part(oldest->segments[0]) : NULL;
+    if (part == NULL)
+        snprintf(desc, size, "%zu events", batch_size(oldest));
+    else
+        snprintf(desc, size, "%zu events, the first from %s [%d] at offset %lld",
+                 batch_size(oldest), cl_offsets_part_topic(part),
+                 (int)cl_offsets_part_partition(part),
+                 (long long)cl_offsets_segment_first(oldest->segments[0]));
+    return true;
 }
 
 void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg)

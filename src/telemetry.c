@@ -26,7 +26,7 @@ struct cl_telemetry_s {
     retired_t retired;
     cl_counter_t *consumed, *stored, *rejected, *batches, *batch_failures, *batch_retries;
     cl_counter_t *reconnects, *reloads, *ingest_restarts;
-    cl_gauge_t *in_flight, *paused, *assigned, *lag, *dependency_up;
+    cl_gauge_t *in_flight, *in_flight_bytes, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
     cl_counter_t *agg_runs, *agg_windows, *agg_windows_skipped, *agg_rows, *agg_events;
     cl_counter_t *agg_isolated;
@@ -75,6 +75,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
         "Restarts of ingest from the committed offsets after a fatal Kafka consumer error.", NULL);
     t->in_flight = cl_metrics_gauge(m, "clickloop_events_in_flight",
                                     "Events buffered or being written to MariaDB.", NULL);
+    t->in_flight_bytes = cl_metrics_gauge(
+        m, "clickloop_events_in_flight_bytes",
+        "Bytes of the events in flight: their payloads and the SQL text built for them.", NULL);
     t->paused =
         cl_metrics_gauge(m, "clickloop_consumption_paused",
                          "1 while consumption is paused by backpressure or shutdown.", NULL);
@@ -330,6 +333,7 @@ static void collect_pipeline(cl_telemetry_t *t)
         cl_pipeline_get_stats(t->src.pipeline, &live);
         add_pipeline(&st, &live);
         cl_gauge_set(t->in_flight, NULL, (double)live.in_flight);
+        cl_gauge_set(t->in_flight_bytes, NULL, (double)live.in_flight_bytes);
         cl_gauge_set(t->paused, NULL, live.paused ? 1 : 0);
     }
     cl_counter_set(t->consumed, NULL, (double)st.consumed);

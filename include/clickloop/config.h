@@ -95,6 +95,8 @@ typedef struct cl_config_ingest_s {
     uint32_t batch_max_events;
     uint64_t batch_max_delay_ms;
     uint32_t max_in_flight_events;
+    uint64_t max_in_flight_bytes;  /* payloads plus the SQL text held for them */
+    uint64_t max_unwritten_age_ms; /* readiness fails past it (a stalled write) */
     uint64_t max_event_bytes;
     uint64_t max_event_age_ms;   /* older events are rejected */
     uint64_t max_future_skew_ms; /* events further ahead are rejected */

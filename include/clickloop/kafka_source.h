@@ -48,6 +48,9 @@ typedef struct {
     size_t property_count;
     uint64_t poll_interval_ms;      /* keep-alive poll, also while paused */
     unsigned max_messages_per_tick; /* fairness: yield to the loop after this many */
+    /* queued.max.messages.kbytes unless kafka.properties sets it: what
+     * librdkafka may prefetch into the consumer queue. 0: 16384. */
+    uint64_t prefetch_kbytes;
 } cl_kafka_source_params_t;
 
 /* Yield to the loop after this many messages of one wake-up, so that timers,
@@ -55,7 +58,9 @@ typedef struct {
 #define CL_KAFKA_MAX_MESSAGES_PER_TICK 2000u
 
 /* The `kafka` section; the parameters point into `config`, which must
- * outlive cl_kafka_source_new (it copies what it keeps). */
+ * outlive cl_kafka_source_new (it copies what it keeps). The prefetch is a
+ * quarter of ingest.max_in_flight_bytes (1 MiB to 2 GiB): librdkafka holds
+ * messages there before the pipeline counts them in flight. */
 void cl_kafka_source_params_from_config(const cl_config_t *config,
                                         cl_kafka_source_params_t *params);
 

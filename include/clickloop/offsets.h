@@ -46,6 +46,8 @@ cl_offsets_segment_t *cl_offsets_segment_open(cl_offsets_part_t *p, int64_t offs
 void cl_offsets_segment_extend(cl_offsets_segment_t *s, int64_t offset);
 /* The partition this segment belongs to, NULL once detached by a revoke. */
 cl_offsets_part_t *cl_offsets_segment_part(const cl_offsets_segment_t *s);
+/* The first offset the segment holds. */
+int64_t cl_offsets_segment_first(const cl_offsets_segment_t *s);
 
 /* The segment's messages were not written and will not be (a batch cancelled
  * by a close, or refused when submitted): it stays in its partition as a

@@ -24,8 +24,9 @@
  * batches (see offsets.h).
  *
  * Backpressure: when the events buffered or in flight reach
- * `max_in_flight_events`, the Kafka source is paused; it resumes when half of
- * them have drained. */
+ * `max_in_flight_events`, or their bytes (payloads plus the SQL text built
+ * for them) reach `max_in_flight_bytes`, the Kafka source is paused; it
+ * resumes when both are down to half. */
 #ifndef CLICKLOOP_PIPELINE_H
 #define CLICKLOOP_PIPELINE_H
 
@@ -44,6 +45,7 @@ typedef struct {
     size_t batch_max_events;
     uint64_t batch_max_delay_ms;
     size_t max_in_flight_events;
+    uint64_t max_in_flight_bytes; /* 0: no bound by bytes */
     /* A batch also closes at this many payload bytes (memory; its SQL is
      * bounded by the packet limit on its own). */
     size_t batch_max_bytes;
@@ -76,12 +78,13 @@ void cl_pipeline_params_from_config(const struct cl_config_s *config, cl_pipelin
 /* Counters for metrics and tests; monotonic except the gauges. */
 typedef struct {
     uint64_t consumed;
-    uint64_t stored;         /* valid events in committed batches */
-    uint64_t rejected;       /* rejected records in committed batches */
-    uint64_t batches;        /* committed batches */
-    uint64_t batch_failures; /* writes refused for their data, then split */
-    size_t in_flight;        /* gauge: events buffered or being written */
-    bool paused;             /* gauge */
+    uint64_t stored;          /* valid events in committed batches */
+    uint64_t rejected;        /* rejected records in committed batches */
+    uint64_t batches;         /* committed batches */
+    uint64_t batch_failures;  /* writes refused for their data, then split */
+    size_t in_flight;         /* gauge: events buffered or being written */
+    uint64_t in_flight_bytes; /* gauge: their payloads and SQL text */
+    bool paused;              /* gauge */
 } cl_pipeline_stats_t;
 
 /* The pipeline borrows parser and store; both must outlive it. */
@@ -100,6 +103,12 @@ void cl_pipeline_get_stats(const cl_pipeline_t *p, cl_pipeline_stats_t *out);
 /* Pause consumption for good, close the open batch now and call `cb` once
  * nothing is in flight any more (every batch committed or given up).
  * Backpressure never resumes a draining pipeline's consumer. */
+/* The oldest batch not written yet (the open one included): its age, and in
+ * desc how many events it holds and where the first comes from; false when
+ * there is none. For readiness: a write that does not finish is a stall. */
+bool cl_pipeline_oldest_unwritten(const cl_pipeline_t *p, uint64_t *age_ms, char *desc,
+                                  size_t size);
+
 void cl_pipeline_drain(cl_pipeline_t *p, void (*cb)(void *arg), void *arg);
 
 /* Close the timer handle and free; `cb` runs from the close callback. Call

@@ -802,6 +802,60 @@ def test_missing_table_holds_offsets_and_readiness_until_the_operator_fixes_it(e
     assert proc.stop() == 0
 
 
+def test_bytes_in_flight_pause_consumption_while_writes_are_held(env, request):
+    """ingest.max_in_flight_bytes bounds memory by bytes: with MariaDB's writes held (a table
+    lock), consumption of big events pauses near the bound, far below the event bound, and
+    everything is stored once the lock goes."""
+    port = harness.free_port()
+    bound = 1 << 20
+    env.write_config(overrides={"admin": {"listen": f"{harness.HOST}:{port}"},
+                                "ingest": {"max_in_flight_bytes": "1MB",
+                                           "max_in_flight_events": 50_000,
+                                           "batch_max_delay": "50ms",
+                                           "max_unwritten_age": "2s"}})
+    proc = env.start()
+    wait_schema(env, proc)
+    lock = env.db._connect(env.db.name)
+    n = 3_000
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLES click_data WRITE")
+        now_ms = int(time.time() * 1000)
+        pad = "x" * 2000
+        env.produce([Message(json.dumps({"event_id": f"b-{i}", "user_id": f"u{i % 50}",
+                                         "timestamp": now_ms, "url": f"https://e.com/{pad}",
+                                         "country": "FR"}).encode(), partition=i % 4)
+                     for i in range(n)])
+
+        def paused():
+            m = harness.metrics(port)
+            return m.get(("clickloop_consumption_paused", frozenset()), 0) == 1 and m
+        m = harness.wait_until(paused, 60, "consumption paused by bytes", check=proc.assert_running)
+        held = m[("clickloop_events_in_flight_bytes", frozenset())]
+        events = m[("clickloop_events_in_flight", frozenset())]
+        # Paused once the bound was reached: at most one event (payload and SQL) past it.
+        assert bound <= held <= bound + 16_000, held
+        assert events < n, events
+        assert env.db.count("click_data") == 0
+
+        # A write that neither finishes nor fails is a stall: not ready, naming the batch.
+        def stalled():
+            status, body = harness.http_get(port, "/readyz")
+            return status == 503 and "oldest unwritten ingest batch" in body and body
+        body = harness.wait_until(stalled, 30, "/readyz to report the stalled batch",
+                                  check=proc.assert_running)
+        assert re.search(r"is \d+ s old \(\d+ events, the first from \S+ \[\d\] at offset "
+                         r"\d+; ingest.max_unwritten_age 2 s\)", body), body
+    finally:
+        lock.close()  # UNLOCK TABLES with the session
+    env.wait_caught_up(n, 0, timeout=120)
+    harness.wait_until(lambda: harness.http_get(port, "/readyz")[0] == 200, 60, "ready again",
+                       check=proc.assert_running)
+    harness.report(request, f"paused at {held:.0f} bytes ({events:.0f} events) in flight, "
+                   f"bound {bound}; /readyz said {body.strip()!r}; then all {n} stored")
+    assert proc.stop() == 0
+
+
 # ---------------------------------------------------------------- 7. event-time window
 
 DAY_MS = 86_400_000

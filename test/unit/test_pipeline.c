@@ -440,6 +440,44 @@ static void test_pauses_at_the_in_flight_limit_and_resumes_at_half(void)
     fixture_free(&f);
 }
 
+/* Big events pause consumption by their bytes long before the event bound;
+ * it resumes once both counts are down to half. */
+static void test_pauses_at_the_byte_limit_and_resumes_at_half(void)
+{
+    fixture_t f;
+    cl_pipeline_params_t params = default_params();
+    params.batch_max_events = 1;
+    params.max_in_flight_events = 1000;
+    params.max_in_flight_bytes = 0;
+    fixture_init(&f, &params);
+    /* Measure what one such event holds (payload and SQL) with no bound. */
+    feed_event(&f, 0, 0);
+    uint64_t one = stats(&f).in_flight_bytes;
+    CL_ASSERT(one > 60); /* at least its payload */
+    COMPLETE(&f, 0, CL_OK, NULL);
+    CL_ASSERT_INT_EQ(0, stats(&f).in_flight_bytes);
+
+    params.max_in_flight_bytes = 4 * one;
+    cl_pipeline_set_params(f.pipeline, &params);
+    for (int64_t o = 1; o <= 3; o++)
+        feed_event(&f, 0, o);
+    CL_ASSERT(!f.source.paused);
+    feed_event(&f, 0, 4); /* the fourth reaches the bound: 4 events of 1000 */
+    CL_ASSERT(f.source.paused);
+    CL_ASSERT_INT_EQ(4, stats(&f).in_flight);
+    CL_ASSERT(stats(&f).in_flight_bytes >= 4 * one - 4); /* offsets differ in a digit */
+
+    COMPLETE(&f, 1, CL_OK, NULL);
+    CL_ASSERT(f.source.paused); /* 3 x one is above half the bound */
+    COMPLETE(&f, 2, CL_OK, NULL);
+    CL_ASSERT(!f.source.paused);
+    complete_all(&f, CL_OK);
+    CL_ASSERT_INT_EQ(0, stats(&f).in_flight_bytes);
+    CL_ASSERT_INT_EQ(0, stats(&f).in_flight);
+    fixture_close(&f);
+    fixture_free(&f);
+}
+
 static void test_lowering_the_in_flight_limit_pauses_at_once(void)
 {
     fixture_t f;
@@ -633,6 +671,33 @@ static void test_offsets_do_not_pass_an_abandoned_batch(void)
     fixture_free(&f);
 }
 
+/* Readiness asks for the oldest batch not written yet: the open one or one
+ * being written, with where its first event comes from. */
+static void test_the_oldest_unwritten_batch_is_named(void)
+{
+    fixture_t f;
+    cl_pipeline_params_t params = default_params();
+    params.batch_max_events = 2;
+    fixture_init(&f, &params);
+    uint64_t age = 99;
+    char desc[256];
+    CL_ASSERT(!cl_pipeline_oldest_unwritten(f.pipeline, &age, desc, sizeof desc));
+
+    feed_event(&f, 1, 7);
+    feed_event(&f, 1, 8);  /* submitted */
+    feed_event(&f, 3, 40); /* open */
+    CL_ASSERT(cl_pipeline_oldest_unwritten(f.pipeline, &age, desc, sizeof desc));
+    CL_ASSERT(age < 5000);
+    CL_ASSERT_STR_CONTAINS(desc, "2 events, the first from ");
+    CL_ASSERT_STR_CONTAINS(desc, " [1] at offset 7");
+    COMPLETE(&f, 0, CL_OK, NULL);
+    CL_ASSERT(cl_pipeline_oldest_unwritten(f.pipeline, &age, desc, sizeof desc));
+    CL_ASSERT_STR_CONTAINS(desc, "1 events, the first from ");
+    CL_ASSERT_STR_CONTAINS(desc, " [3] at offset 40"); /* the open batch */
+    fixture_close(&f);
+    fixture_free(&f);
+}
+
 /* ---- Drain --------------------------------------------------------------- */
 
 static void test_drain_completes_once_every_batch_in_flight_completed(void)
@@ -739,6 +804,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_partitions_advance_independently),
     CL_TEST(test_revoked_partition_moves_no_offset),
     CL_TEST(test_pauses_at_the_in_flight_limit_and_resumes_at_half),
+    CL_TEST(test_pauses_at_the_byte_limit_and_resumes_at_half),
     CL_TEST(test_lowering_the_in_flight_limit_pauses_at_once),
     CL_TEST(test_malformed_message_is_written_as_rejected_and_its_offset_moves_on),
     CL_TEST(test_event_outside_the_time_window_is_rejected),
@@ -747,6 +813,7 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_cancelled_write_abandons_the_batch_without_offsets),
     CL_TEST(test_write_refused_at_submission_abandons_the_batch),
     CL_TEST(test_offsets_do_not_pass_an_abandoned_batch),
+    CL_TEST(test_the_oldest_unwritten_batch_is_named),
     CL_TEST(test_drain_completes_once_every_batch_in_flight_completed),
     CL_TEST(test_drain_with_nothing_in_flight_completes_at_once),
     CL_TEST(test_drain_keeps_consumption_paused),

@@ -335,7 +335,9 @@ static void test_describe_parts_joins_names(void)
     "\"reconnect_min_backoff\": \"100ms\", \"reconnect_max_backoff\": \"30s\", "                   \
     "\"max_allowed_packet\": \"16MB\"},"                                                           \
     " \"ingest\": {\"batch_max_events\": 500, \"batch_max_delay\": \"100ms\", "                    \
-    "\"max_in_flight_events\": 5000, \"max_event_bytes\": \"32KB\", \"max_event_age\": \"30d\", "  \
+    "\"max_in_flight_events\": 5000, \"max_in_flight_bytes\": \"32MB\", \"max_unwritten_age\": "   \
+    "\"30s\", \"max_event_bytes\": "                                                               \
+    "\"32KB\", \"max_event_age\": \"30d\", "                                                       \
     "\"max_future_skew\": \"10m\", \"mapping\": {\"event_id\": \"/id\", \"url\": \"/page/url\"}}," \
     " \"aggregation\": {\"enabled\": true, \"interval\": \"5s\", \"windows\": [\"1h\"], "          \
     "\"session_timeout\": \"20m\"},"                                                               \
