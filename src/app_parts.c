@@ -491,6 +491,17 @@ bool cl_app_readiness(void *arg, cl_buf_t *missing)
         cl_buf_append_str(missing, "no Kafka partitions assigned\n");
         ok = false;
     }
+    char stopped_list[1024];
+    size_t stopped = SOURCE(app) != NULL
+                         ? cl_kafka_source_stopped(SOURCE(app), stopped_list, sizeof stopped_list)
+                         : 0;
+    if (stopped > 0) {
+        cl_buf_appendf(missing,
+                       "%zu Kafka partition(s) stopped (%s): the committed offset is missing or "
+                       "no longer on the broker and auto.offset.reset is error\n",
+                       stopped, stopped_list);
+        ok = false;
+    }
     if (AGGREGATOR(app) != NULL) {
         cl_aggregator_stats_t as;
         cl_aggregator_stats(AGGREGATOR(app), &as);

@@ -18,6 +18,14 @@
 
 #include "clickloop/log.h"
 
+/* A partition and the committed offset the broker no longer holds. */
+typedef struct {
+    char topic[CL_KAFKA_TOPIC_MAX + 1];
+    int32_t partition;
+    int64_t from;
+    bool to_end; /* reset to the log's end (latest), not its start */
+} offset_mark_t;
+
 typedef enum {
     SRC_CREATED = 0,
     SRC_RUNNING,
@@ -47,6 +55,14 @@ struct cl_kafka_source_s {
     bool subscribed; /* started: its close commits the offsets stored */
     bool fatal;      /* librdkafka raised a fatal error: only a new consumer goes on */
     void *close_arg;
+    /* Out-of-range resets librdkafka announced; each waits for the first
+     * message of its partition, whose offset tells how much was skipped. */
+    offset_mark_t *resets;
+    size_t reset_count;
+    /* Partitions stopped by auto.offset.reset=error (until revoked). */
+    offset_mark_t *stopped;
+    size_t stopped_count;
+    cl_kafka_source_stats_t stats;
 };
 
 static int set_conf(rd_kafka_conf_t *conf, const char *name, const char *value,
@@ -58,9 +74,141 @@ static int set_conf(rd_kafka_conf_t *conf, const char *name, const char *value,
     return CL_OK;
 }
 
+int cl_kafka_parse_offset_reset(const char *line, char *topic, size_t topic_size,
+                                int32_t *partition, int64_t *from)
+{
+    /* librdkafka (rd_kafka_offset_reset): "[thrd:main]: TOPIC [P]: offset reset
+     * (at offset N, broker B) to BEGINNING: REASON". Newer versions write
+     * "at offset N (leader epoch E)"; both parse. Topic names never hold a
+     * space (Kafka allows [a-zA-Z0-9._-]), which is what delimits the name. */
+    static const char marker[] = "]: offset reset (at offset ";
+    const char *m = strstr(line, marker);
+    if (m == NULL)
+        return CL_ERR;
+    const char *open = m;
+    while (open > line && open[-1] != '[')
+        open--;
+    if (open == line || open - 1 == line || open[-2] != ' ' || open == m)
+        return CL_ERR;
+    char *end;
+    long p = strtol(open, &end, 10);
+    if (end != m || p < 0 || p > INT32_MAX)
+        return CL_ERR;
+    const char *name_end = open - 2;
+    const char *name = name_end;
+    while (name > line && name[-1] != ' ')
+        name--;
+    size_t len = (size_t)(name_end - name);
+    if (len == 0 || len >= topic_size)
+        return CL_ERR;
+    errno = 0;
+    long long off = strtoll(m + sizeof marker - 1, &end, 10);
+    if (errno != 0 || end == m + sizeof marker - 1 || off < 0)
+        return CL_ERR; /* a logical offset (INVALID, END...): nothing was committed */
+    memcpy(topic, name, len);
+    topic[len] = '\0';
+    *partition = (int32_t)p;
+    *from = off;
+    return CL_OK;
+}
+
+static ssize_t mark_find(const offset_mark_t *marks, size_t count, const char *topic,
+                         int32_t partition)
+{
+    for (size_t i = 0; i < count; i++)
+        if (marks[i].partition == partition && strcmp(marks[i].topic, topic) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* Add or replace the mark of (topic, partition). */
+static void mark_put(offset_mark_t **marks, size_t *count, const char *topic, int32_t partition,
+                     int64_t from)
+{
+    ssize_t i = mark_find(*marks, *count, topic, partition);
+    if (i < 0) {
+        *marks = cl_xrealloc(*marks, (*count + 1) * sizeof **marks);
+        i = (ssize_t)(*count)++;
+        snprintf((*marks)[i].topic, sizeof(*marks)[i].topic, "%s", topic);
+        (*marks)[i].partition = partition;
+    }
+    (*marks)[i].from = from;
+}
+
+static void mark_drop(offset_mark_t *marks, size_t *count, size_t i)
+{
+    marks[i] = marks[--*count];
+}
+
+/* Forget the marks of partitions no longer assigned here. */
+static void marks_revoke(offset_mark_t *marks, size_t *count,
+                         const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int k = 0; k < parts->cnt; k++) {
+        ssize_t i = mark_find(marks, *count, parts->elems[k].topic, parts->elems[k].partition);
+        if (i >= 0)
+            mark_drop(marks, count, (size_t)i);
+    }
+}
+
+static void reset_resolve(cl_kafka_source_t *src, size_t i, int64_t resumed_at);
+
+/* A partition revoked before a message told where consumption resumed: the
+ * reset still skipped what lay between the committed offset and the log's
+ * start (or end, for latest) as librdkafka last saw it. */
+static void resets_revoke(cl_kafka_source_t *src, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (int k = 0; k < parts->cnt; k++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[k];
+        ssize_t i = mark_find(src->resets, src->reset_count, tp->topic, tp->partition);
+        if (i < 0)
+            continue;
+        int64_t low = -1, high = -1;
+        rd_kafka_get_watermark_offsets(src->rk, tp->topic, tp->partition, &low, &high);
+        int64_t resumed_at = src->resets[i].to_end ? high : low;
+        if (resumed_at >= 0) {
+            reset_resolve(src, (size_t)i, resumed_at);
+        } else {
+            cl_log_error("kafka",
+                         "%s [%d]: the committed offset %lld was no longer on the broker and was "
+                         "reset (auto.offset.reset); the number of messages skipped is not known",
+                         tp->topic, (int)tp->partition, (long long)src->resets[i].from);
+            mark_drop(src->resets, &src->reset_count, (size_t)i);
+        }
+    }
+}
+
+/* The first message after an out-of-range reset: its offset is where
+ * consumption resumed, so everything from the committed offset up to it was
+ * skipped (deleted by retention, or jumped over by auto.offset.reset=latest). */
+static void reset_resolve(cl_kafka_source_t *src, size_t i, int64_t resumed_at)
+{
+    const offset_mark_t *r = &src->resets[i];
+    int64_t skipped = resumed_at > r->from ? resumed_at - r->from : 0;
+    src->stats.messages_skipped += (uint64_t)skipped;
+    cl_log_error("kafka",
+                 "%s [%d]: the committed offset %lld was no longer on the broker; consumption "
+                 "resumed at offset %lld (auto.offset.reset): %lld message(s) skipped and lost "
+                 "to this consumer group",
+                 r->topic, (int)r->partition, (long long)r->from, (long long)resumed_at,
+                 (long long)skipped);
+    mark_drop(src->resets, &src->reset_count, i);
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    CL_UNUSED(rk);
+    /* Served on the loop thread (log.queue), so the source may be touched. */
+    cl_kafka_source_t *src = rd_kafka_opaque(rk);
+    char topic[CL_KAFKA_TOPIC_MAX + 1];
+    int32_t partition;
+    int64_t from;
+    if (src != NULL && strcmp(fac, "OFFSET") == 0 &&
+        cl_kafka_parse_offset_reset(buf, topic, sizeof topic, &partition, &from) == CL_OK) {
+        src->stats.offset_resets++;
+        mark_put(&src->resets, &src->reset_count, topic, partition, from);
+        ssize_t i = mark_find(src->resets, src->reset_count, topic, partition);
+        src->resets[i].to_end = strstr(buf, ") to END") != NULL;
+    }
     /* syslog levels: 0..3 error, 4 warning, 5..6 info, 7 debug */
     cl_log_level_t l = level <= 3   ? CL_LOG_ERROR
                        : level == 4 ? CL_LOG_WARN
@@ -133,6 +281,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     coop ? "cooperative" : "eager");
     } else {
         bool lost = rd_kafka_assignment_lost(rk) != 0;
+        resets_revoke(src, parts);
+        marks_revoke(src->stopped, &src->stopped_count, parts);
         if (src->handlers.on_revoke != NULL)
             src->handlers.on_revoke(src->arg, parts, lost);
         if (coop) {
@@ -267,6 +417,30 @@ fail:
 
 static void finish_close(cl_kafka_source_t *src);
 
+/* auto.offset.reset=error: librdkafka stops fetching the partition whose
+ * committed offset is out of range, and says so with this error. */
+static void offset_stopped(cl_kafka_source_t *src, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    bool known = mark_find(src->stopped, src->stopped_count, topic, m->partition) >= 0;
+    mark_put(&src->stopped, &src->stopped_count, topic, m->partition, m->offset);
+    if (known)
+        return;
+    src->stats.partitions_stopped++;
+    int64_t low = -1, high = -1;
+    char gone[96] = "";
+    if (rd_kafka_get_watermark_offsets(src->rk, topic, m->partition, &low, &high) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        low >= 0 && m->offset >= 0 && low > m->offset)
+        snprintf(gone, sizeof gone, " (the log now starts at %lld: %lld message(s) are gone)",
+                 (long long)low, (long long)(low - m->offset));
+    cl_log_error("kafka",
+                 "%s [%d]: the committed offset is missing or no longer on the broker%s; "
+                 "auto.offset.reset=error: this partition is stopped until the group's offset is "
+                 "set (kafka-consumer-groups.sh --reset-offsets) and clickloop restarted: %s",
+                 topic, (int)m->partition, gone, rd_kafka_message_errstr(m));
+}
+
 /* Serve the consumer queue: at most `budget` messages this call. Returns true
  * when the queue was drained. */
 static bool drain(cl_kafka_source_t *src)
@@ -280,6 +454,8 @@ static bool drain(cl_kafka_source_t *src)
                 /* A fatal error (a fenced static member, for one) may reach
                  * the application only this way, not through error_cb. */
                 error_cb(src->rk, RD_KAFKA_RESP_ERR__FATAL, rd_kafka_message_errstr(m), src);
+            } else if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && m->rkt != NULL) {
+                offset_stopped(src, m);
             } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
                        src->handlers.on_error != NULL) {
                 char msg[CL_ERR_LEN];
@@ -289,6 +465,12 @@ static bool drain(cl_kafka_source_t *src)
                 src->handlers.on_error(src->arg, false, msg);
             }
         } else if (src->state == SRC_RUNNING && src->handlers.on_message != NULL) {
+            if (src->reset_count > 0) {
+                ssize_t i = mark_find(src->resets, src->reset_count, rd_kafka_topic_name(m->rkt),
+                                      m->partition);
+                if (i >= 0)
+                    reset_resolve(src, (size_t)i, m->offset);
+            }
             src->handlers.on_message(src->arg, m);
         }
         rd_kafka_message_destroy(m);
@@ -400,6 +582,26 @@ bool cl_kafka_source_paused(const cl_kafka_source_t *src)
     return src->paused;
 }
 
+void cl_kafka_source_stats(const cl_kafka_source_t *src, cl_kafka_source_stats_t *out)
+{
+    *out = src->stats;
+}
+
+size_t cl_kafka_source_stopped(const cl_kafka_source_t *src, char *list, size_t list_size)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < src->stopped_count && list_size > 0; i++) {
+        int n = snprintf(list + used, list_size - used, "%s%s [%d]", i > 0 ? ", " : "",
+                         src->stopped[i].topic, (int)src->stopped[i].partition);
+        if (n < 0 || (size_t)n >= list_size - used) {
+            list[used] = '\0'; /* what does not fit is left out, whole */
+            break;
+        }
+        used += (size_t)n;
+    }
+    return src->stopped_count;
+}
+
 int cl_kafka_source_assigned_count(const cl_kafka_source_t *src)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -447,6 +649,8 @@ static void on_handle_closed(uv_handle_t *h)
     for (size_t i = 0; i < src->topic_count; i++)
         free(src->topics[i]);
     free(src->topics);
+    free(src->resets);
+    free(src->stopped);
     bool subscribed = src->subscribed;
     cl_close_cb cb = src->close_cb;
     void *arg = src->close_arg;

@@ -15,6 +15,7 @@ typedef struct {
     cl_es_sink_stats_t sink;
     cl_retention_stats_t retention;
     cl_indexer_stats_t indexer;
+    cl_kafka_source_stats_t source;
 } retired_t;
 
 struct cl_telemetry_s {
@@ -26,6 +27,8 @@ struct cl_telemetry_s {
     retired_t retired;
     cl_counter_t *consumed, *stored, *rejected, *batches, *batch_failures, *batch_retries;
     cl_counter_t *reconnects, *reloads, *ingest_restarts;
+    cl_counter_t *offset_resets, *messages_skipped;
+    cl_gauge_t *partitions_stopped;
     cl_gauge_t *in_flight, *in_flight_bytes, *paused, *assigned, *lag, *dependency_up;
     cl_histogram_t *batch_latency, *batch_size;
     cl_counter_t *agg_runs, *agg_windows, *agg_windows_skipped, *agg_rows, *agg_events;
@@ -73,6 +76,20 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
     t->ingest_restarts = cl_metrics_counter(
         m, "clickloop_ingest_restarts_total",
         "Restarts of ingest from the committed offsets after a fatal Kafka consumer error.", NULL);
+    t->offset_resets = cl_metrics_counter(
+        m, "clickloop_kafka_offset_resets_total",
+        "Committed offsets found no longer on the broker (out of range), by what followed: "
+        "reset (auto.offset.reset earliest/latest) or stopped (auto.offset.reset=error).",
+        "action", NULL);
+    t->messages_skipped = cl_metrics_counter(
+        m, "clickloop_kafka_messages_skipped_total",
+        "Messages between an out-of-range committed offset and where consumption resumed: "
+        "never stored.",
+        NULL);
+    t->partitions_stopped = cl_metrics_gauge(
+        m, "clickloop_kafka_partitions_stopped",
+        "Assigned partitions stopped by auto.offset.reset=error (their offset is out of range).",
+        NULL);
     t->in_flight = cl_metrics_gauge(m, "clickloop_events_in_flight",
                                     "Events buffered or being written to MariaDB.", NULL);
     t->in_flight_bytes = cl_metrics_gauge(
@@ -159,6 +176,9 @@ cl_telemetry_t *cl_telemetry_new(cl_metrics_t *m)
     cl_counter_add(t->reloads, CL_LABELS("ok"), 0);
     cl_counter_add(t->reloads, CL_LABELS("failed"), 0);
     cl_counter_add(t->ingest_restarts, NULL, 0);
+    cl_counter_add(t->offset_resets, CL_LABELS("reset"), 0);
+    cl_counter_add(t->offset_resets, CL_LABELS("stopped"), 0);
+    cl_counter_add(t->messages_skipped, NULL, 0);
     cl_metrics_add_collector(m, collect, t);
     return t;
 }
@@ -259,6 +279,13 @@ static void add_retention(cl_retention_stats_t *to, const cl_retention_stats_t *
         to->rows_deleted[i] += from->rows_deleted[i];
 }
 
+static void add_source(cl_kafka_source_stats_t *to, const cl_kafka_source_stats_t *from)
+{
+    to->offset_resets += from->offset_resets;
+    to->messages_skipped += from->messages_skipped;
+    to->partitions_stopped += from->partitions_stopped;
+}
+
 static void add_indexer(cl_indexer_stats_t *to, const cl_indexer_stats_t *from)
 {
     to->docs_sent += from->docs_sent;
@@ -318,9 +345,13 @@ void cl_telemetry_retire(cl_telemetry_t *t, const cl_telemetry_sources_t *going)
         if (t->src.indexer == going->indexer)
             t->src.indexer = NULL;
     }
-    /* The Kafka consumer has no counters of its own: nothing to keep. */
-    if (going->source != NULL && t->src.source == going->source)
-        t->src.source = NULL;
+    if (going->source != NULL) {
+        cl_kafka_source_stats_t ks;
+        cl_kafka_source_stats(going->source, &ks);
+        add_source(&t->retired.source, &ks);
+        if (t->src.source == going->source)
+            t->src.source = NULL;
+    }
 }
 
 static void collect_pipeline(cl_telemetry_t *t)
@@ -435,12 +466,22 @@ static void collect(void *arg, cl_metrics_t *m)
     collect_pipeline(t);
     /* Partitions come and go with rebalances: rebuild the series each time. */
     cl_gauge_clear(t->lag);
+    cl_kafka_source_stats_t ks = t->retired.source;
     if (t->src.source != NULL) {
+        cl_kafka_source_stats_t live;
+        cl_kafka_source_stats(t->src.source, &live);
+        add_source(&ks, &live);
         cl_gauge_set(t->assigned, NULL, cl_kafka_source_assigned_count(t->src.source));
+        cl_gauge_set(t->partitions_stopped, NULL,
+                     (double)cl_kafka_source_stopped(t->src.source, NULL, 0));
         cl_kafka_source_foreach_lag(t->src.source, set_lag, t);
     } else {
         cl_gauge_set(t->assigned, NULL, 0);
+        cl_gauge_set(t->partitions_stopped, NULL, 0);
     }
+    cl_counter_set(t->offset_resets, CL_LABELS("reset"), (double)ks.offset_resets);
+    cl_counter_set(t->offset_resets, CL_LABELS("stopped"), (double)ks.partitions_stopped);
+    cl_counter_set(t->messages_skipped, NULL, (double)ks.messages_skipped);
     if (t->seen.pool != NULL) {
         uint64_t reconnects = t->retired.pool_reconnects;
         if (t->src.pool != NULL) {

@@ -53,6 +53,19 @@ typedef struct {
     uint64_t prefetch_kbytes;
 } cl_kafka_source_params_t;
 
+/* Kafka's longest topic name. */
+#define CL_KAFKA_TOPIC_MAX 249
+
+/* What the source counts itself (the rest is the pipeline's). */
+typedef struct {
+    /* Committed offsets found out of range and reset by auto.offset.reset. */
+    uint64_t offset_resets;
+    /* Messages between such an offset and where consumption resumed. */
+    uint64_t messages_skipped;
+    /* Partitions stopped by auto.offset.reset=error. */
+    uint64_t partitions_stopped;
+} cl_kafka_source_stats_t;
+
 /* Yield to the loop after this many messages of one wake-up, so that timers,
  * the admin listener and database completions are served during a backlog. */
 #define CL_KAFKA_MAX_MESSAGES_PER_TICK 2000u
@@ -81,6 +94,19 @@ void cl_kafka_source_store_offset(cl_kafka_source_t *src, const char *topic, int
  * paused partitions and refetches it on resume. */
 void cl_kafka_source_set_paused(cl_kafka_source_t *src, bool paused);
 bool cl_kafka_source_paused(const cl_kafka_source_t *src);
+
+void cl_kafka_source_stats(const cl_kafka_source_t *src, cl_kafka_source_stats_t *out);
+
+/* Partitions currently stopped by auto.offset.reset=error; as many as fit
+ * are listed ("topic [p], topic [q]") in `list`. */
+size_t cl_kafka_source_stopped(const cl_kafka_source_t *src, char *list, size_t list_size);
+
+/* Parse librdkafka's "offset reset" log line (facility OFFSET): the topic,
+ * partition and the committed offset that was out of range. CL_ERR when the
+ * line is another one or the offset was a logical one (nothing committed).
+ * Exposed for its unit test. */
+int cl_kafka_parse_offset_reset(const char *line, char *topic, size_t topic_size,
+                                int32_t *partition, int64_t *from);
 
 /* Number of partitions currently assigned. */
 int cl_kafka_source_assigned_count(const cl_kafka_source_t *src);

@@ -327,6 +327,19 @@ def set_committed_offsets(admin, group, topic, offsets):
             raise AssertionError(f"setting the offset of {topic}[{tp.partition}]: {tp.error}")
 
 
+def delete_records(admin, topic, before):
+    """Delete the records of `topic` before the given offsets ({partition:
+    offset}), as retention would: the log then starts at that offset."""
+    from confluent_kafka import TopicPartition
+    fs = admin.delete_records([TopicPartition(topic, p, o) for p, o in sorted(before.items())],
+                              request_timeout=30)
+    for tp, f in fs.items():
+        got = f.result(timeout=30).low_watermark
+        if got != before[tp.partition]:
+            raise AssertionError(f"{topic}[{tp.partition}] starts at {got} after deleting "
+                                 f"the records before {before[tp.partition]}")
+
+
 class Message:
     """A message to produce: value (bytes or None for a tombstone), optional
     key and partition. After produce(), .partition and .offset hold where it
@@ -569,6 +582,9 @@ class IngestEnv:
 
     def set_committed_offsets(self, offsets):
         set_committed_offsets(self.admin, self.group, self.topic, offsets)
+
+    def delete_records(self, before):
+        delete_records(self.admin, self.topic, before)
 
     # -- waiting
 

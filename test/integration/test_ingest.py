@@ -802,6 +802,105 @@ def test_missing_table_holds_offsets_and_readiness_until_the_operator_fixes_it(e
     assert proc.stop() == 0
 
 
+# ---------------------------------------------------------------- out-of-range offsets
+
+def _numbered(p, first, count, now_ms):
+    return [Message(json.dumps({"event_id": f"r-{p}-{i}", "user_id": f"u{i % 7}",
+                                "timestamp": now_ms + i, "url": f"https://example.com/{p}",
+                                "country": "DE"}).encode(), partition=p)
+            for i in range(first, first + count)]
+
+
+def test_committed_offset_out_of_retention_is_reported_with_the_messages_skipped(env, request):
+    """A committed offset the broker no longer holds (retention deleted the
+    records while clickloop was down): auto.offset.reset moves on (earliest,
+    the default), and the loss is loud: one error per partition naming the
+    committed offset, where consumption resumed and how many messages were
+    skipped, and the same count in /metrics."""
+    now_ms = int(time.time() * 1000)
+    env.produce(_numbered(0, 0, 100, now_ms) + _numbered(1, 0, 100, now_ms)
+                + _numbered(2, 0, 10, now_ms) + _numbered(3, 0, 10, now_ms))
+    env.set_committed_offsets({0: 10, 1: 20})
+    env.delete_records({0: 60, 1: 100})   # partition 1: the whole log is gone
+
+    port = harness.free_port()
+    env.write_config(overrides={"admin": {"listen": f"{harness.HOST}:{port}"}})
+    proc = env.start()
+    # Partition 1 has nothing left to read: nothing moves its committed offset,
+    # and where consumption resumed shows with its next message.
+    env.wait_caught_up(60, 0, timeout=120, ends={**env.end_offsets(), 1: 20})
+    env.produce(_numbered(1, 100, 5, now_ms))
+    env.wait_caught_up(65, 0, timeout=120)
+
+    stored = {r[0] for r in env.db.query("SELECT event_id FROM click_data")}
+    want = ({f"r-0-{i}" for i in range(60, 100)} | {f"r-1-{i}" for i in range(100, 105)}
+            | {f"r-{p}-{i}" for p in (2, 3) for i in range(10)})
+    diff_sets("click_data", stored, want)
+
+    def reported():
+        log = proc.log_text()
+        return all(re.search(pattern, log) for pattern in (
+            r"level=error module=kafka msg=\"\S+ \[0\]: the committed offset 10 was no longer on "
+            r"the broker; consumption resumed at offset 60 .*: 50 message\(s\) skipped",
+            r"level=error module=kafka msg=\"\S+ \[1\]: the committed offset 20 was no longer on "
+            r"the broker; consumption resumed at offset 100 .*: 80 message\(s\) skipped"))
+    harness.wait_until(reported, 30, "an error line per partition with the messages skipped",
+                       check=proc.assert_running, describe=lambda: proc.log_tail(10))
+    m = harness.metrics(port)
+    assert m[("clickloop_kafka_offset_resets_total", frozenset({("action", "reset")}))] == 2
+    assert m[("clickloop_kafka_messages_skipped_total", frozenset())] == 130
+    assert m[("clickloop_kafka_partitions_stopped", frozenset())] == 0
+    assert_offsets_at_end(env, env.end_offsets())
+    assert proc.stop() == 0
+
+
+def test_auto_offset_reset_error_stops_the_partition_until_the_operator_moves_the_offset(
+        env, request):
+    """auto.offset.reset=error, for those who prefer to stop than to skip:
+    the partition stops, /readyz answers 503 naming it, /metrics counts it,
+    the other partitions go on; after the operator moves the group's offset
+    and restarts clickloop, consumption resumes from there."""
+    now_ms = int(time.time() * 1000)
+    env.produce(_numbered(0, 0, 100, now_ms)
+                + [m for p in (1, 2, 3) for m in _numbered(p, 0, 10, now_ms)])
+    env.set_committed_offsets({0: 10, 1: 0, 2: 0, 3: 0})
+    env.delete_records({0: 60})
+
+    port = harness.free_port()
+    env.write_config(overrides={"admin": {"listen": f"{harness.HOST}:{port}"},
+                                "kafka": {"properties": {"auto.offset.reset": "error"}}})
+    proc = env.start()
+
+    def stopped():
+        status, body = harness.http_get(port, "/readyz")
+        return status == 503 and "stopped" in body and body
+    body = harness.wait_until(stopped, 60, "/readyz to name the stopped partition",
+                              check=proc.assert_running,
+                              describe=lambda: harness.http_get(port, "/readyz"))
+    assert f"1 Kafka partition(s) stopped ({env.topic} [0])" in body, body
+    assert "auto.offset.reset is error" in body, body
+    env.wait_caught_up(30, 0, timeout=120, ends={**env.end_offsets(), 0: 10})
+    assert {r[0] for r in env.db.query("SELECT event_id FROM click_data")} == \
+        {f"r-{p}-{i}" for p in (1, 2, 3) for i in range(10)}
+    m = harness.metrics(port)
+    assert m[("clickloop_kafka_offset_resets_total", frozenset({("action", "stopped")}))] == 1
+    assert m[("clickloop_kafka_partitions_stopped", frozenset())] == 1
+    assert m[("clickloop_kafka_messages_skipped_total", frozenset())] == 0
+    assert re.search(rf"level=error module=kafka msg=\"{re.escape(env.topic)} \[0\]: the "
+                     r"committed offset is missing or no longer on the broker.*auto.offset.reset=error",
+                     proc.log_text()), proc.log_tail(10)
+    assert env.committed_offsets()[0] == 10
+    assert proc.stop() == 0
+
+    env.set_committed_offsets({0: 60})   # the operator's decision
+    proc = env.start()
+    env.wait_caught_up(70, 0, timeout=120)
+    harness.wait_until(lambda: harness.http_get(port, "/readyz")[0] == 200, 60, "ready again",
+                       check=proc.assert_running)
+    harness.report(request, f"while stopped, /readyz said: {body.strip()!r}")
+    assert proc.stop() == 0
+
+
 def test_bytes_in_flight_pause_consumption_while_writes_are_held(env, request):
     """ingest.max_in_flight_bytes bounds memory by bytes: with MariaDB's writes held (a table
     lock), consumption of big events pauses near the bound, far below the event bound, and
