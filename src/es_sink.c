@@ -617,8 +617,12 @@ static void bulk_complete(cl_es_sink_t *s, es_request_t *req, CURLcode rc, long 
         if (req->response_too_large) {
             r.request.node_failed = false;
             r.outcome = docs > 1 ? CL_ES_BULK_SPLIT : CL_ES_BULK_DROP;
+            /* Retried in halves (the answer shrinks with the request); a
+             * lone document fails, and the indexer records it in index_error. */
             snprintf(r.request.reason, sizeof r.request.reason,
-                     "the answer was larger than %zu bytes", req->response_max);
+                     "the bulk answer was larger than %zu bytes, the most clickloop holds for a "
+                     "request of %zu document(s)",
+                     req->response_max, docs);
         }
     }
     s->stats.requests++;

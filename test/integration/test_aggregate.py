@@ -1509,6 +1509,147 @@ def test_mapping_conflict_on_one_document_is_recorded_and_others_proceed(
                    f"months indexed")
 
 
+# ================================================================ 5b. oversized bulk responses
+
+# es_sink.c holds at most this much of a bulk response: 16 MiB plus 8 KiB per
+# document of the request.
+RESPONSE_BASE_MAX = 16 << 20
+RESPONSE_PER_DOC_MAX = 8192
+
+
+class PaddingProxy:
+    """A misbehaving HTTP proxy in front of a real node: it forwards every
+    request and, for the _bulk requests `pad(docs)` picks, pads the node's
+    answer with whitespace (still valid JSON) past what clickloop holds."""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+        self.pad = lambda docs: False
+        self.padded = []    # documents of each padded request
+        up = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "accept")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                r = conn.getresponse()
+                answer = r.read()
+                conn.close()
+                if "_bulk" in self.path and body:
+                    docs = body.count(b"\n") // 2
+                    if proxy.pad(docs):
+                        proxy.padded.append(docs)
+                        limit = RESPONSE_BASE_MAX + RESPONSE_PER_DOC_MAX * docs
+                        answer = answer[:1] + b" " * (limit + 1) + answer[1:]
+                self.send_response(r.status)
+                self.send_header("Content-Type", r.getheader("Content-Type") or
+                                 "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                try:
+                    self.wfile.write(answer)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass   # clickloop stops reading at its limit
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer((harness.HOST, 0), Handler)
+        self.url = f"http://{harness.HOST}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_oversized_bulk_responses_are_split_down_and_a_lone_document_is_recorded(
+        make_env, indices, es_url, request):
+    """A bulk answer too large to hold does not lose documents: the request is
+    retried in halves until the answers fit; a single document whose answer
+    still does not fit is recorded in agg_stats.index_error, not dropped."""
+    rng, seed = make_rng()
+    search = Search(es_url)
+    index = indices(search)
+    proxy = PaddingProxy(es_url)
+    try:
+        proxy.pad = lambda docs: docs > 1
+        env = make_env()
+        events = unique_url_events(8, T0 + 40 * DAY, "pad", rng)
+        want = expected_docs(events, index)
+        assert len(want) >= 8
+        admin_port = free_port()
+        # Stored first with aggregation off, so that one run makes every
+        # document and the first bulk request holds them all.
+        env.produce([Message(e.payload(), partition=i % 4) for i, e in enumerate(events)])
+        env.write_config(name="ingest-only.json")
+        loader = env.start()
+        env.wait_caught_up(len(events), 0, timeout=120)
+        assert loader.stop() == 0, loader.log_tail()
+        agg_config(env, proxy.url, index, admin_port=admin_port)
+        proc = env.start()
+        wait_index_matches(search, index, want, proc, 120,
+                           "every document through the padding proxy")
+        wait_settled(env, proc)
+        assert_db_agrees(env.db, search.docs(index), want)
+        m = scrape(admin_port)
+        assert metric(m, "clickloop_index_documents_total", outcome="failed") == 0
+        assert metric(m, "clickloop_index_bulk_requests_total", result="failed") == \
+            len(proxy.padded)
+        assert proxy.padded and proxy.padded[0] == len(want), proxy.padded
+        assert re.search(r"the bulk answer was larger than \d+ bytes", proc.log_text()), \
+            proc.log_tail(10)
+        first_split = list(proxy.padded)
+
+        # Now every answer is too large, even for one document: a late event
+        # changes two documents (its quarter hour and its hour), each is
+        # recorded as failed with the reason, and the rest stays as it was.
+        proxy.pad = lambda docs: True
+        proxy.padded.clear()
+        late = events[0]
+        extra = Ev("pad-late", "pad-late-user", late.ts + 1, late.url, late.geo)
+        produce_events(env, [extra], rng)
+        changed = set(expected_docs(events + [extra], index)) & set(want)
+        changed = {i for i in changed
+                   if expected_docs(events + [extra], index)[i] != want[i]}
+        assert len(changed) == 2, changed
+        state = {}
+
+        def recorded():
+            rows = agg_rows(env.db)
+            state["rows"] = {i: rows[i] for i in changed}
+            return all(r["index_error"] and r["needs_index"] == 0
+                       for r in state["rows"].values())
+        harness.wait_until(recorded, 120, "index_error on the two changed documents",
+                           check=proc.assert_running,
+                           describe=lambda: f"{state.get('rows')}; {proc.log_tail(10)}")
+        for r in state["rows"].values():
+            assert "larger than" in r["index_error"], r
+        rows = agg_rows(env.db)
+        assert all(not rows[i]["index_error"] for i in set(want) - changed)
+        assert metric(scrape(admin_port), "clickloop_index_documents_total",
+                      outcome="failed") == 2
+        # The pair was tried together, then each alone.
+        assert sorted(proxy.padded) == [1, 1, 2], proxy.padded
+        proc.assert_running()
+        harness.report(request, f"seed {seed}: {len(want)} documents; padded answers to "
+                       f"requests of {first_split} documents, then every lone document "
+                       f"recorded: {next(iter(state['rows'].values()))['index_error'][:120]!r}")
+    finally:
+        proxy.close()
+
+
 # ================================================================ 6. incremental cost
 
 def bench_messages(n, rng, start_ms, span_ms, tag, users=BENCH_USERS):
