@@ -164,11 +164,12 @@ static bool is_digit(unsigned char c)
 }
 
 /* The non-JSON number literal json-c (or a producer) may put at p[at]:
- * "NaN", "Infinity", "+Infinity", "-Infinity", or NULL. Named in the reason,
- * since "unexpected 'I'" does not tell a producer what it sent. */
+ * NaN or Infinity, signed or not, or NULL. Named in the reason, since
+ * "unexpected 'I'" does not tell a producer what it sent. */
 static const char *non_json_number_at(const unsigned char *p, size_t len, size_t at)
 {
-    static const char *const literals[] = {"NaN", "Infinity", "+Infinity", "-Infinity"};
+    static const char *const literals[] = {"NaN",      "+NaN",      "-NaN",
+                                           "Infinity", "+Infinity", "-Infinity"};
     for (size_t k = 0; k < CL_ARRAY_LEN(literals); k++) {
         size_t n = strlen(literals[k]);
         if (len - at >= n && memcmp(p + at, literals[k], n) == 0)
@@ -195,12 +196,16 @@ static int syntax_error_at(const unsigned char *p, size_t len, size_t at, const 
                              "not valid JSON: a UTF-8 byte order mark (EF BB BF) at byte %zu; "
                              "RFC 8259 forbids sending one and clickloop does not skip it",
                              at);
-        const char *literal = non_json_number_at(p, len, at);
+        /* json-c stops after the sign of "-NaN": name the literal from its sign. */
+        size_t from = at > 0 && (p[at - 1] == '-' || p[at - 1] == '+') ? at - 1 : at;
+        const char *literal = non_json_number_at(p, len, from);
+        if (literal == NULL)
+            literal = non_json_number_at(p, len, from = at);
         if (literal != NULL)
             return cl_errorf(reason,
                              "not valid JSON: %s at byte %zu is not a JSON number (RFC 8259 "
                              "has no infinities or NaN)",
-                             literal, at);
+                             literal, from);
         unsigned char c = p[at];
         if (c >= 0x21 && c <= 0x7E)
             return cl_errorf(reason, "not valid JSON: %s at byte %zu ('%c')", what, at, c);

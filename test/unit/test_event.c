@@ -428,6 +428,8 @@ static void test_malformed_payloads_rejected_with_reason(void)
          "not valid JSON: Infinity at byte 86 is not a JSON number"},
         {"{" REQUIRED ",\"x\":+Infinity}",
          "not valid JSON: +Infinity at byte 86 is not a JSON number"},
+        {"{" REQUIRED ",\"x\":+NaN}", "not valid JSON: +NaN at byte 86 is not a JSON number"},
+        {"{" REQUIRED ",\"x\":-NaN}", "not valid JSON: -NaN at byte 86 is not a JSON number"},
         {"{" REQUIRED ",\"x\":+1}", "not valid JSON: unexpected character at byte 86 ('+')"},
         {"{" REQUIRED ",\"x\":-x}", "not valid JSON: number expected at byte 87 ('x')"},
         {"{" REQUIRED ",\"x\":-.5}", "not valid JSON: a number needs a digit after '-' at byte 86"},
