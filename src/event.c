@@ -163,15 +163,69 @@ static bool is_digit(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+/* The non-JSON number literal json-c (or a producer) may put at p[at]:
+ * NaN or Infinity, signed or not, or NULL. Named in the reason, since
+ * "unexpected 'I'" does not tell a producer what it sent. */
+static const char *non_json_number_at(const unsigned char *p, size_t len, size_t at)
+{
+    static const char *const literals[] = {"NaN",      "+NaN",      "-NaN",
+                                           "Infinity", "+Infinity", "-Infinity"};
+    for (size_t k = 0; k < CL_ARRAY_LEN(literals); k++) {
+        size_t n = strlen(literals[k]);
+        if (len - at >= n && memcmp(p + at, literals[k], n) == 0)
+            return literals[k];
+    }
+    return NULL;
+}
+
+/* Whether p[at] starts a UTF-8 byte order mark (EF BB BF, U+FEFF). */
+static bool bom_at(const unsigned char *p, size_t len, size_t at)
+{
+    return len - at >= 3 && p[at] == 0xEF && p[at + 1] == 0xBB && p[at + 2] == 0xBF;
+}
+
+/* A JSON syntax error at byte `at` (where json-c or the strict scan stopped),
+ * naming what is there when it is one of the usual suspects: a byte order
+ * mark, NaN or an infinity, else the character itself. */
+static int syntax_error_at(const unsigned char *p, size_t len, size_t at, const char *what,
+                           char *reason)
+{
+    if (at < len) {
+        if (bom_at(p, len, at))
+            return cl_errorf(reason,
+                             "not valid JSON: a UTF-8 byte order mark (EF BB BF) at byte %zu; "
+                             "RFC 8259 forbids sending one and clickloop does not skip it",
+                             at);
+        /* json-c stops after the sign of "-NaN": name the literal from its sign. */
+        size_t from = at > 0 && (p[at - 1] == '-' || p[at - 1] == '+') ? at - 1 : at;
+        const char *literal = non_json_number_at(p, len, from);
+        if (literal == NULL)
+            literal = non_json_number_at(p, len, from = at);
+        if (literal != NULL)
+            return cl_errorf(reason,
+                             "not valid JSON: %s at byte %zu is not a JSON number (RFC 8259 "
+                             "has no infinities or NaN)",
+                             literal, from);
+        unsigned char c = p[at];
+        if (c >= 0x21 && c <= 0x7E)
+            return cl_errorf(reason, "not valid JSON: %s at byte %zu ('%c')", what, at, c);
+        return cl_errorf(reason, "not valid JSON: %s at byte %zu (byte 0x%02X)", what, at, c);
+    }
+    return cl_errorf(reason, "not valid JSON: %s at byte %zu", what, at);
+}
+
 /* Check the number starting at p[*at] (a '-' or a digit); leave *at after it. */
 static int check_number(const unsigned char *p, size_t len, size_t *at, char *reason)
 {
     size_t i = *at;
     if (p[i] == '-')
         i++;
-    if (i == len || !is_digit(p[i]))
+    if (i == len || !is_digit(p[i])) {
+        if (non_json_number_at(p, len, *at) != NULL)
+            return syntax_error_at(p, len, *at, "", reason);
         return cl_errorf(reason, "not valid JSON: a number needs a digit after '-' at byte %zu",
                          *at);
+    }
     if (i + 1 < len && p[i] == '0' && is_digit(p[i + 1]))
         return cl_errorf(reason, "not valid JSON: leading zero in a number at byte %zu", i);
     while (i < len && is_digit(p[i]))
@@ -295,6 +349,8 @@ static int check_strict_json(const unsigned char *p, size_t len, char *reason)
             continue;
         }
         if (!allowed_outside_strings(c)) {
+            if (non_json_number_at(p, len, i) != NULL || bom_at(p, len, i))
+                return syntax_error_at(p, len, i, "", reason);
             if (c >= 0x21 && c <= 0x7E)
                 return cl_errorf(reason, "not valid JSON: unexpected '%c' at byte %zu", c, i);
             return cl_errorf(reason, "not valid JSON: unexpected byte 0x%02X at byte %zu", c, i);
@@ -323,13 +379,17 @@ static int parse_object(cl_event_parser_t *parser, const char *json, size_t len,
             jerr = json_tokener_error_parse_eof;
         end = len;
     }
+    const unsigned char *p = (const unsigned char *)json;
+    if (jerr == json_tokener_error_depth)
+        return cl_errorf(reason,
+                         "not valid JSON: nesting too deep at byte %zu (more than %d levels of "
+                         "objects and arrays)",
+                         end, JSON_TOKENER_DEFAULT_DEPTH);
     if (jerr != json_tokener_success)
-        return cl_errorf(reason, "not valid JSON: %s at byte %zu", json_tokener_error_desc(jerr),
-                         end);
+        return syntax_error_at(p, len, end, json_tokener_error_desc(jerr), reason);
     if (end < len) {
         json_object_put(root);
-        return cl_errorf(reason, "not valid JSON: unexpected data after the value at byte %zu",
-                         end);
+        return syntax_error_at(p, len, end, "unexpected data after the value", reason);
     }
     if (check_strict_json((const unsigned char *)json, len, reason) != CL_OK) {
         json_object_put(root);
@@ -479,9 +539,32 @@ int cl_event_parse_timestamp_string(const char *s, size_t len, int64_t *ms, char
     return CL_OK;
 }
 
+/* A number too large for its type, quoted as it was sent. The strict scan
+ * has refused NaN and the infinities by then, so a double that is not finite
+ * is a decimal beyond the range of a double ("1e400"), which json-c reads as
+ * infinity; json-c keeps the text of the numbers it parses as doubles. */
+static int number_out_of_range(struct json_object *v, const char *field, char *reason)
+{
+    const char *text = json_object_to_json_string(v);
+    char shown[QUOTE_SIZE];
+    return cl_errorf(reason, "%s: %s is out of range (beyond a double; a finite number is needed)",
+                     field, quote_value(text, strlen(text), shown));
+}
+
+/* json-c clamps an integer beyond int64 (uint64 for positive ones) to
+ * INT64_MIN or INT64_MAX without telling, so those two values may stand for
+ * any longer number: say so rather than quote a value that was not sent. */
+static bool integer_maybe_clamped(int64_t v)
+{
+    return v == INT64_MAX || v == INT64_MIN;
+}
+
 /* Integer seconds or milliseconds; see the header for the magnitude rule. */
 static int timestamp_from_integer(int64_t v, int64_t *ms, char *reason)
 {
+    if (integer_maybe_clamped(v))
+        return cl_errorf(reason, "timestamp: integer is out of range (later than "
+                                 "9999-12-31T23:59:59.999Z or negative)");
     if (v < 0)
         return cl_errorf(reason, "timestamp: must not be negative, got %" PRId64, v);
     int64_t t = v >= CL_EVENT_EPOCH_MS_FROM ? v : v * 1000;
@@ -699,6 +782,8 @@ static int take_timestamp(const cl_event_parser_t *parser, struct json_object *r
     case json_type_int:
         return timestamp_from_integer(json_object_get_int64(v), &x->ts_ms, reason);
     case json_type_double:
+        if (!isfinite(json_object_get_double(v)))
+            return number_out_of_range(v, "timestamp", reason);
         return timestamp_from_double(json_object_get_double(v), &x->ts_ms, reason);
     default:
         return cl_errorf(reason, "timestamp: expected a string or a number, got %s",
@@ -738,6 +823,8 @@ static int take_time_spent(const cl_event_parser_t *parser, struct json_object *
     switch (json_object_get_type(v)) {
     case json_type_int: {
         int64_t i = json_object_get_int64(v);
+        if (integer_maybe_clamped(i))
+            return cl_errorf(reason, "time_spent_ms: integer is out of range");
         if (i < 0)
             return cl_errorf(reason, "time_spent_ms: must not be negative, got %" PRId64, i);
         if (i > CL_EVENT_TIME_SPENT_MAX_MS)
@@ -753,7 +840,7 @@ static int take_time_spent(const cl_event_parser_t *parser, struct json_object *
         return cl_errorf(reason, "time_spent_ms: expected a number, got %s", type_phrase(v));
     }
     if (!isfinite(d))
-        return cl_errorf(reason, "time_spent_ms: must be a finite number");
+        return number_out_of_range(v, "time_spent_ms", reason);
     if (d < 0)
         return cl_errorf(reason, "time_spent_ms: must not be negative, got %.17g", d);
     if (d > (double)CL_EVENT_TIME_SPENT_MAX_MS)

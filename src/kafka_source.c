@@ -46,6 +46,7 @@ struct cl_kafka_source_s {
     bool paused;
     bool idle_active;
     unsigned budget;
+    size_t byte_budget;
     uint64_t poll_interval_ms;
     cl_kafka_source_handlers_t handlers;
     void *arg;
@@ -309,6 +310,7 @@ void cl_kafka_source_params_from_config(const cl_config_t *c, cl_kafka_source_pa
     p->property_count = c->kafka.property_count;
     p->poll_interval_ms = c->kafka.poll_interval_ms;
     p->max_messages_per_tick = CL_KAFKA_MAX_MESSAGES_PER_TICK;
+    p->max_bytes_per_tick = CL_KAFKA_MAX_BYTES_PER_TICK;
     uint64_t kb = c->ingest.max_in_flight_bytes / 4 / 1024;
     p->prefetch_kbytes = kb < 1024 ? 1024 : kb > 2097151 ? 2097151 : kb;
 }
@@ -323,6 +325,8 @@ int cl_kafka_source_new(uv_loop_t *loop, const cl_kafka_source_params_t *params,
     src->arg = arg;
     src->efd = -1;
     src->budget = params->max_messages_per_tick ? params->max_messages_per_tick : 1000;
+    src->byte_budget =
+        params->max_bytes_per_tick ? params->max_bytes_per_tick : CL_KAFKA_MAX_BYTES_PER_TICK;
     src->poll_interval_ms = params->poll_interval_ms ? params->poll_interval_ms : 100;
     src->topic_count = params->topic_count;
     src->topics = cl_xcalloc(params->topic_count, sizeof(char *));
@@ -441,11 +445,13 @@ static void offset_stopped(cl_kafka_source_t *src, const rd_kafka_message_t *m)
                  topic, (int)m->partition, gone, rd_kafka_message_errstr(m));
 }
 
-/* Serve the consumer queue: at most `budget` messages this call. Returns true
- * when the queue was drained. */
+/* Serve the consumer queue: at most `budget` messages this call, and no more
+ * once `byte_budget` payload bytes have been served. Returns true when the
+ * queue was drained. */
 static bool drain(cl_kafka_source_t *src)
 {
-    for (unsigned n = 0; n < src->budget; n++) {
+    size_t bytes = 0;
+    for (unsigned n = 0; n < src->budget && bytes < src->byte_budget; n++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(src->rk, 0);
         if (m == NULL)
             return true;
@@ -473,6 +479,7 @@ static bool drain(cl_kafka_source_t *src)
             }
             src->handlers.on_message(src->arg, m);
         }
+        bytes += m->len;
         rd_kafka_message_destroy(m);
         if (src->state == SRC_CLOSED)
             return true;

@@ -14,11 +14,20 @@
  *     (0-based). An escape of an unpaired UTF-16 surrogate ("\ud800") counts
  *     as ill-formed UTF-8 too.
  *  3. It is one strict RFC 8259 JSON value and nothing after it but
- *     whitespace, nested at most 32 levels deep (json-c's default), and that
- *     value is an object. `\u0000` is refused anywhere
+ *     whitespace, nested at most 32 levels deep (json-c's default; RFC 8259
+ *     section 9 lets a parser limit depth), and that value is an object. The
+ *     limit applies to members no field reads as well: the whole document is
+ *     parsed. `\u0000` is refused anywhere
  *     in the document: json-c cuts member names at NUL, so "a\u0000b" would
  *     be found by the pointer "/a", and text columns cannot hold NUL. When a
- *     member name repeats, the last occurrence wins (json-c's behaviour).
+ *     member name repeats, the last occurrence wins (json-c's behaviour);
+ *     names differing only in case are different members. A UTF-8 byte order
+ *     mark (EF BB BF) before the value is refused, not skipped: RFC 8259
+ *     section 8.1 forbids sending one (a parser MAY ignore it), and a
+ *     producer that adds one is one to fix. NaN, Infinity, +Infinity and
+ *     -Infinity are refused by name. A number beyond a double ("1e400") or
+ *     beyond 64 bits is syntax only where no field reads it; in a field it
+ *     is refused as out of range (json-c reads it as infinity or clamps it).
  *  4. Each field is found by its JSON Pointer and checked, in the order of
  *     cl_event_field_t. A missing member (or a pointer through something that
  *     is not an object or array) means the field is absent.

@@ -48,6 +48,7 @@ typedef struct {
     size_t property_count;
     uint64_t poll_interval_ms;      /* keep-alive poll, also while paused */
     unsigned max_messages_per_tick; /* fairness: yield to the loop after this many */
+    size_t max_bytes_per_tick;      /* ...or after this many payload bytes; 0: the default */
     /* queued.max.messages.kbytes unless kafka.properties sets it: what
      * librdkafka may prefetch into the consumer queue. 0: 16384. */
     uint64_t prefetch_kbytes;
@@ -69,6 +70,13 @@ typedef struct {
 /* Yield to the loop after this many messages of one wake-up, so that timers,
  * the admin listener and database completions are served during a backlog. */
 #define CL_KAFKA_MAX_MESSAGES_PER_TICK 2000u
+/* ...or after this many payload bytes (the message that crosses it is the
+ * last): parsing is linear in the bytes, and 2000 messages of 64 KiB (the
+ * default ingest.max_event_bytes) would keep the loop busy for a second or
+ * more in one go, long enough to stall /healthz, timers and database
+ * completions. 1 MiB is about 10-20 ms of parsing; small events still go
+ * 2000 to a tick. */
+#define CL_KAFKA_MAX_BYTES_PER_TICK ((size_t)1 << 20)
 
 /* The `kafka` section; the parameters point into `config`, which must
  * outlive cl_kafka_source_new (it copies what it keeps). The prefetch is a

@@ -149,6 +149,63 @@ def http_get(port, path, timeout=10):
         return 0, str(exc)
 
 
+def admin_port_from_log(proc, timeout=60):
+    """The port of an admin listener configured on port 0, from the start-up
+    line `admin listener on 127.0.0.1:0, port N`."""
+    import re
+    pattern = re.compile(r"admin listener on [0-9.]+:0, port (\d+) ")
+    m = wait_until(lambda: pattern.search(proc.log_text()), timeout,
+                   "the admin listener's start-up line", check=proc.assert_running,
+                   describe=proc.log_tail)
+    return int(m.group(1))
+
+
+class HealthzProbe:
+    """Asks GET /healthz every `interval` seconds, from a thread of its own,
+    until stop(): the answers (status, seconds taken) show whether the event
+    loop kept answering while the test fed it. Each round also reads the
+    process's peak RSS (proc.vm_hwm_kb), so a peak between two rounds of the
+    test's own polling is not missed."""
+
+    def __init__(self, port, proc=None, interval=0.1, timeout=10):
+        import threading
+        self.port, self.proc, self.interval, self.timeout = port, proc, interval, timeout
+        self.answers = []   # (status, seconds)
+        self.failures = []  # (status, body) of every answer but 200 "ok"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            status, body = http_get(self.port, "/healthz", timeout=self.timeout)
+            self.answers.append((status, time.monotonic() - t0))
+            if status != 200 or body != "ok\n":
+                self.failures.append((status, body[:200]))
+            if self.proc is not None:
+                self.proc.vm_hwm_kb()
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=self.timeout + 5)
+
+    @property
+    def slowest(self):
+        return max((s for _, s in self.answers), default=0.0)
+
+    def assert_answered(self, minimum=3):
+        """Every probe got 200 "ok", and there were at least `minimum`."""
+        assert not self.failures, (f"/healthz failed {len(self.failures)} of "
+                                   f"{len(self.answers)} times, first: {self.failures[0]}")
+        assert len(self.answers) >= minimum, (f"only {len(self.answers)} /healthz probes ran: "
+                                              "the probe proves nothing")
+
+
 def metrics(port):
     """{(sample name, frozenset of labels): value} from /metrics, parsed by
     the reference parser."""
@@ -249,9 +306,12 @@ def admin_client(bootstrap):
     return admin
 
 
-def create_topic(admin, topic, partitions=DEFAULT_PARTITIONS, timeout=60):
+def create_topic(admin, topic, partitions=DEFAULT_PARTITIONS, timeout=60, config=None):
+    """Create `topic`; `config` holds topic settings such as
+    {"max.message.bytes": "16777216"}."""
     from confluent_kafka.admin import NewTopic
-    fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+    fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                       config=dict(config or {}))],
                              operation_timeout=timeout, request_timeout=timeout)
     fs[topic].result(timeout=timeout)
 
@@ -366,13 +426,14 @@ FAST_PRODUCER = {
 }
 
 
-def produce(bootstrap, topic, messages, record=True, timeout=300):
+def produce(bootstrap, topic, messages, record=True, timeout=300, config=None):
     """Produce every message (in order), wait for all delivery reports, fail
     on any delivery error. With record=True each Message gets its partition
-    and offset; `messages` may then not be a one-shot generator. Returns the
-    number of messages produced."""
+    and offset; `messages` may then not be a one-shot generator. `config`
+    overrides producer settings (e.g. a larger message.max.bytes). Returns
+    the number of messages produced."""
     from confluent_kafka import Producer
-    producer = Producer({"bootstrap.servers": bootstrap, **FAST_PRODUCER})
+    producer = Producer({"bootstrap.servers": bootstrap, **FAST_PRODUCER, **(config or {})})
     errors = []
     delivered = [0]
 
@@ -506,7 +567,7 @@ class IngestEnv:
     """Topic, group, database, config and processes of one test."""
 
     def __init__(self, binary, bootstrap, mariadb_params, tmp_path, test_name,
-                 partitions=DEFAULT_PARTITIONS):
+                 partitions=DEFAULT_PARTITIONS, topic_config=None):
         self.binary = binary
         self.bootstrap = bootstrap
         self.tmp_path = Path(tmp_path)
@@ -521,7 +582,7 @@ class IngestEnv:
         self.db = None
         self._topic_created = False
         try:
-            create_topic(self.admin, self.topic, partitions)
+            create_topic(self.admin, self.topic, partitions, config=topic_config)
             self._topic_created = True
             self.db = Database(mariadb_params)
         except BaseException:
@@ -571,8 +632,9 @@ class IngestEnv:
 
     # -- Kafka
 
-    def produce(self, messages, record=True, timeout=300):
-        return produce(self.bootstrap, self.topic, messages, record=record, timeout=timeout)
+    def produce(self, messages, record=True, timeout=300, config=None):
+        return produce(self.bootstrap, self.topic, messages, record=record, timeout=timeout,
+                       config=config)
 
     def end_offsets(self):
         return end_offsets(self.admin, self.topic, self.partitions)
