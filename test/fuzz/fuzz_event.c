@@ -1,6 +1,7 @@
 /* libFuzzer target: the event parser (src/event.c) on arbitrary payloads,
  * through two field mappings: the default one ("/<field>") and the nested one
- * of docs/examples/nested-mapping.json. Beyond "no crash, no leak, no UB"
+ * of docs/examples/nested-mapping.json, and a pointer taken from the input
+ * (see LLVMFuzzerTestOneInput). Beyond "no crash, no leak, no UB"
  * (the sanitizers' job) it checks what event.h promises of an accepted event,
  * because store.h writes such an event to SQL without checking it again. */
 #include <stdint.h>
@@ -98,18 +99,54 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+static void parse_and_check(cl_event_parser_t *parser, const uint8_t *data, size_t size)
+{
+    cl_event_t ev;
+    char reason[CL_ERR_LEN];
+    int rc = cl_event_parse(parser, data, size, "fuzz.topic", 3, 42, &ev, reason);
+    if (rc == CL_OK) {
+        check_event(&ev);
+        /* The time window with the widest bounds config.c allows (3 660 000 days, 10 000
+         * years), around three arrival times. */
+        const cl_event_time_window_t wide = {UINT64_C(316224000000000), UINT64_C(316224000000000)};
+        const cl_event_time_window_t narrow = {1000, 0};
+        const int64_t nows[] = {0, INT64_C(1764338400000), CL_DATETIME_MAX_MS};
+        for (size_t i = 0; i < sizeof nows / sizeof nows[0]; i++) {
+            if (cl_event_check_time_window(ev.ts_ms, nows[i], &wide, reason) != CL_OK)
+                die("time window", "refused within 10 000 years");
+            cl_event_check_time_window(ev.ts_ms, nows[i], &narrow, reason);
+        }
+    } else if (reason[0] == '\0' || memchr(reason, '\0', CL_ERR_LEN) == NULL) {
+        die("reason", "a rejection without a terminated reason");
+    }
+    cl_event_clear(&ev);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    for (size_t i = 0; i < 2; i++) {
-        cl_event_t ev;
-        char reason[CL_ERR_LEN];
-        int rc = cl_event_parse(parsers[i], data, size, "fuzz.topic", 3, 42, &ev, reason);
-        if (rc == CL_OK) {
-            check_event(&ev);
-        } else if (reason[0] == '\0' || memchr(reason, '\0', CL_ERR_LEN) == NULL) {
-            die("reason", "a rejection without a terminated reason");
+    /* An input "/<pointer>\n<payload>" also tries that pointer (from
+     * ingest.mapping, which an operator writes) for the url and the user_id. */
+    const uint8_t *nl = size > 0 && data[0] == '/' ? memchr(data, '\n', size) : NULL;
+    if (nl != NULL) {
+        size_t plen = (size_t)(nl - data);
+        char *pointer = malloc(plen + 1);
+        if (pointer == NULL)
+            return 0;
+        memcpy(pointer, data, plen);
+        pointer[plen] = '\0';
+        const char *pointers[CL_FIELD_COUNT] = {NULL};
+        pointers[CL_FIELD_URL] = pointer;
+        pointers[CL_FIELD_USER_ID] = pointer;
+        cl_event_parser_t *custom = NULL;
+        char err[CL_ERR_LEN];
+        if (cl_event_parser_new(pointers, MAX_BYTES, &custom, err) == CL_OK) {
+            parse_and_check(custom, nl + 1, size - plen - 1);
+            cl_event_parser_free(custom);
         }
-        cl_event_clear(&ev);
+        free(pointer);
+        return 0;
     }
+    for (size_t i = 0; i < 2; i++)
+        parse_and_check(parsers[i], data, size);
     return 0;
 }
