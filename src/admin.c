@@ -2,11 +2,13 @@
  * see include/clickloop/admin.h for the routes and the limits.
  *
  * One conn_t per TCP connection holds the uv_tcp_t, one uv_timer_t (whose
- * deadline depends on the state) and an http_parser. Requests are answered
- * synchronously from the parser's on_message_complete callback, which also
- * pauses the parser: http_parser_execute() then returns after that request,
- * and the caller decides whether to go on with the bytes that follow
- * (pipelining) or to keep them until the peer has read what it was sent.
+ * deadline depends on the state) and a req_reader_t (the http_parser and the
+ * request's limits, no I/O). The parser's on_message_complete callback pauses
+ * it, so http_parser_execute() returns after each request; the request is
+ * answered synchronously right then, and the caller decides whether to go on
+ * with the bytes that follow (pipelining) or to keep them until the peer has
+ * read what it was sent. cl_admin_answer_bytes() runs the same reading and
+ * answering on a string, for the fuzzer and the tests.
  *
  * Connection states (conn_state_t), and what the timer means in each:
  *
