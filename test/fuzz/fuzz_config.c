@@ -7,10 +7,12 @@
  * fails with at least one; no message shows the value of an environment
  * variable (config.h promises this, since values are often secrets) unless the
  * input itself holds that text; a loaded configuration differs from itself in
- * nothing. */
+ * nothing, and its field mapping compiles in the event parser. */
 #include "../../src/config.c"
 
 #include <stdint.h>
+
+#include "clickloop/event.h"
 
 /* Values a fuzzer cannot guess, so that finding one in a message means it
  * came from the environment. */
@@ -71,6 +73,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (cl_config_diff(config, config, NULL, NULL) != 0)
             abort();
+        /* A mapping the loader accepts must compile in the event parser,
+         * which ingest builds from it at start: a pointer refused only then
+         * would pass --check-config and fail the service. */
+        cl_event_parser_t *parser = NULL;
+        char err[CL_ERR_LEN];
+        if (cl_event_parser_new((const char *const *)config->ingest.mapping,
+                                (size_t)config->ingest.max_event_bytes, &parser, err) != CL_OK) {
+            fprintf(stderr, "fuzz_config: a loaded mapping is refused by the event parser: %s\n",
+                    err);
+            abort();
+        }
+        cl_event_parser_free(parser);
     } else if (config != NULL || errs.count == 0) {
         abort();
     }
