@@ -2,11 +2,13 @@
  * see include/clickloop/admin.h for the routes and the limits.
  *
  * One conn_t per TCP connection holds the uv_tcp_t, one uv_timer_t (whose
- * deadline depends on the state) and an http_parser. Requests are answered
- * synchronously from the parser's on_message_complete callback, which also
- * pauses the parser: http_parser_execute() then returns after that request,
- * and the caller decides whether to go on with the bytes that follow
- * (pipelining) or to keep them until the peer has read what it was sent.
+ * deadline depends on the state) and a req_reader_t (the http_parser and the
+ * request's limits, no I/O). The parser's on_message_complete callback pauses
+ * it, so http_parser_execute() returns after each request; the request is
+ * answered synchronously right then, and the caller decides whether to go on
+ * with the bytes that follow (pipelining) or to keep them until the peer has
+ * read what it was sent. cl_admin_answer_bytes() runs the same reading and
+ * answering on a string, for the fuzzer and the tests.
  *
  * Connection states (conn_state_t), and what the timer means in each:
  *
@@ -64,22 +66,40 @@ typedef enum {
     CONN_CLOSING,
 } conn_state_t;
 
+/* The reading of requests from a byte stream, apart from any socket: the
+ * http_parser, the request being parsed and what the limits count. A
+ * connection feeds it what it reads; cl_admin_answer_bytes() feeds it a
+ * string (the fuzzer's and the unit tests' way in). */
+typedef struct {
+    http_parser parser;
+    const cl_admin_params_t *limits;
+    cl_buf_t target;
+    size_t header_bytes;
+    size_t body_bytes;
+    int error_status; /* why a parser callback stopped the parser */
+    bool begun;       /* a request began during the last req_read() */
+    /* Of the request just completed (READ_REQUEST): */
+    bool keep_alive; /* the connection may carry another one */
+    bool http10;
+} req_reader_t;
+
+typedef enum {
+    READ_MORE,    /* all input parsed, no request completed: wait for more */
+    READ_REQUEST, /* one request complete: answer it, then go on after it */
+    READ_ERROR,   /* malformed or over a limit: answer the status, end */
+} read_result_t;
+
 typedef struct conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_shutdown_t shutdown_req;
-    http_parser parser;
+    req_reader_t req;
     cl_admin_t *admin;
     conn_state_t state;
     int handles_open;
     unsigned int writes_in_flight;
     unsigned int answered_since_drain; /* requests answered since no write was in flight */
     bool peer_eof;
-    /* The request being parsed. */
-    cl_buf_t target;
-    size_t header_bytes;
-    size_t body_bytes;
-    int error_status; /* why a parser callback stopped the parser */
     /* Input received but not parsed yet (BLOCKED). */
     cl_buf_t pending;
     size_t pending_off;
@@ -351,39 +371,55 @@ static void page_error(cl_admin_response_t *r, cl_buf_t *body)
         r->allow = ALLOW_METHODS;
 }
 
-/* Answer the request just parsed; `keep_alive` says whether the connection
- * may carry another one. */
-static void answer(conn_t *c, bool keep_alive)
+/* The response to a request read by `r` (route, page, headers), with its body
+ * in `body`; no I/O, so that the connection and cl_admin_answer_bytes() answer
+ * alike. */
+static void build_answer(cl_admin_t *a, const req_reader_t *r, cl_admin_response_t *resp,
+                         cl_buf_t *body)
 {
-    cl_admin_t *a = c->admin;
-    http_parser *p = &c->parser;
-    cl_admin_route_t route =
-        cl_admin_route(http_method_str((enum http_method)p->method), c->target.data, c->target.len);
-    cl_admin_response_t r = {
+    cl_admin_route_t route = cl_admin_route(http_method_str((enum http_method)r->parser.method),
+                                            r->target.data, r->target.len);
+    *resp = (cl_admin_response_t){
         .status = route.status,
         .head = route.head,
-        .close = !keep_alive,
-        .http10_keep_alive = keep_alive && p->http_major == 1 && p->http_minor == 0,
+        .close = !r->keep_alive,
+        .http10_keep_alive = r->keep_alive && r->http10,
     };
-    cl_buf_t body;
-    cl_buf_init(&body);
     switch (route.page) {
     case CL_ADMIN_PAGE_HEALTHZ:
-        page_healthz(a, &r, &body);
+        page_healthz(a, resp, body);
         break;
     case CL_ADMIN_PAGE_READYZ:
-        page_readyz(a, &r, &body);
+        page_readyz(a, resp, body);
         break;
     case CL_ADMIN_PAGE_METRICS:
-        r.content_type = CL_METRICS_CONTENT_TYPE;
-        cl_metrics_render(a->metrics, &body);
+        resp->content_type = CL_METRICS_CONTENT_TYPE;
+        cl_metrics_render(a->metrics, body);
         break;
     case CL_ADMIN_PAGE_NONE:
-        page_error(&r, &body);
+        page_error(resp, body);
         break;
     }
-    r.body = body.data;
-    r.body_len = body.len;
+    resp->body = body->data;
+    resp->body_len = body->len;
+}
+
+/* The answer to a request that cannot be parsed or is over a limit. */
+static void build_failure(int status, cl_admin_response_t *resp, cl_buf_t *body)
+{
+    *resp = (cl_admin_response_t){.status = status, .close = true};
+    page_error(resp, body);
+    resp->body = body->data;
+    resp->body_len = body->len;
+}
+
+/* Answer the request just read. */
+static void answer(conn_t *c)
+{
+    cl_admin_response_t r;
+    cl_buf_t body;
+    cl_buf_init(&body);
+    build_answer(c->admin, &c->req, &r, &body);
     send_response(c, &r);
     cl_buf_free(&body);
 }
@@ -392,12 +428,10 @@ static void answer(conn_t *c, bool keep_alive)
  * connection: after such an error the position in the byte stream is lost. */
 static void fail_request(conn_t *c, int status)
 {
-    cl_admin_response_t r = {.status = status, .close = true};
+    cl_admin_response_t r;
     cl_buf_t body;
     cl_buf_init(&body);
-    page_error(&r, &body);
-    r.body = body.data;
-    r.body_len = body.len;
+    build_failure(status, &r, &body);
     send_response(c, &r);
     cl_buf_free(&body);
     if (c->state != CONN_CLOSING) {
@@ -411,33 +445,30 @@ static void fail_request(conn_t *c, int status)
 
 /* A callback that returns non-zero stops the parser with HPE_CB_<name>; the
  * status to answer with is left in error_status. */
-static int stop_with(conn_t *c, int status)
+static int stop_with(req_reader_t *r, int status)
 {
-    c->error_status = status;
+    r->error_status = status;
     return -1;
 }
 
 static int on_message_begin(http_parser *p)
 {
-    conn_t *c = p->data;
-    cl_buf_reset(&c->target);
-    c->header_bytes = 0;
-    c->body_bytes = 0;
-    c->error_status = 0;
-    if (c->state == CONN_IDLE) {
-        c->state = CONN_REQUEST;
-        arm_timer(c, c->admin->params.request_timeout_ms);
-    }
+    req_reader_t *r = p->data;
+    cl_buf_reset(&r->target);
+    r->header_bytes = 0;
+    r->body_bytes = 0;
+    r->error_status = 0;
+    r->begun = true;
     return 0;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
-    conn_t *c = p->data;
-    c->header_bytes += len;
-    if (c->header_bytes > c->admin->params.max_header_bytes)
-        return stop_with(c, 414);
-    cl_buf_append(&c->target, at, len);
+    req_reader_t *r = p->data;
+    r->header_bytes += len;
+    if (r->header_bytes > r->limits->max_header_bytes)
+        return stop_with(r, 414);
+    cl_buf_append(&r->target, at, len);
     return 0;
 }
 
@@ -445,58 +476,42 @@ static int on_url(http_parser *p, const char *at, size_t len)
  * tracks Connection, Content-Length and Transfer-Encoding), only counted. */
 static int on_header_bytes(http_parser *p, const char *at, size_t len)
 {
-    conn_t *c = p->data;
+    req_reader_t *r = p->data;
     CL_UNUSED(at);
-    c->header_bytes += len;
-    if (c->header_bytes > c->admin->params.max_header_bytes)
-        return stop_with(c, 431);
+    r->header_bytes += len;
+    if (r->header_bytes > r->limits->max_header_bytes)
+        return stop_with(r, 431);
     return 0;
 }
 
 static int on_headers_complete(http_parser *p)
 {
-    conn_t *c = p->data;
+    req_reader_t *r = p->data;
     /* content_length is ULLONG_MAX when the request has no Content-Length. */
-    if (p->content_length != ULLONG_MAX && p->content_length > c->admin->params.max_body_bytes)
-        return stop_with(c, 413);
+    if (p->content_length != ULLONG_MAX && p->content_length > r->limits->max_body_bytes)
+        return stop_with(r, 413);
     return 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
-    conn_t *c = p->data;
+    req_reader_t *r = p->data;
     CL_UNUSED(at);
-    c->body_bytes += len;
-    if (c->body_bytes > c->admin->params.max_body_bytes)
-        return stop_with(c, 413);
+    r->body_bytes += len;
+    if (r->body_bytes > r->limits->max_body_bytes)
+        return stop_with(r, 413);
     return 0;
 }
 
 static int on_message_complete(http_parser *p)
 {
-    conn_t *c = p->data;
-    cl_admin_t *a = c->admin;
+    req_reader_t *r = p->data;
     /* An Upgrade or CONNECT request is answered as a plain request (a server
      * may ignore Upgrade), but the parser stops reading HTTP after it. */
-    bool keep_alive = http_should_keep_alive(p) && !p->upgrade;
-    answer(c, keep_alive);
-    if (c->state != CONN_CLOSING) {
-        if (!keep_alive) {
-            c->state = CONN_FINISHING;
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            arm_timer(c, a->params.idle_timeout_ms);
-        } else if (c->answered_since_drain >= MAX_ANSWERS_PER_DRAIN ||
-                   c->tcp.write_queue_size > WRITE_HIGH_WATER) {
-            c->state = CONN_BLOCKED;
-            uv_read_stop((uv_stream_t *)&c->tcp);
-            arm_timer(c, a->params.idle_timeout_ms);
-        } else {
-            c->state = CONN_IDLE;
-            arm_timer(c, a->params.idle_timeout_ms);
-        }
-    }
+    r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
+    r->http10 = p->http_major == 1 && p->http_minor == 0;
     /* Return to the caller of http_parser_execute() after each request, so it
-     * decides about the bytes that follow. */
+     * answers it and decides about the bytes that follow. */
     http_parser_pause(p, 1);
     return 0;
 }
@@ -511,11 +526,91 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-static int status_for_parse_error(const conn_t *c, enum http_errno e)
+static void req_reader_init(req_reader_t *r, const cl_admin_params_t *limits)
 {
-    if (c->error_status != 0)
-        return c->error_status;
-    return e == HPE_HEADER_OVERFLOW ? 431 : 400;
+    memset(r, 0, sizeof *r);
+    http_parser_init(&r->parser, HTTP_REQUEST);
+    r->parser.data = r;
+    r->limits = limits;
+    cl_buf_init(&r->target);
+}
+
+static void req_reader_free(req_reader_t *r)
+{
+    cl_buf_free(&r->target);
+}
+
+/* Parse up to `len` bytes, stopping after the first request that completes.
+ * *used tells how many were consumed: all of them for READ_MORE, unless the
+ * parser stopped reading HTTP after an Upgrade request; on READ_ERROR the
+ * status to answer is in *status. */
+static read_result_t req_read(req_reader_t *r, const char *data, size_t len, size_t *used,
+                              int *status)
+{
+    r->begun = false;
+    *used = http_parser_execute(&r->parser, &parser_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+    if (e == HPE_PAUSED) {
+        http_parser_pause(&r->parser, 0);
+        return READ_REQUEST;
+    }
+    if (e != HPE_OK) {
+        *status = r->error_status != 0 ? r->error_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+        return READ_ERROR;
+    }
+    return READ_MORE;
+}
+
+size_t cl_admin_answer_bytes(cl_admin_t *a, const char *data, size_t len, cl_buf_t *out)
+{
+    req_reader_t r;
+    req_reader_init(&r, &a->params);
+    size_t done = 0;
+    size_t answered = 0;
+    while (done < len) {
+        size_t n = 0;
+        int status = 0;
+        read_result_t res = req_read(&r, data + done, len - done, &n, &status);
+        done += n;
+        if (res == READ_MORE)
+            break;
+        cl_admin_response_t resp;
+        cl_buf_t body;
+        cl_buf_init(&body);
+        if (res == READ_ERROR)
+            build_failure(status, &resp, &body);
+        else
+            build_answer(a, &r, &resp, &body);
+        cl_admin_format_response(&resp, out);
+        cl_buf_free(&body);
+        answered++;
+        if (res == READ_ERROR || !r.keep_alive)
+            break;
+    }
+    req_reader_free(&r);
+    return answered;
+}
+
+/* After the answer to a complete request: end the connection, or pause its
+ * reading while the peer is behind, or wait for the next request. */
+static void conn_after_answer(conn_t *c)
+{
+    cl_admin_t *a = c->admin;
+    if (c->state == CONN_CLOSING)
+        return;
+    if (!c->req.keep_alive) {
+        c->state = CONN_FINISHING;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        arm_timer(c, a->params.idle_timeout_ms);
+    } else if (c->answered_since_drain >= MAX_ANSWERS_PER_DRAIN ||
+               c->tcp.write_queue_size > WRITE_HIGH_WATER) {
+        c->state = CONN_BLOCKED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        arm_timer(c, a->params.idle_timeout_ms);
+    } else {
+        c->state = CONN_IDLE;
+        arm_timer(c, a->params.idle_timeout_ms);
+    }
 }
 
 /* Parse `len` bytes, answering every complete request. Returns how many were
@@ -526,17 +621,28 @@ static size_t conn_feed(conn_t *c, const char *data, size_t len)
     size_t done = 0;
     while (done < len && (c->state == CONN_REQUEST || c->state == CONN_IDLE)) {
         size_t offered = len - done;
-        size_t n = http_parser_execute(&c->parser, &parser_settings, data + done, offered);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        size_t n = 0;
+        int status = 0;
+        read_result_t res = req_read(&c->req, data + done, offered, &n, &status);
         done += n;
-        if (e == HPE_PAUSED) {
-            http_parser_pause(&c->parser, 0);
-        } else if (e != HPE_OK) {
-            fail_request(c, status_for_parse_error(c, e));
+        if (res == READ_ERROR) {
+            fail_request(c, status);
             return len;
-        } else if (n < offered) {
+        }
+        if (res == READ_REQUEST) {
+            answer(c);
+            conn_after_answer(c);
+            continue;
+        }
+        /* A request that began and is not complete must arrive whole within
+         * the request timeout of its first byte. */
+        if (c->req.begun && c->state == CONN_IDLE) {
+            c->state = CONN_REQUEST;
+            arm_timer(c, c->admin->params.request_timeout_ms);
+        }
+        if (n < offered) {
             /* Without an error the parser consumes everything, except after
-             * an Upgrade request, which on_message_complete already ended. */
+             * an Upgrade request, which conn_after_answer already ended. */
             return len;
         }
     }
@@ -617,7 +723,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
         return;
     cl_admin_t *a = c->admin;
     CL_DLIST_UNLINK(a->conns, c);
-    cl_buf_free(&c->target);
+    req_reader_free(&c->req);
     cl_buf_free(&c->pending);
     free(c);
     a->stats.connections--;
@@ -687,8 +793,7 @@ static void on_connection(uv_stream_t *server, int status)
     a->stats.connections++;
     a->stats.accepted++;
     cl_gauge_set(a->m_connections, NULL, a->stats.connections);
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
+    req_reader_init(&c->req, &a->params);
     /* The first request is due within the request timeout of the accept, so
      * a connection that never says anything is gone as fast as a slow one. */
     c->state = CONN_REQUEST;

@@ -128,4 +128,15 @@ typedef struct cl_admin_response_s {
 /* Append the status line, headers and (unless head) body to `out`. */
 void cl_admin_format_response(const cl_admin_response_t *r, cl_buf_t *out);
 
+/* Answer the requests in `len` bytes as if a connection had received them at
+ * once, without a socket: the same parsing, limits, routes and pages as a
+ * connection, each response appended to `out` (without a Date header). Stops
+ * after a request that ends the connection (Connection: close, HTTP/1.0
+ * without keep-alive, Upgrade) or a malformed one, or when the rest is an
+ * incomplete request. The flow control of a connection (timeouts, pausing
+ * after MAX_ANSWERS_PER_DRAIN) is not applied. Counts no requests in the
+ * metrics. Returns the number of responses. For the fuzzer (test/fuzz) and
+ * unit tests. */
+size_t cl_admin_answer_bytes(cl_admin_t *admin, const char *data, size_t len, cl_buf_t *out);
+
 #endif

@@ -271,6 +271,75 @@ static void test_server_registers_its_own_metrics(void)
     cl_metrics_free(m);
 }
 
+/* cl_admin_answer_bytes: the connection's parsing and answering, on a string. */
+static bool not_ready(void *arg, cl_buf_t *missing)
+{
+    CL_UNUSED(arg);
+    cl_buf_append_str(missing, "no partitions");
+    return false;
+}
+
+static size_t answer_bytes(const char *req, const cl_admin_params_t *p, char **out)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    cl_metrics_t *m = cl_metrics_new();
+    cl_admin_t *a = cl_admin_new(&loop, p, m, not_ready, NULL);
+    cl_buf_t buf;
+    cl_buf_init(&buf);
+    size_t n = cl_admin_answer_bytes(a, req, strlen(req), &buf);
+    cl_buf_append_char(&buf, '\0');
+    *out = cl_buf_steal(&buf, NULL);
+    cl_admin_close(a, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    cl_metrics_free(m);
+    return n;
+}
+
+static void test_answer_bytes_answers_pipelined_requests_in_order(void)
+{
+    cl_admin_params_t p = {.host = "127.0.0.1"};
+    char *out = NULL;
+    size_t n = answer_bytes("GET /readyz HTTP/1.1\r\n\r\n"
+                            "HEAD /metrics HTTP/1.1\r\n\r\n"
+                            "GET /nope HTTP/1.1\r\n\r\n"
+                            "GET /healthz HTTP/1.1\r\n",
+                            &p, &out);
+    CL_ASSERT_INT_EQ(3, n); /* the last request is incomplete */
+    const char *second = strstr(out, "HTTP/1.1 200 OK\r\n");
+    const char *third = strstr(out, "HTTP/1.1 404 Not Found\r\n");
+    CL_ASSERT(strncmp(out, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
+    CL_ASSERT_STR_CONTAINS(out, "not ready: no partitions\n");
+    CL_ASSERT(second != NULL && third != NULL && second < third);
+    CL_ASSERT(strstr(out, "# TYPE") == NULL); /* HEAD: no body */
+    free(out);
+}
+
+static void test_answer_bytes_applies_the_limits_and_stops_at_close(void)
+{
+    cl_admin_params_t p = {.host = "127.0.0.1", .max_header_bytes = 32, .max_body_bytes = 4};
+    char *out = NULL;
+    CL_ASSERT_INT_EQ(
+        1,
+        answer_bytes("GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n", &p, &out));
+    CL_ASSERT(strncmp(out, "HTTP/1.1 414 ", 13) == 0);
+    CL_ASSERT_STR_CONTAINS(out, "Connection: close\r\n");
+    free(out);
+    CL_ASSERT_INT_EQ(1,
+                     answer_bytes("POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", &p, &out));
+    CL_ASSERT(strncmp(out, "HTTP/1.1 413 ", 13) == 0);
+    free(out);
+    CL_ASSERT_INT_EQ(1, answer_bytes("GARBAGE\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n", &p, &out));
+    CL_ASSERT(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
+    free(out);
+    CL_ASSERT_INT_EQ(1, answer_bytes("GET /x HTTP/1.1\r\nConnection: close\r\n\r\n"
+                                     "GET /x HTTP/1.1\r\n\r\n",
+                                     &p, &out));
+    CL_ASSERT(strncmp(out, "HTTP/1.1 404 ", 13) == 0);
+    free(out);
+}
+
 static const cl_test_case_t cases[] = {
     CL_TEST(test_route_get_of_each_page),
     CL_TEST(test_route_head_is_get_without_body),
@@ -289,6 +358,8 @@ static const cl_test_case_t cases[] = {
     CL_TEST(test_start_on_ipv6_loopback),
     CL_TEST(test_close_without_start),
     CL_TEST(test_server_registers_its_own_metrics),
+    CL_TEST(test_answer_bytes_answers_pipelined_requests_in_order),
+    CL_TEST(test_answer_bytes_applies_the_limits_and_stops_at_close),
 };
 
 CL_TEST_MAIN(cases)
