@@ -84,11 +84,11 @@ SESSION_TIMEOUT_MS = 5 * MINUTE
 
 # Small bounds, so that the SIGSTOP fills them within seconds, and a bound on
 # memory (the formula of docs/operations.md) that the test can hold the process to.
-MAX_IN_FLIGHT_EVENTS = 5_000
-MAX_IN_FLIGHT_BYTES = 4 * MIB
+MAX_IN_FLIGHT_EVENTS = 10_000
+MAX_IN_FLIGHT_BYTES = 8 * MIB
 MAX_EVENT_BYTES = 64 * 1024
 FETCH_MAX_BYTES = 4 * MIB        # librdkafka's fetch.max.bytes (default 50 MB)
-POOL_SIZE = 2
+POOL_SIZE = 4
 MAX_ALLOWED_PACKET = 4 * MIB
 BULK_MAX_BYTES = 1 * MIB
 ES_MAX_IN_FLIGHT = 2
@@ -509,7 +509,7 @@ def test_chaos_stream_survives_kills_and_server_restarts_exactly_once(chaos, req
                    "max_in_flight_events": MAX_IN_FLIGHT_EVENTS,
                    "max_in_flight_bytes": MAX_IN_FLIGHT_BYTES,
                    "max_event_bytes": MAX_EVENT_BYTES},
-        "aggregation": {"enabled": True, "interval": "1s", "windows": WINDOWS,
+        "aggregation": {"enabled": True, "interval": "2s", "windows": WINDOWS,
                         "session_timeout": SESSION_TIMEOUT},
         "elasticsearch": {"urls": [search.base], "index": index, "bulk_max_docs": 1000,
                           "bulk_max_bytes": BULK_MAX_BYTES, "max_in_flight": ES_MAX_IN_FLIGHT,
