@@ -14,10 +14,11 @@ both deps/services and pytest), never against shared ones.
 The stream: valid events (5 % without event_id), some hundreds of malformed
 messages (test_ingest.MALFORMED) and some thousands of exact re-sends of
 valid events, shuffled, spread over 4 partitions, produced in bursts from a
-background thread. Its pace follows the faults: before fault k of n, the
-producer may go up to (k + 1) / (n + 1) of the stream, so every fault happens
-while events arrive (and the SIGSTOP has more than the in-flight bound to
-hold back).
+background thread. Its pace follows the faults: with fault k of n (after
+the random gap before it) the producer may go on up to (k + 1) / (n + 1) of
+the stream, so every fault happens while events arrive; for the SIGSTOP that
+share is released once MariaDB is stopped (at least three in-flight bounds),
+so that clickloop must hold it back.
 
 Kills come in two kinds, alternating: right after /metrics shows a new batch
 committed to MariaDB (clickloop commits offsets from a 1 s auto-commit timer,
